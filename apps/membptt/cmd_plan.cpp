@@ -1,0 +1,264 @@
+// `membptt plan` and `membptt curve`: the planner from the command line.
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+
+#include <cmath>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <optional>
+
+#include "cli_common.hpp"
+#include "commands.hpp"
+#include "membptt/plan/planner.hpp"
+#include "membptt/schedule/simulator.hpp"
+#include "svg.hpp"
+
+namespace membptt::cli {
+namespace {
+
+constexpr std::int64_t kMaxDrawnOps = 200'000;
+
+std::string policy_list() {
+  std::string s;
+  for (Policy p : kAllPolicies) s += (s.empty() ? "" : ", ") + std::string(policy_name(p));
+  return s;
+}
+
+Policy policy_or_throw(const std::string& name) {
+  if (auto p = parse_policy(name)) return *p;
+  throw UsageError("unknown policy '" + name + "': allowed are " + policy_list());
+}
+
+struct ModelOptions {
+  double alpha = 1.0;
+  double beta = 2.0;
+  double hidden_bytes = 0;    // 0: not given
+  double internal_bytes = 0;  // 0: not given
+  CostModel model() const {
+    CostModel m{alpha, beta};
+    if (internal_bytes > 0) {
+      if (!(hidden_bytes > 0)) throw UsageError("--internal-bytes needs --hidden-bytes");
+      m.alpha = internal_bytes / hidden_bytes;
+    }
+    return m;
+  }
+};
+
+void add_model_options(CLI::App* cmd, ModelOptions& o) {
+  cmd->add_option("--alpha", o.alpha, "internal state size / hidden state size (>= 1)")->capture_default_str();
+  cmd->add_option("--beta", o.beta, "backward step cost / forward step cost, to predict time")->capture_default_str();
+  cmd->add_option("--hidden-bytes", o.hidden_bytes, "bytes of one hidden state (for --unit bytes)");
+  cmd->add_option("--internal-bytes", o.internal_bytes, "bytes of one internal state (sets alpha)");
+}
+
+double budget_in_units(double memory, const std::string& unit, std::int64_t length, const CostModel& model,
+                       const ModelOptions& o) {
+  if (!std::isfinite(memory) || memory < 0)
+    throw UsageError(fmt::format("memory budget {} is not allowed: it must be a finite number >= 0", memory));
+  if (unit == "slots") return memory;
+  if (unit == "percent") return memory / 100.0 * plain_bptt_units(length, model);
+  if (unit == "bytes") {
+    if (!(o.hidden_bytes > 0)) throw UsageError("--unit bytes needs --hidden-bytes (bytes of one hidden state)");
+    return memory / o.hidden_bytes;
+  }
+  throw UsageError("unknown unit '" + unit + "': allowed are slots, bytes, percent");
+}
+
+nlohmann::json op_json(const Op& op) {
+  nlohmann::json j{{"op", std::string(op_name(op.kind))}, {"t", op.t}};
+  if (op.slot >= 0) j["slot"] = op.slot;
+  if (op.kind == OpKind::Advance) j["count"] = op.count;
+  return j;
+}
+
+std::vector<Op> ops_for_drawing(const Plan& plan) {
+  std::vector<Op> ops;
+  ScheduleGenerator gen = plan.schedule();
+  Op op{};
+  while (gen.next(op)) {
+    if (static_cast<std::int64_t>(ops.size()) >= kMaxDrawnOps)
+      throw UsageError(fmt::format("the schedule has more than {} operations, too many to draw: use a shorter --length", kMaxDrawnOps));
+    ops.push_back(op);
+  }
+  return ops;
+}
+
+int run_plan(std::int64_t length, double memory, const std::string& unit, const std::string& policy_name_arg,
+             const ModelOptions& o, bool json, bool with_schedule, const std::string& svg_path) {
+  const CostModel model = o.model();
+  const Policy policy = policy_or_throw(policy_name_arg);
+  const double budget = budget_in_units(memory, unit, length, model, o);
+  const Plan plan = make_plan(policy, length, budget, model);
+  const double plain = plain_bptt_units(length, model);
+
+  if (json) {
+    nlohmann::json j{{"policy", std::string(policy_name(policy))},
+                     {"length", length},
+                     {"memory", budget},
+                     {"alpha", model.alpha},
+                     {"beta", model.beta},
+                     {"forward_ops", plan.forward_steps},
+                     {"backward_ops", length},
+                     {"forward_per_step", plan.steps_per_step()},
+                     {"peak_memory", plan.peak_units},
+                     {"plain_bptt_memory", plain},
+                     {"memory_saving", 1.0 - plan.peak_units / plain},
+                     {"time_ratio", plan.time_ratio()},
+                     {"max_slots", plan.max_slots}};
+    if (o.hidden_bytes > 0) {
+      j["peak_bytes"] = plan.peak_units * o.hidden_bytes;
+      j["plain_bptt_bytes"] = plain * o.hidden_bytes;
+    }
+    if (with_schedule) {
+      auto& ops = j["ops"] = nlohmann::json::array();
+      ScheduleGenerator gen = plan.schedule();
+      Op op{};
+      while (gen.next(op)) ops.push_back(op_json(op));
+    }
+    std::cout << j.dump() << "\n";
+  } else {
+    fmt::print("policy {}   T = {}   alpha = {:g}   beta = {:g}\n", policy_name(policy), length, model.alpha, model.beta);
+    fmt::print("  budget          {:.6g} units ({:.2f}% of plain BPTT's {:.6g})\n", budget, 100 * budget / plain, plain);
+    fmt::print("  peak memory     {:.6g} units ({:.2f}% of plain BPTT): saves {:.2f}%\n", plan.peak_units,
+               100 * plan.peak_units / plain, 100 * (1 - plan.peak_units / plain));
+    if (o.hidden_bytes > 0)
+      fmt::print("  peak bytes      {:.0f} (plain BPTT {:.0f})\n", plan.peak_units * o.hidden_bytes, plain * o.hidden_bytes);
+    fmt::print("  forward steps   {} ({:.4f} per step; plain BPTT runs {})\n", plan.forward_steps, plan.steps_per_step(), length);
+    fmt::print("  predicted time  {:.4f} x plain BPTT (backward costs beta = {:g} forward steps)\n", plan.time_ratio(), model.beta);
+    if (with_schedule) {
+      ScheduleGenerator gen = plan.schedule();
+      Op op{};
+      while (gen.next(op)) {
+        if (op.kind == OpKind::Advance)
+          fmt::print("{} {}..{}\n", op_name(op.kind), op.t, op.t + op.count - 1);
+        else
+          fmt::print("{} {} slot {}\n", op_name(op.kind), op.t, op.slot);
+      }
+    }
+  }
+  if (!svg_path.empty()) {
+    const auto ops = ops_for_drawing(plan);
+    const std::string title = fmt::format("{} schedule: T={}, budget {:.4g} units ({:.1f}% of plain BPTT), {} forward steps",
+                                          policy_name(policy), length, budget, 100 * budget / plain, plan.forward_steps);
+    write_file_atomic(svg_path, schedule_svg(ops, length, title));
+  }
+  return 0;
+}
+
+// Budgets for the curve: from the least any policy needs to plain BPTT's, evenly in log space,
+// plus each fixed-memory policy's own point.
+std::vector<double> curve_budgets(std::int64_t length, const CostModel& model, int points) {
+  const double lo = 1.0 + model.alpha, hi = plain_bptt_units(length, model);
+  std::vector<double> b;
+  for (int i = 0; i < points; ++i) b.push_back(lo * std::pow(hi / lo, static_cast<double>(i) / (points - 1)));
+  return b;
+}
+
+int run_curve(std::int64_t length, const ModelOptions& o, int points, const std::string& csv_path,
+              const std::string& svg_path) {
+  const CostModel model = o.model();
+  if (points < 2 || points > 100000) throw UsageError(fmt::format("--points {} is not allowed: use 2..100000", points));
+  const double plain = plain_bptt_units(length, model);
+  const std::vector<double> budgets = curve_budgets(length, model, points);
+
+  std::vector<Series> series;
+  std::string csv = "policy,budget_units,memory_fraction,forward_steps,forward_per_step,time_ratio\n";
+  fmt::print("cost per step (forward steps / T) against memory, T = {}, alpha = {:g}, beta = {:g}\n", length, model.alpha, model.beta);
+  fmt::print("{:>10} {:>8}", "budget", "% plain");
+  std::vector<std::vector<CurvePoint>> all;
+  std::vector<Policy> shown;
+  for (Policy p : kAllPolicies) {
+    std::vector<CurvePoint> pts;
+    try {
+      if (p == Policy::Full || p == Policy::ChenSqrt || p == Policy::ChenRecursive) {
+        const double least = least_budget(p, length, model);
+        pts = cost_curve(p, length, model, {least});
+      } else {
+        pts = cost_curve(p, length, model, budgets);
+      }
+    } catch (const PlanError& e) {
+      fmt::print(stderr, "note: {} left out: {}\n", policy_name(p), e.what());
+      continue;
+    }
+    Series s{std::string(policy_name(p)), {}, {}};
+    for (const auto& c : pts) {
+      const double per = static_cast<double>(c.forward_steps) / static_cast<double>(length);
+      s.x.push_back(c.budget_units / plain);
+      s.y.push_back(per);
+      csv += fmt::format("{},{},{},{},{},{}\n", policy_name(p), c.budget_units, c.budget_units / plain, c.forward_steps, per,
+                         predicted_time_ratio(c.forward_steps, length, model));
+    }
+    series.push_back(std::move(s));
+    all.push_back(std::move(pts));
+    shown.push_back(p);
+    fmt::print(" {:>10}", policy_name(p));
+  }
+  fmt::print("\n");
+  // The table: one row per budget; fixed-memory policies on their own rows.
+  for (std::size_t i = 0; i < shown.size(); ++i) {
+    if (all[i].size() != 1) continue;
+    fmt::print("{:>10.5g} {:>7.2f}%", all[i][0].budget_units, 100 * all[i][0].budget_units / plain);
+    for (std::size_t j = 0; j < shown.size(); ++j)
+      fmt::print(" {:>10}", j == i ? fmt::format("{:.3f}", static_cast<double>(all[i][0].forward_steps) / length) : "");
+    fmt::print("\n");
+  }
+  const int every = std::max(1, points / 24);
+  for (std::size_t r = 0; r < budgets.size(); r += every) {
+    fmt::print("{:>10.5g} {:>7.2f}%", budgets[r], 100 * budgets[r] / plain);
+    for (std::size_t j = 0; j < shown.size(); ++j) {
+      std::string cell;
+      if (all[j].size() > 1)
+        for (const auto& c : all[j])
+          if (c.budget_units == budgets[r]) cell = fmt::format("{:.3f}", static_cast<double>(c.forward_steps) / length);
+      fmt::print(" {:>10}", cell);
+    }
+    fmt::print("\n");
+  }
+  if (!csv_path.empty()) write_file_atomic(csv_path, csv);
+  if (!svg_path.empty()) {
+    double y_max = 0;
+    for (const auto& s : series)
+      for (double y : s.y) y_max = std::max(y_max, std::min(y, 8.0));
+    write_file_atomic(svg_path, curve_svg(series, fmt::format("Forward steps per step against memory, T = {}, alpha = {:g}", length, model.alpha),
+                                          "memory / plain BPTT's memory (log scale)", "forward steps per step (cut at 8)",
+                                          std::ceil(y_max)));
+  }
+  return 0;
+}
+
+}  // namespace
+
+void add_plan_commands(CLI::App& app, std::function<int()>& action) {
+  static std::int64_t length = 1000;
+  static double memory = 5;
+  static std::string unit = "percent", policy = "msm", svg;
+  static bool json = false, schedule = false;
+  static ModelOptions model_opts;
+  auto* plan = app.add_subcommand("plan", "the best policy's cost and memory for a length and a budget");
+  plan->add_option("--length", length, "sequence length T (steps)")->required();
+  plan->add_option("--memory", memory, "memory budget, in --unit")->required();
+  plan->add_option("--unit", unit, "slots (hidden-state units) | bytes | percent (of plain BPTT)")->capture_default_str();
+  plan->add_option("--policy", policy, "one of: " + policy_list())->capture_default_str();
+  plan->add_flag("--json", json, "print one JSON object");
+  plan->add_flag("--schedule", schedule, "also print the schedule's operations");
+  plan->add_option("--svg", svg, "draw the schedule into this SVG file");
+  add_model_options(plan, model_opts);
+  plan->callback([&action] { action = [] { return run_plan(length, memory, unit, policy, model_opts, json, schedule, svg); }; });
+
+  static std::int64_t c_length = 1000;
+  static int points = 60;
+  static std::string csv, c_svg;
+  static ModelOptions c_model;
+  auto* curve = app.add_subcommand("curve", "cost per step against memory for every policy (the paper's figure)");
+  curve->add_option("--length", c_length, "sequence length T (steps)")->required();
+  curve->add_option("--points", points, "budgets sampled from the least to plain BPTT's")->capture_default_str();
+  curve->add_option("--csv", csv, "write the points to this CSV file");
+  curve->add_option("--svg", c_svg, "draw the curves into this SVG file");
+  add_model_options(curve, c_model);
+  curve->callback([&action] {
+    if (c_length <= 0) throw UsageError(fmt::format("sequence length {} is not allowed: it must be a positive integer", c_length));
+    action = [] { return run_curve(c_length, c_model, points, csv, c_svg); };
+  });
+}
+
+}  // namespace membptt::cli

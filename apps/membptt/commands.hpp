@@ -1,0 +1,11 @@
+// Each group of subcommands registers itself here; the chosen one sets `action`.
+#pragma once
+#include <CLI/CLI.hpp>
+#include <functional>
+
+namespace membptt::cli {
+void add_plan_commands(CLI::App& app, std::function<int()>& action);
+#ifdef MEMBPTT_HAVE_NN
+void add_nn_commands(CLI::App& app, std::function<int()>& action);
+#endif
+}  // namespace membptt::cli

@@ -1,0 +1,23 @@
+// Griewank's binomial checkpointing (Revolve) in closed form: the cost of BPTT-HSM and its
+// optimal split without a table, so hidden-state plans reach any length.
+#pragma once
+#include <cstdint>
+
+namespace membptt {
+
+// binom(n, k), saturating at INT64_MAX instead of overflowing. 0 when k < 0 or k > n.
+std::int64_t binomial_saturating(std::int64_t n, std::int64_t k);
+
+// Least r with binom(m + r, m) >= t: how many times the worst step is run forward.
+std::int64_t hsm_repetitions(std::int64_t t, std::int64_t m);
+
+// C(t, m) of BPTT-HSM: forward steps (the first pass included) to backpropagate t steps with m
+// hidden-state slots, the slot holding the segment's start included. Requires m >= 1.
+// Equals t + r*t - binom(m + r, m + 1). Saturates at INT64_MAX.
+std::int64_t hsm_cost(std::int64_t t, std::int64_t m);
+
+// An optimal first checkpoint y (1 <= y < t) for C(t, m), m >= 2, t >= 2:
+// C(t, m) = y + C(t - y, m - 1) + C(y, m).
+std::int64_t hsm_split(std::int64_t t, std::int64_t m);
+
+}  // namespace membptt

@@ -1,0 +1,109 @@
+#include "membptt/plan/dp.hpp"
+
+#include <algorithm>
+#include <cstdlib>
+#include <limits>
+#include <stdexcept>
+
+namespace membptt {
+
+namespace {
+
+// y + child[t - y] + row[y - shift] over 1 <= y < t; sign marks hidden (+) or internal (-).
+// Pruned: stops once t + row[y - shift], a lower bound for this and every later y, reaches the
+// best found. Ties keep the earlier candidate.
+inline void scan(std::int64_t t, const std::int64_t* row, const std::int64_t* child, std::int64_t shift, bool prune,
+                 std::int64_t& best, std::int32_t& best_split, int sign) {
+  for (std::int64_t y = 1; y < t; ++y) {
+    if (prune && t + row[y - shift] >= best) return;
+    const std::int64_t c = y + child[t - y] + row[y - shift];
+    if (c < best) best = c, best_split = static_cast<std::int32_t>(sign * y);
+  }
+}
+
+}  // namespace
+
+DpTable::DpTable(DpFamily family, std::int64_t max_length, std::int64_t max_free_ticks, MemoryGrid grid, bool naive)
+    : family_(family), max_length_(max_length), max_free_(max_free_ticks), grid_(grid), has_r_(family == DpFamily::Msm) {
+  if (max_length < 0 || max_free_ticks < 0) throw std::invalid_argument("DpTable: negative size");
+  if (max_length >= std::numeric_limits<std::int32_t>::max())
+    throw std::invalid_argument("DpTable: length too large for a table; use the revolve policy");
+  const auto cells = static_cast<std::size_t>(max_length + 1) * static_cast<std::size_t>(max_free_ticks + 1);
+  cost_.assign(cells, 0);
+  split_.assign(cells, 0);
+  if (has_r_) {
+    cost_r_.assign(cells, 0);
+    split_r_.assign(cells, 0);
+  }
+  for (std::int64_t f = 0; f <= max_free_; ++f) solve_row(f, naive);
+}
+
+Split DpTable::split(std::int64_t t, std::int64_t f, bool releasable) const {
+  if (t <= 1) return {SplitKind::Leaf, t};
+  const std::int32_t s = (releasable && has_r_ ? split_r_ : split_)[index(t, f)];
+  if (s == std::numeric_limits<std::int32_t>::min()) return {SplitKind::InternalReleasing, 1};
+  if (s > 0) return {SplitKind::Hidden, s};
+  if (s < 0) return {SplitKind::Internal, -static_cast<std::int64_t>(s)};
+  return {SplitKind::Quadratic, 0};
+}
+
+// Row f needs rows f - hidden and f - internal (already solved) and its own shorter lengths.
+//
+// Pruning (exact): every step runs forward at least once, so F(n, g) >= n, and F(., f) grows by
+// at least 1 per step of length (drop the first step of a plan for n+1 steps, taking h_1 as the
+// start: a plan for n steps, cheaper by every run of step 1; likewise R). Hence for y' >= y
+//   hidden:   y' + R(t-y', f-h) + L(y', f)    >= t + L(y, f)
+//   internal: y' + F(t-y', f-a) + L(y'-1, f)  >= t + L(y-1, f)
+// (L the left part's table) and the scan stops once that bound reaches the best found.
+// tests/plan/planner_test.cpp checks the pruned tables against the naive scan.
+void DpTable::solve_row(std::int64_t f, bool naive) {
+  const bool hidden_ok = family_ != DpFamily::Ism && f >= grid_.hidden;
+  const bool internal_ok = family_ != DpFamily::Hsm && f >= grid_.internal;
+  const std::int64_t release_row = f + grid_.hidden - grid_.internal;  // R's internal split at 1
+  const bool release_ok = has_r_ && release_row >= 0;
+  const std::int64_t* right_h = hidden_ok ? &(has_r_ ? cost_r_ : cost_)[index(0, f - grid_.hidden)] : nullptr;
+  const std::int64_t* right_a = internal_ok ? &cost_[index(0, f - grid_.internal)] : nullptr;
+  const std::int64_t* after_release = release_ok ? &cost_[index(0, release_row)] : nullptr;
+
+  // Solve F (left parts from F), then R (left parts from R, plus the releasing split).
+  for (int pass = 0; pass < (has_r_ ? 2 : 1); ++pass) {
+    const bool r = pass == 1;
+    std::int64_t* out = &(r ? cost_r_ : cost_)[index(0, f)];
+    std::int32_t* out_split = &(r ? split_r_ : split_)[index(0, f)];
+    const std::int64_t* left = out;
+    out[0] = 0;
+    if (max_length_ >= 1) out[1] = 1;
+    for (std::int64_t t = 2; t <= max_length_; ++t) {
+      // Room for every internal state: plain BPTT, the least any plan can cost.
+      if (internal_ok && f >= grid_.internal * (t - 1)) {
+        out[t] = t;
+        out_split[t] = -1;
+        continue;
+      }
+      std::int64_t best = t * (t + 1) / 2;
+      std::int32_t best_split = 0;
+      if (r && release_ok && 1 + after_release[t - 1] < best) {
+        best = 1 + after_release[t - 1];
+        best_split = std::numeric_limits<std::int32_t>::min();
+      }
+      if (!naive) {
+        // Seed with the previous length's split, often optimal here too, so the bound bites early.
+        const std::int64_t prev = out_split[t - 1];
+        if (prev > 0 && prev < t && hidden_ok && prev + right_h[t - prev] + left[prev] < best) {
+          best = prev + right_h[t - prev] + left[prev];
+          best_split = static_cast<std::int32_t>(prev);
+        } else if (prev < 0 && prev != std::numeric_limits<std::int32_t>::min() && -prev < t && internal_ok &&
+                   -prev + right_a[t + prev] + left[-prev - 1] < best) {
+          best = -prev + right_a[t + prev] + left[-prev - 1];
+          best_split = static_cast<std::int32_t>(prev);
+        }
+      }
+      if (hidden_ok) scan(t, left, right_h, 0, !naive, best, best_split, 1);
+      if (internal_ok) scan(t, left, right_a, 1, !naive, best, best_split, -1);
+      out[t] = best;
+      out_split[t] = best_split;
+    }
+  }
+}
+
+}  // namespace membptt

@@ -1,0 +1,214 @@
+#include "membptt/plan/planner.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <sstream>
+
+#include "membptt/plan/binomial.hpp"
+#include "membptt/plan/dp.hpp"
+#include "membptt/schedule/simulator.hpp"
+
+namespace membptt {
+namespace {
+
+// --- the fixed rules of the baselines and of the closed form -------------------------------
+
+struct FullOracle final : SplitOracle {
+  Split split(std::int64_t t, std::int64_t, bool) const override {
+    return t <= 1 ? Split{SplitKind::Leaf, t} : Split{SplitKind::Internal, 1};
+  }
+};
+
+struct QuadraticOracle final : SplitOracle {
+  Split split(std::int64_t t, std::int64_t, bool) const override {
+    return t <= 1 ? Split{SplitKind::Leaf, t} : Split{SplitKind::Quadratic, 0};
+  }
+};
+
+struct RevolveOracle final : SplitOracle {
+  explicit RevolveOracle(MemoryGrid g) : grid(g) {}
+  Split split(std::int64_t t, std::int64_t f, bool) const override {
+    if (t <= 1) return {SplitKind::Leaf, t};
+    const std::int64_t m = f / grid.hidden + 1;  // hidden slots, the start's included
+    if (m <= 1) return {SplitKind::Quadratic, 0};
+    return {SplitKind::Hidden, hsm_split(t, m)};
+  }
+  MemoryGrid grid;
+};
+
+// Chen et al. (2016), sqrt(T): a hidden checkpoint every k steps on the first pass, each segment
+// then recomputed once with all its internal states kept.
+struct ChenSqrtOracle final : SplitOracle {
+  explicit ChenSqrtOracle(std::int64_t seg) : k(seg) {}
+  Split split(std::int64_t t, std::int64_t, bool) const override {
+    if (t <= 1) return {SplitKind::Leaf, t};
+    if (t <= k) return {SplitKind::Internal, 1};
+    return {SplitKind::Hidden, k};
+  }
+  std::int64_t k;
+};
+
+// Chen et al. (2016), recursive: halve each segment with a hidden checkpoint, O(log T) memory.
+struct ChenRecursiveOracle final : SplitOracle {
+  Split split(std::int64_t t, std::int64_t, bool) const override {
+    if (t <= 1) return {SplitKind::Leaf, t};
+    return {SplitKind::Hidden, t / 2};
+  }
+};
+
+std::int64_t chen_segment(std::int64_t length) {
+  auto k = static_cast<std::int64_t>(std::ceil(std::sqrt(static_cast<double>(length))));
+  return std::max<std::int64_t>(k, 1);
+}
+
+std::string fmt_units(double u) {
+  std::ostringstream os;
+  os.precision(10);
+  os << u;
+  return os.str();
+}
+
+void validate(std::int64_t length, const CostModel& model) {
+  if (length <= 0) throw PlanError("sequence length " + std::to_string(length) + " is not allowed: it must be a positive integer");
+  if (!std::isfinite(model.alpha) || model.alpha < 1.0)
+    throw PlanError("alpha " + fmt_units(model.alpha) + " is not allowed: an internal state holds a hidden state, so alpha must be >= 1");
+  if (!std::isfinite(model.beta) || model.beta < 0.0)
+    throw PlanError("beta " + fmt_units(model.beta) + " is not allowed: the backward/forward cost ratio must be >= 0");
+}
+
+bool is_table_policy(Policy p) { return p == Policy::Hsm || p == Policy::Ism || p == Policy::Msm; }
+
+DpFamily family_of(Policy p) {
+  return p == Policy::Hsm ? DpFamily::Hsm : p == Policy::Ism ? DpFamily::Ism : DpFamily::Msm;
+}
+
+// Memory beyond which a table policy cannot get cheaper: every internal state (ISM, MSM) or
+// every hidden state (HSM) stored.
+std::int64_t saturating_ticks(Policy p, std::int64_t length, MemoryGrid g) {
+  return (p == Policy::Hsm ? g.hidden : g.internal) * std::max<std::int64_t>(length - 1, 0);
+}
+
+std::shared_ptr<const DpTable> solve_table(Policy p, std::int64_t length, std::int64_t free_ticks, MemoryGrid g) {
+  const double cells = static_cast<double>(length + 1) * static_cast<double>(free_ticks + 1);
+  if (cells > static_cast<double>(kMaxTableCells)) {
+    std::string msg = "policy " + std::string(policy_name(p)) + " would need a table of " + fmt_units(cells) +
+                      " cells for " + std::to_string(length) + " steps at this budget (the limit is " +
+                      std::to_string(kMaxTableCells) + ")";
+    msg += p == Policy::Hsm ? "; use --policy revolve, which gives the same plan by a closed form"
+                            : "; use a smaller budget, or --policy revolve";
+    throw PlanError(msg);
+  }
+  return std::make_shared<DpTable>(family_of(p), length, free_ticks, g);
+}
+
+std::shared_ptr<const SplitOracle> fixed_oracle(Policy p, std::int64_t length, MemoryGrid g) {
+  switch (p) {
+    case Policy::Full: return std::make_shared<FullOracle>();
+    case Policy::Quadratic: return std::make_shared<QuadraticOracle>();
+    case Policy::Revolve: return std::make_shared<RevolveOracle>(g);
+    case Policy::ChenSqrt: return std::make_shared<ChenSqrtOracle>(chen_segment(length));
+    case Policy::ChenRecursive: return std::make_shared<ChenRecursiveOracle>();
+    default: return nullptr;
+  }
+}
+
+// Walks the schedule once, without a budget, for its exact cost and peak.
+SimulationReport dry_run(const SplitOracle& oracle, std::int64_t length, std::int64_t free_ticks, MemoryGrid g,
+                         double alpha) {
+  ScheduleGenerator gen(oracle, length, free_ticks, g);
+  Simulator sim(length, alpha);
+  Op op{};
+  while (gen.next(op))
+    if (!sim.apply(op)) break;
+  SimulationReport r = sim.finish();
+  if (!r.ok) throw std::logic_error("membptt planner produced an invalid schedule: " + r.error);
+  return r;
+}
+
+}  // namespace
+
+double least_budget(Policy policy, std::int64_t length, const CostModel& model) {
+  validate(length, model);
+  switch (policy) {
+    case Policy::Full: return plain_bptt_units(length, model);
+    case Policy::ChenSqrt:
+    case Policy::ChenRecursive: {
+      const MemoryGrid g = MemoryGrid::for_alpha(model.alpha);
+      return dry_run(*fixed_oracle(policy, length, g), length, 0, g, model.alpha).peak_units;
+    }
+    default: return model.alpha;  // the internal state of the step being backpropagated
+  }
+}
+
+Plan make_plan(Policy policy, std::int64_t length, double budget_units, const CostModel& model) {
+  validate(length, model);
+  if (!std::isfinite(budget_units))
+    throw PlanError("memory budget " + fmt_units(budget_units) + " is not allowed: it must be a finite number of units");
+  const double least = least_budget(policy, length, model);
+  if (budget_units < least - 1e-9)
+    throw PlanError("memory budget " + fmt_units(budget_units) + " units is below the least in which policy " +
+                    std::string(policy_name(policy)) + " runs " + std::to_string(length) + " steps: " +
+                    fmt_units(least) + " units");
+
+  Plan plan;
+  plan.policy = policy;
+  plan.length = length;
+  plan.model = model;
+  plan.budget_units = budget_units;
+  plan.grid = MemoryGrid::for_alpha(model.alpha);
+  plan.free_ticks = plan.grid.ticks_of(budget_units - model.alpha);
+  if (is_table_policy(policy)) {
+    plan.free_ticks = std::min(plan.free_ticks, saturating_ticks(policy, length, plan.grid));
+    auto table = solve_table(policy, length, plan.free_ticks, plan.grid);
+    plan.forward_steps = table->cost(length, plan.free_ticks);
+    plan.oracle = std::move(table);
+  } else {
+    if (policy == Policy::Full) plan.free_ticks = saturating_ticks(Policy::Full, length, plan.grid);
+    plan.oracle = fixed_oracle(policy, length, plan.grid);
+  }
+  const SimulationReport run = dry_run(*plan.oracle, length, plan.free_ticks, plan.grid, model.alpha);
+  if (is_table_policy(policy) && run.forward_steps != plan.forward_steps)
+    throw std::logic_error("membptt planner: schedule cost differs from the table's");
+  if (policy == Policy::Revolve && run.forward_steps != hsm_cost(length, plan.free_ticks / plan.grid.hidden + 1))
+    throw std::logic_error("membptt planner: revolve schedule cost differs from the closed form");
+  plan.forward_steps = run.forward_steps;
+  plan.peak_units = run.peak_units;
+  plan.max_slots = run.max_slots;
+  if (plan.peak_units > budget_units + 1e-9) throw std::logic_error("membptt planner: plan exceeds its budget");
+  return plan;
+}
+
+std::vector<CurvePoint> cost_curve(Policy policy, std::int64_t length, const CostModel& model,
+                                   const std::vector<double>& budgets) {
+  validate(length, model);
+  std::vector<CurvePoint> out;
+  const double least = least_budget(policy, length, model);
+  if (is_table_policy(policy)) {
+    const MemoryGrid g = MemoryGrid::for_alpha(model.alpha);
+    double top = least;
+    for (double b : budgets) top = std::max(top, b);
+    const std::int64_t max_ticks =
+        std::min(g.ticks_of(top - model.alpha), saturating_ticks(policy, length, g));
+    auto table = solve_table(policy, length, max_ticks, g);
+    for (double b : budgets) {
+      if (b < least - 1e-9) continue;
+      const std::int64_t f = std::min(g.ticks_of(b - model.alpha), max_ticks);
+      out.push_back({b, table->cost(length, f)});
+    }
+    return out;
+  }
+  if (policy == Policy::Revolve) {
+    const MemoryGrid g = MemoryGrid::for_alpha(model.alpha);
+    for (double b : budgets)
+      if (b >= least - 1e-9) out.push_back({b, hsm_cost(length, g.ticks_of(b - model.alpha) / g.hidden + 1)});
+    return out;
+  }
+  // Fixed-memory policies: one cost, valid at every budget from their least.
+  const std::int64_t cost = make_plan(policy, length, std::max(least, 0.0), model).forward_steps;
+  for (double b : budgets)
+    if (b >= least - 1e-9) out.push_back({b, cost});
+  return out;
+}
+
+}  // namespace membptt
