@@ -1,0 +1,114 @@
+// RecurrentNet<T>: one time step of a stack of LSTM / GRU / tanh-RNN layers on the CPU, batched,
+// forward and backward, with PyTorch's parameter layout and equations (see params.hpp), so weights
+// move unchanged between membptt and torch.nn.LSTM / GRU / RNN (batch_first=False, bias=True).
+//
+// This is what the executor of a memory-efficient BPTT schedule calls (op.hpp):
+//   advance         = a forward step that keeps nothing (Advance, AdvanceHidden);
+//   advance_record  = a forward step that writes the step's internal state (AdvanceRecord);
+//   backward        = the backward step from that internal state (Backward).
+//
+// Equations (per layer, x = the layer's input, h/c = its carry in, all gates for the whole batch):
+//   LSTM  i,f,g,o = sig, sig, tanh, sig of (x W_ih^T + b_ih + h W_hh^T + b_hh)   (row blocks i f g o)
+//         c' = f*c + i*g ;  h' = o*tanh(c')
+//   GRU   r = sig(x W_ir^T + b_ir + h W_hr^T + b_hr) ;  z likewise
+//         n = tanh(x W_in^T + b_in + r * (h W_hn^T + b_hn)) ;  h' = (1-z)*n + z*h
+//   RNN   h' = tanh(x W_ih^T + b_ih + h W_hh^T + b_hh)
+// Layer 0 reads x_t [B x I]; layer l > 0 reads the new h' of layer l-1.
+//
+// CARRY (the "hidden state" the schedule stores in a hidden entry), carry_elems() elements of T:
+//   h of every layer: [L][B][H] at offset 0                 (same order as PyTorch's h_n [L,B,H])
+//   c of every layer: [L][B][H] at offset L*B*H, LSTM only  (PyTorch's c_n)
+//   carry_elems = L*B*H * (2 for LSTM, 1 for GRU and RNN)
+//
+// RECORD (the "internal state" of one step, an internal entry), record_elems() elements of T:
+//   [0, C)       carry in  (h_{t-1}, c_{t-1} of every layer), carry layout, C = carry_elems
+//   [C, 2C)      carry out (h_t, c_t of every layer), carry layout; record_carry_out() points here
+//   [2C, ...)    per layer l, at 2C + l*E, E elements, row-major [B][4H]:
+//                  LSTM: activated gates i, f, g, o (each H wide)          E = 4*B*H
+//                  GRU : r, z, n and hn = h W_hn^T + b_hn (each H wide)    E = 4*B*H
+//                  RNN : nothing (h' is in the carry out)                  E = 0
+//   record_elems: LSTM 8*L*B*H (alpha = record/carry = 4), GRU 6*L*B*H (alpha = 6),
+//                 RNN 2*L*B*H (alpha = 2). The input x_t of layer 0 is not recorded: backward
+//                 takes it again as an argument; the inputs of layers > 0 are in the carry out.
+//   LSTM's tanh(c_t) is recomputed by backward rather than stored.
+//
+// Numerics: advance() and advance_record() run the same code (the gates of advance() go to scratch),
+// so the carry out inside a record is bitwise equal to advance()'s carry out. Every operation has a
+// fixed order (no atomics, no reductions whose order depends on threads other than inside OpenBLAS
+// GEMMs, which are deterministic for a fixed thread count), so equal inputs give equal bits.
+// float uses fast vectorised exp/tanh (a few ulp); double uses std::exp / std::tanh.
+//
+// Allocation: every scratch buffer is allocated in the constructor; advance, advance_record and
+// backward never allocate. An instance is not safe to use from two threads at once (shared scratch).
+// Aliasing: advance() accepts carry_out == carry_in (in place); backward() accepts
+// dcarry_in == dcarry_out (in place). Any other overlap between arguments is not allowed.
+#pragma once
+#include <cstddef>
+#include <vector>
+
+#include "membptt/backend/buffer.hpp"
+#include "membptt/cells/params.hpp"
+
+namespace membptt {
+
+// Sizes for a shape without building a network (the planner's alpha = record / carry).
+std::size_t carry_elems(const NetShape& s);
+std::size_t record_elems(const NetShape& s);
+
+template <class T>
+class RecurrentNet {
+ public:
+  explicit RecurrentNet(const NetShape& s);
+
+  const NetShape& shape() const { return s_; }
+  std::size_t carry_elems() const { return carry_; }
+  std::size_t record_elems() const { return record_; }
+  std::size_t param_count() const { return nparams_; }
+  // Bytes of scratch this instance allocated in its constructor (all of its working memory).
+  std::size_t scratch_bytes() const;
+
+  // One forward step: x_t [B x I] row-major, carry_in -> carry_out; records nothing.
+  void advance(const Params<T>& p, const T* x_t, const T* carry_in, T* carry_out);
+  // The same step; writes the whole record (carry in, carry out, gates) into `record`.
+  void advance_record(const Params<T>& p, const T* x_t, const T* carry_in, T* record);
+
+  const T* record_carry_in(const T* record) const { return record; }
+  const T* record_carry_out(const T* record) const { return record + carry_; }
+  // The top layer's h [B x H] inside a carry (or inside a carry gradient).
+  const T* top_hidden(const T* carry) const { return carry + top_off_; }
+  T* top_hidden(T* carry) const { return carry + top_off_; }
+
+  // Backward of one step. dcarry_out = dL/d(carry out) in carry layout (everything later steps and
+  // the head sent back); writes dcarry_in = dL/d(carry in) (overwrites it, carry layout);
+  // ACCUMULATES the parameter gradients into grads (+=; grads' head.* views are not touched).
+  // x_t is the step's input (layer 0's input is not in the record). Deterministic.
+  void backward(const Params<T>& p, const T* x_t, const T* record, const T* dcarry_out,
+                T* dcarry_in, Params<T>& grads);
+
+ private:
+  struct LayerOffsets {
+    std::size_t w_ih, w_hh, b_ih, b_hh;
+    int in;
+  };
+  void check(const Params<T>& p, const char* what) const;
+  void step(const Params<T>& p, const T* x_t, const T* carry_in, T* carry_out, T* gates_out,
+            std::size_t gates_stride);
+
+  NetShape s_;
+  int G_ = 1;
+  std::size_t bh_ = 0, carry_ = 0, record_ = 0, extra_ = 0, top_off_ = 0, nparams_ = 0;
+  std::vector<LayerOffsets> lay_;
+  backend::AlignedBuffer<T> pre_;    // [B x G*H] gate pre-activations (x W_ih^T + h W_hh^T)
+  backend::AlignedBuffer<T> pre_h_;  // GRU: [B x 3H] h W_hh^T
+  backend::AlignedBuffer<T> act_;    // advance(): [B x 4H] gates of the current layer
+  backend::AlignedBuffer<T> bias_;   // [G*H] b_ih + b_hh (GRU: b_in for the n block)
+  backend::AlignedBuffer<T> dg_;     // backward: [B x G*H] d(pre-activation) for W_ih / b_ih
+  backend::AlignedBuffer<T> dgh_;    // GRU backward: [B x 3H] d(h W_hh^T + b_hh)
+  backend::AlignedBuffer<T> dh_;     // backward: [B x H] total dL/dh' of the current layer
+  backend::AlignedBuffer<T> alias_;  // [carry] copy of carry_in / dcarry_out for in-place calls
+};
+
+extern template class RecurrentNet<float>;
+extern template class RecurrentNet<double>;
+
+}  // namespace membptt

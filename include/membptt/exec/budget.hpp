@@ -1,0 +1,39 @@
+// Memory budgets in bytes: from a network's real state sizes to the planner's units and back.
+//
+//   bytes held = workspace + arena,   arena = peak_units * hidden_bytes
+// where the workspace (cursor, carry gradient, the cell's and head's scratch) is fixed by the
+// shape and the arena holds the schedule's stored states. Plain BPTT's activation memory is
+// workspace + T * internal_bytes.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "membptt/cells/params.hpp"
+#include "membptt/plan/planner.hpp"
+
+namespace membptt {
+
+struct StateSizes {
+  std::size_t hidden_bytes = 0;     // one carry: h (and c) of every layer, whole batch
+  std::size_t internal_bytes = 0;   // one step's record
+  std::size_t workspace_bytes = 0;  // fixed, whatever the policy
+  double alpha() const { return static_cast<double>(internal_bytes) / static_cast<double>(hidden_bytes); }
+  std::size_t plain_bptt_bytes(std::int64_t length) const {
+    return workspace_bytes + static_cast<std::size_t>(length) * internal_bytes;
+  }
+};
+
+StateSizes state_sizes(const NetShape& shape, std::size_t scalar_bytes);
+
+// The plan for a budget in bytes. policy = nullopt picks the best that fits (MSM; HSM by the
+// closed form when an MSM table would be too large). Throws PlanError naming the budget and the
+// least budget in bytes that works.
+Plan plan_for_bytes(std::optional<Policy> policy, std::int64_t length, double budget_bytes, const StateSizes& sizes,
+                    double beta);
+
+// The least budget in bytes in which `policy` runs.
+double least_bytes(Policy policy, std::int64_t length, const StateSizes& sizes);
+
+}  // namespace membptt

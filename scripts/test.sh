@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The README's test command (and CI's): install, build, run every test; then the same tests
+# again under AddressSanitizer and UBSan.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install-deps.sh
+jobs=$(nproc)
+echo "== Release build and tests"
+scripts/build.sh build
+ctest --test-dir build --output-on-failure -j"$jobs"
+echo "== AddressSanitizer + UBSan build and tests"
+scripts/build.sh build-asan -DMEMBPTT_SANITIZE=ON -DMEMBPTT_BENCH=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo
+ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ctest --test-dir build-asan --output-on-failure -j"$jobs" -LE slow

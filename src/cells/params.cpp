@@ -1,0 +1,142 @@
+#include "membptt/cells/params.hpp"
+
+#include <cmath>
+#include <random>
+#include <stdexcept>
+#include <string>
+
+namespace membptt {
+
+std::string_view cell_name(CellType c) {
+  switch (c) {
+    case CellType::Lstm: return "lstm";
+    case CellType::Gru: return "gru";
+    case CellType::Rnn: return "rnn";
+  }
+  return "?";
+}
+
+CellType parse_cell(std::string_view name) {
+  if (name == "lstm") return CellType::Lstm;
+  if (name == "gru") return CellType::Gru;
+  if (name == "rnn") return CellType::Rnn;
+  throw std::invalid_argument("unknown cell type '" + std::string(name) +
+                              "' (expected lstm, gru or rnn)");
+}
+
+int gate_count(CellType c) {
+  switch (c) {
+    case CellType::Lstm: return 4;
+    case CellType::Gru: return 3;
+    case CellType::Rnn: return 1;
+  }
+  throw std::invalid_argument("invalid CellType value " + std::to_string(static_cast<int>(c)));
+}
+
+void validate(const NetShape& s) {
+  auto need = [](int v, const char* field) {
+    if (v < 1)
+      throw std::invalid_argument(std::string("NetShape.") + field + " must be >= 1, got " +
+                                  std::to_string(v));
+  };
+  (void)gate_count(s.cell);
+  need(s.input_size, "input_size");
+  need(s.hidden_size, "hidden_size");
+  need(s.num_layers, "num_layers");
+  need(s.batch, "batch");
+  need(s.output_size, "output_size");
+}
+
+std::vector<ParamView> param_layout(const NetShape& s) {
+  validate(s);
+  const std::int64_t gh = std::int64_t{gate_count(s.cell)} * s.hidden_size;
+  const std::int64_t h = s.hidden_size;
+  std::vector<ParamView> v;
+  std::size_t off = 0;
+  auto add = [&](std::string name, std::vector<std::int64_t> shape) {
+    std::size_t n = 1;
+    for (auto d : shape) n *= static_cast<std::size_t>(d);
+    v.push_back(ParamView{std::move(name), std::move(shape), off, n});
+    off += n;
+  };
+  for (int l = 0; l < s.num_layers; ++l) {
+    const std::int64_t in = l == 0 ? s.input_size : h;
+    const std::string sfx = "_l" + std::to_string(l);
+    add("rnn.weight_ih" + sfx, {gh, in});
+    add("rnn.weight_hh" + sfx, {gh, h});
+    add("rnn.bias_ih" + sfx, {gh});
+    add("rnn.bias_hh" + sfx, {gh});
+  }
+  add("head.weight", {s.output_size, h});
+  add("head.bias", {s.output_size});
+  return v;
+}
+
+std::size_t param_count(const NetShape& s) {
+  const auto v = param_layout(s);
+  return v.back().offset + v.back().size;
+}
+
+template <class T>
+Params<T>::Params(const NetShape& s)
+    : shape_(s), views_(param_layout(s)), size_(views_.back().offset + views_.back().size),
+      data_(size_) {}
+
+template <class T>
+const ParamView* Params<T>::find(std::string_view name) const {
+  for (const auto& v : views_)
+    if (v.name == name) return &v;
+  return nullptr;
+}
+
+template <class T>
+const ParamView& Params<T>::info(std::string_view name) const {
+  if (const ParamView* v = find(name)) return *v;
+  throw std::out_of_range("no parameter named '" + std::string(name) + "'");
+}
+
+template <class T>
+std::span<T> Params<T>::view(std::string_view name) {
+  const ParamView& v = info(name);
+  return {data() + v.offset, v.size};
+}
+
+template <class T>
+std::span<const T> Params<T>::view(std::string_view name) const {
+  const ParamView& v = info(name);
+  return {data() + v.offset, v.size};
+}
+
+namespace {
+// 53-bit uniform in [0, 1), the same on every platform (std::uniform_real_distribution is not).
+double unit(std::mt19937_64& g) { return static_cast<double>(g() >> 11) * 0x1.0p-53; }
+}  // namespace
+
+template <class T>
+void fill_uniform(std::span<T> out, T bound, std::uint64_t seed) {
+  std::mt19937_64 g(seed);
+  const double b = static_cast<double>(bound);
+  for (T& x : out) x = static_cast<T>(-b + 2.0 * b * unit(g));
+}
+
+template <class T>
+void init_pytorch_default(Params<T>& p, std::uint64_t seed) {
+  std::mt19937_64 g(seed);
+  // nn.LSTM/GRU/RNN: every weight and bias U(-1/sqrt(H), 1/sqrt(H)).
+  // nn.Linear(H, O): weight kaiming_uniform(a=sqrt(5)) -> bound sqrt(6/((1+5) fan_in)) = 1/sqrt(H);
+  // bias U(-1/sqrt(fan_in), 1/sqrt(fan_in)) with fan_in = H.
+  const double b = 1.0 / std::sqrt(static_cast<double>(p.shape().hidden_size));
+  for (const ParamView& v : p.views()) {
+    T* d = p.data() + v.offset;
+    for (std::size_t k = 0; k < v.size; ++k) d[k] = static_cast<T>(-b + 2.0 * b * unit(g));
+  }
+}
+
+template class Params<float>;
+template class Params<double>;
+template void init_pytorch_default<float>(Params<float>&, std::uint64_t);
+template void init_pytorch_default<double>(Params<double>&, std::uint64_t);
+template void fill_uniform<float>(std::span<float>, float, std::uint64_t);
+template void fill_uniform<double>(std::span<double>, double, std::uint64_t);
+
+}  // namespace membptt

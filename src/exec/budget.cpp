@@ -1,0 +1,68 @@
+#include "membptt/exec/budget.hpp"
+
+#include <cmath>
+#include <sstream>
+
+#include "membptt/cells/head.hpp"
+#include "membptt/cells/recurrent_net.hpp"
+
+namespace membptt {
+namespace {
+
+template <class T>
+StateSizes sizes_of(const NetShape& shape) {
+  // The executor's workspace: cursor, carry gradient, zero h_0, and the scratch of cell and head.
+  const RecurrentNet<T> net(shape);
+  const Head<T> head(shape);
+  StateSizes s;
+  s.hidden_bytes = net.carry_elems() * sizeof(T);
+  s.internal_bytes = net.record_elems() * sizeof(T);
+  s.workspace_bytes = 3 * s.hidden_bytes + net.scratch_bytes() + head.scratch_bytes();
+  return s;
+}
+
+std::string bytes_text(double b) {
+  std::ostringstream os;
+  os.precision(0);
+  os << std::fixed << b << " bytes";
+  if (b >= 1 << 20) {
+    os.precision(2);
+    os << " (" << b / (1 << 20) << " MiB)";
+  }
+  return os.str();
+}
+
+}  // namespace
+
+StateSizes state_sizes(const NetShape& shape, std::size_t scalar_bytes) {
+  return scalar_bytes == sizeof(float) ? sizes_of<float>(shape) : sizes_of<double>(shape);
+}
+
+double least_bytes(Policy policy, std::int64_t length, const StateSizes& sizes) {
+  const CostModel model{sizes.alpha(), 2.0};
+  return static_cast<double>(sizes.workspace_bytes) +
+         least_budget(policy, length, model) * static_cast<double>(sizes.hidden_bytes);
+}
+
+Plan plan_for_bytes(std::optional<Policy> policy, std::int64_t length, double budget_bytes, const StateSizes& sizes,
+                    double beta) {
+  const CostModel model{sizes.alpha(), beta};
+  const Policy p = policy.value_or(Policy::Msm);
+  const double least = least_bytes(p, length, sizes);
+  if (!(budget_bytes >= least))
+    throw PlanError("memory budget " + bytes_text(budget_bytes) + " is below the least in which policy " +
+                    std::string(policy_name(p)) + " runs " + std::to_string(length) + " steps: " + bytes_text(least) +
+                    " (workspace " + bytes_text(static_cast<double>(sizes.workspace_bytes)) + ", plain BPTT needs " +
+                    bytes_text(static_cast<double>(sizes.plain_bptt_bytes(length))) + ")");
+  const double units = (budget_bytes - static_cast<double>(sizes.workspace_bytes)) / static_cast<double>(sizes.hidden_bytes);
+  if (!policy) {
+    try {
+      return make_plan(Policy::Msm, length, units, model);
+    } catch (const PlanError&) {
+      return make_plan(Policy::Revolve, length, units, model);  // the table would be too large
+    }
+  }
+  return make_plan(p, length, units, model);
+}
+
+}  // namespace membptt
