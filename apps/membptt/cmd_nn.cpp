@@ -1,6 +1,154 @@
-// Commands that run real networks: registered once the executor lands.
+// `membptt init` (a fresh model file) and `membptt grad` (one forward and backward pass of a model
+// file on an inputs file, under a memory budget, gradients out).
+#include <fmt/format.h>
+
+#include <chrono>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <optional>
+
+#include "cli_common.hpp"
 #include "commands.hpp"
+#include "membptt/exec/budget.hpp"
+#include "membptt/exec/executor.hpp"
+#include "membptt/io/params_io.hpp"
 
 namespace membptt::cli {
-void add_nn_commands(CLI::App&, std::function<int()>&) {}
+namespace {
+
+std::optional<Policy> policy_or_auto(const std::string& name) {
+  if (name == "auto") return std::nullopt;
+  if (auto p = parse_policy(name)) return p;
+  std::string all = "auto";
+  for (Policy p : kAllPolicies) all += ", " + std::string(policy_name(p));
+  throw UsageError("unknown policy '" + name + "': allowed are " + all);
+}
+
+struct InitOptions {
+  std::string cell = "lstm", loss = "xent", dtype = "float32", out;
+  int input_size = 0, hidden = 0, layers = 1, output = 0;
+  std::uint64_t seed = 0;
+};
+
+template <class T>
+int run_init(const InitOptions& o) {
+  ModelSpec spec{o.cell, o.input_size, o.hidden, o.layers, o.output, o.loss, o.dtype};
+  validate_model_spec(spec, "membptt init");
+  Params<T> p(net_shape(spec, 1));
+  init_pytorch_default(p, o.seed);
+  SafeTensorsWriter w;
+  for (const auto& [k, v] : model_spec_metadata(spec)) w.set_metadata(k, v);
+  add_params(w, p, "");
+  w.write(o.out);
+  fmt::print("wrote {}: {} {} with {} parameters\n", o.out, o.cell, o.dtype, p.size());
+  return 0;
+}
+
+struct GradOptions {
+  std::string model, inputs, policy = "auto", memory = "100%", out;
+  double beta = 2.0;
+  bool json = false;
+};
+
+template <class T>
+std::vector<T> converted(const std::vector<double>& v) {
+  return std::vector<T>(v.begin(), v.end());
+}
+
+template <class T>
+int run_grad(const ModelFile& model, const GradOptions& o) {
+  const InputsData in = load_inputs_file(o.inputs, model.spec);
+  const NetShape shape = net_shape(model.spec, static_cast<int>(in.B));
+  Params<T> params(shape), grads(shape);
+  load_params(model.tensors, params);
+
+  const StateSizes sizes = state_sizes(shape, sizeof(T));
+  const double budget = parse_budget(o.memory).bytes(sizes, in.T);
+  const Plan plan = plan_for_bytes(policy_or_auto(o.policy), in.T, budget, sizes, o.beta);
+  const LossKind loss = model.spec.loss == "xent" ? LossKind::Xent : LossKind::MseLast;
+  Executor<T> exec(shape, loss, plan);
+
+  // The initial carry: h of every layer, then c (LSTM), as PyTorch's h_0 / c_0.
+  std::vector<T> h0(exec.net().carry_elems(), T(0));
+  std::copy(in.h0.begin(), in.h0.end(), h0.begin());
+  const auto layer_states = static_cast<std::ptrdiff_t>(shape.num_layers) * shape.batch * shape.hidden_size;
+  std::copy(in.c0.begin(), in.c0.end(), h0.begin() + layer_states);
+  const std::vector<T> x = converted<T>(in.input), y = converted<T>(in.target_value);
+  const SequenceBatch<T> batch{in.T, x.data(), in.target_class.data(), y.data(), h0.data()};
+
+  const auto t0 = std::chrono::steady_clock::now();
+  const RunStats stats = exec.run(params, batch, grads);
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+
+  if (!o.out.empty()) {
+    SafeTensorsWriter w;
+    for (const auto& [k, v] : model_spec_metadata(model.spec)) w.set_metadata(k, v);
+    w.set_metadata("loss_value", fmt::format("{:.17g}", stats.loss));
+    w.set_metadata("policy", std::string(policy_name(plan.policy)));
+    add_params(w, grads, "");
+    w.write(o.out);
+  }
+  const std::size_t peak = exec.workspace_bytes() + stats.peak_arena_bytes;
+  const std::size_t plain = sizes.plain_bptt_bytes(in.T);
+  if (o.json) {
+    nlohmann::json j{{"loss", stats.loss},
+                     {"policy", std::string(policy_name(plan.policy))},
+                     {"length", in.T},
+                     {"batch", in.B},
+                     {"forward_ops", stats.forward_steps},
+                     {"backward_ops", stats.backward_steps},
+                     {"planned_forward_ops", plan.forward_steps},
+                     {"peak_bytes", peak},
+                     {"arena_peak_bytes", stats.peak_arena_bytes},
+                     {"workspace_bytes", exec.workspace_bytes()},
+                     {"budget_bytes", budget},
+                     {"plain_bptt_bytes", plain},
+                     {"alpha", sizes.alpha()},
+                     {"predicted_time_ratio", plan.time_ratio()},
+                     {"seconds", seconds}};
+    std::cout << j.dump() << "\n";
+  } else {
+    fmt::print("loss {:.9g}\npolicy {}: {} forward steps for T = {} ({:.3f} per step), predicted {:.3f}x plain BPTT's time\n",
+               stats.loss, policy_name(plan.policy), stats.forward_steps, in.T,
+               static_cast<double>(stats.forward_steps) / static_cast<double>(in.T), plan.time_ratio());
+    fmt::print("memory held {} bytes ({:.2f}% of plain BPTT's {} bytes); {:.3f} s\n", peak,
+               100.0 * static_cast<double>(peak) / static_cast<double>(plain), plain, seconds);
+  }
+  return 0;
+}
+
+}  // namespace
+
+void add_nn_commands(CLI::App& app, std::function<int()>& action) {
+  static InitOptions io;
+  auto* init = app.add_subcommand("init", "write a freshly initialised model file (PyTorch's default initialisation)");
+  init->add_option("--cell", io.cell, "lstm | gru | rnn")->capture_default_str();
+  init->add_option("--input-size", io.input_size, "inputs per step")->required();
+  init->add_option("--hidden", io.hidden, "hidden units per layer")->required();
+  init->add_option("--layers", io.layers, "stacked layers")->capture_default_str();
+  init->add_option("--output", io.output, "classes (xent) or regression width (mse_last)")->required();
+  init->add_option("--loss", io.loss, "xent | mse_last")->capture_default_str();
+  init->add_option("--dtype", io.dtype, "float32 | float64")->capture_default_str();
+  init->add_option("--seed", io.seed, "random seed")->capture_default_str();
+  init->add_option("--out", io.out, "model file to write (safetensors)")->required();
+  init->callback([&action] { action = [] { return io.dtype == "float64" ? run_init<double>(io) : run_init<float>(io); }; });
+
+  static GradOptions go;
+  auto* grad = app.add_subcommand("grad", "one forward and backward pass under a memory budget; writes the gradients");
+  grad->add_option("--model", go.model, "model file (safetensors, PyTorch names)")->required();
+  grad->add_option("--inputs", go.inputs, "inputs file: input [T x B x I], target, optional h0, c0")->required();
+  grad->add_option("--policy", go.policy, "auto (the best that fits) or a policy name")->capture_default_str();
+  grad->add_option("--memory", go.memory, "activation memory budget: bytes (64MiB, 1e6) or percent of plain BPTT (5%)")
+      ->capture_default_str();
+  grad->add_option("--beta", go.beta, "backward/forward cost ratio for the predicted time")->capture_default_str();
+  grad->add_option("--out", go.out, "gradients file to write (same tensor names as the model)");
+  grad->add_flag("--json", go.json, "print one JSON object");
+  grad->callback([&action] {
+    action = [] {
+      const ModelFile model = load_model_file(go.model);
+      return model.spec.dtype == "float64" ? run_grad<double>(model, go) : run_grad<float>(model, go);
+    };
+  });
+}
+
 }  // namespace membptt::cli

@@ -6,6 +6,7 @@
 namespace membptt::cli {
 void add_plan_commands(CLI::App& app, std::function<int()>& action);
 #ifdef MEMBPTT_HAVE_NN
-void add_nn_commands(CLI::App& app, std::function<int()>& action);
+void add_nn_commands(CLI::App& app, std::function<int()>& action);     // init, grad (cmd_nn.cpp)
+void add_train_commands(CLI::App& app, std::function<int()>& action);  // train, eval, sample, plot, demo (cmd_train.cpp)
 #endif
 }  // namespace membptt::cli

@@ -16,6 +16,7 @@ int main(int argc, char** argv) {
   membptt::cli::add_plan_commands(app, action);
 #ifdef MEMBPTT_HAVE_NN
   membptt::cli::add_nn_commands(app, action);
+  membptt::cli::add_train_commands(app, action);
 #endif
   try {
     app.parse(argc, argv);

@@ -34,6 +34,26 @@ std::string bytes_text(double b) {
 
 }  // namespace
 
+BudgetSpec parse_budget(const std::string& text) {
+  const std::string allowed = "a number of bytes with an optional unit (B, KB, MB, GB, KiB, MiB, GiB) or a percentage of plain BPTT's memory such as 5%";
+  std::size_t used = 0;
+  double v = 0;
+  try {
+    v = std::stod(text, &used);
+  } catch (const std::exception&) {
+    throw PlanError("memory budget '" + text + "' is not allowed: use " + allowed);
+  }
+  std::string unit = text.substr(used);
+  unit.erase(0, unit.find_first_not_of(' '));
+  static const std::pair<const char*, double> kUnits[] = {
+      {"", 1}, {"B", 1}, {"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"KiB", 1024.0}, {"MiB", 1024.0 * 1024}, {"GiB", 1024.0 * 1024 * 1024}};
+  if (!std::isfinite(v) || v < 0) throw PlanError("memory budget '" + text + "' is not allowed: it must be a finite number >= 0");
+  if (unit == "%") return {v, true};
+  for (const auto& [name, scale] : kUnits)
+    if (unit == name) return {v * scale, false};
+  throw PlanError("memory budget '" + text + "' has an unknown unit '" + unit + "': use " + allowed);
+}
+
 StateSizes state_sizes(const NetShape& shape, std::size_t scalar_bytes) {
   return scalar_bytes == sizeof(float) ? sizes_of<float>(shape) : sizes_of<double>(shape);
 }

@@ -33,6 +33,18 @@ StateSizes state_sizes(const NetShape& shape, std::size_t scalar_bytes);
 Plan plan_for_bytes(std::optional<Policy> policy, std::int64_t length, double budget_bytes, const StateSizes& sizes,
                     double beta);
 
+// A budget as users write it: bytes ("1048576", "1e6", "64MiB", "500KB", "2GiB") or a share of
+// plain BPTT's activation memory ("5%").
+struct BudgetSpec {
+  double value = 0;
+  bool percent = false;
+  double bytes(const StateSizes& sizes, std::int64_t length) const {
+    return percent ? value / 100.0 * static_cast<double>(sizes.plain_bptt_bytes(length)) : value;
+  }
+};
+// Throws PlanError naming the text and the forms allowed.
+BudgetSpec parse_budget(const std::string& text);
+
 // The least budget in bytes in which `policy` runs.
 double least_bytes(Policy policy, std::int64_t length, const StateSizes& sizes);
 

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# membptt plan / curve from the outside: JSON keys and values, exit codes, one-line errors, files.
+set -uo pipefail
+bin=$1
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+fails=0
+check() {  # check NAME CONDITION-COMMAND...
+  local name=$1; shift
+  if "$@"; then echo "ok   $name"; else echo "FAIL $name"; fails=$((fails + 1)); fi
+}
+# expect_error NAME PATTERN ARGS...: exit 2 and exactly one line on stderr matching PATTERN
+expect_error() {
+  local name=$1 pattern=$2; shift 2
+  "$bin" "$@" >"$work/out" 2>"$work/err"
+  local rc=$?
+  check "$name: exit 2 (got $rc)" test "$rc" -eq 2
+  check "$name: one line" test "$(wc -l <"$work/err")" -eq 1
+  check "$name: says '$pattern'" grep -q -- "$pattern" "$work/err"
+  check "$name: nothing on stdout" test ! -s "$work/out"
+}
+
+json=$("$bin" plan --length 1000 --memory 5 --unit percent --alpha 4 --json)
+for key in policy length memory alpha forward_ops peak_memory time_ratio; do
+  check "json has $key" grep -q "\"$key\"" <<<"$json"
+done
+check "msm at 5% runs <= 1950 forward steps" python3 -c "import json,sys; j=json.loads(sys.argv[1]); assert j['forward_ops'] <= 1950 and isinstance(j['forward_ops'], int) and j['peak_memory'] <= 200" "$json"
+sched=$("$bin" plan --length 20 --memory 6 --alpha 2 --unit slots --json --schedule)
+check "--schedule adds ops" python3 -c "import json,sys; j=json.loads(sys.argv[1]); ops=j['ops']; assert sum(1 for o in ops if o['op']=='backward')==20" "$sched"
+check "bytes unit" bash -c "'$bin' plan --length 100 --memory 4096 --unit bytes --hidden-bytes 64 --internal-bytes 256 --json | grep -q '\"alpha\":4.0'"
+"$bin" plan --length 40 --memory 12 --alpha 2 --unit slots --svg "$work/s.svg" >/dev/null
+check "schedule svg written" grep -q "<svg" "$work/s.svg"
+"$bin" curve --length 300 --alpha 3 --points 12 --csv "$work/c.csv" --svg "$work/c.svg" >/dev/null
+check "curve csv has msm rows" grep -q "^msm," "$work/c.csv"
+check "curve svg written" grep -q "polyline" "$work/c.svg"
+check "no temp files left" test "$(ls "$work" | grep -c tmp)" -eq 0
+
+expect_error "negative length" "length -5" plan --length -5 --memory 10
+expect_error "zero length" "length 0" plan --length 0 --memory 10
+expect_error "budget below the least" "least in which policy msm runs 100 steps: 4 units" plan --length 100 --memory 3 --unit slots --alpha 4
+expect_error "alpha below 1" "alpha 0.5" plan --length 100 --memory 30 --alpha 0.5
+expect_error "unknown policy" "unknown policy 'fast'" plan --length 100 --memory 30 --policy fast
+expect_error "unparsable number" "abc" plan --length abc --memory 30
+expect_error "unknown unit" "unknown unit 'pages'" plan --length 100 --memory 30 --unit pages
+expect_error "nan budget" "budget nan" plan --length 100 --memory nan
+expect_error "curve length" "length -1" curve --length -1
+
+if ((fails)); then echo "$fails checks failed"; exit 1; fi
+echo "all checks passed"
