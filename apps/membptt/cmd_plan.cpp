@@ -32,10 +32,11 @@ Policy policy_or_throw(const std::string& name) {
 struct ModelOptions {
   double alpha = 1.0;
   double beta = 2.0;
+  double record = 1.0;
   double hidden_bytes = 0;    // 0: not given
   double internal_bytes = 0;  // 0: not given
   CostModel model() const {
-    CostModel m{alpha, beta};
+    CostModel m{alpha, beta, record};
     if (internal_bytes > 0) {
       if (!(hidden_bytes > 0)) throw UsageError("--internal-bytes needs --hidden-bytes");
       m.alpha = internal_bytes / hidden_bytes;
@@ -47,6 +48,8 @@ struct ModelOptions {
 void add_model_options(CLI::App* cmd, ModelOptions& o) {
   cmd->add_option("--alpha", o.alpha, "internal state size / hidden state size (>= 1)")->capture_default_str();
   cmd->add_option("--beta", o.beta, "backward step cost / forward step cost, to predict time")->capture_default_str();
+  cmd->add_option("--record-cost", o.record, "cost of a recording forward step over a plain one, to predict time")
+      ->capture_default_str();
   cmd->add_option("--hidden-bytes", o.hidden_bytes, "bytes of one hidden state (for --unit bytes)");
   cmd->add_option("--internal-bytes", o.internal_bytes, "bytes of one internal state (sets alpha)");
 }

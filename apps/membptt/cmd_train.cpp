@@ -1,6 +1,577 @@
 // Training commands: train, eval, sample, plot, demo.
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <csignal>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "cli_common.hpp"
 #include "commands.hpp"
+#include "membptt/plan/planner.hpp"
+#include "membptt/train/checkpoint.hpp"
+#include "membptt/train/trainer.hpp"
 
 namespace membptt::cli {
-void add_train_commands(CLI::App&, std::function<int()>&) {}
+namespace {
+
+namespace fs = std::filesystem;
+using train::TrainConfig;
+using train::TrainError;
+using Clock = std::chrono::steady_clock;
+
+constexpr const char* kDefaultCorpus = "data/verse.txt";
+
+double since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+std::string mib(double bytes) {
+  if (bytes < 1024.0 * 1024.0) return fmt::format("{:.1f} KiB", bytes / 1024.0);
+  return fmt::format("{:.2f} MiB", bytes / (1024.0 * 1024.0));
+}
+
+std::string duration(double s) {
+  if (!std::isfinite(s) || s < 0) return "?";
+  const auto t = static_cast<long long>(std::llround(s));
+  if (t >= 3600) return fmt::format("{}h{:02}m", t / 3600, (t / 60) % 60);
+  if (t >= 60) return fmt::format("{}m{:02}s", t / 60, t % 60);
+  return fmt::format("{}s", t);
+}
+
+// Runs a library call, turning its user errors into UsageError (exit status 2).
+template <class F>
+auto user_errors(F&& f) {
+  try {
+    return f();
+  } catch (const TrainError& e) {
+    throw UsageError(e.what());
+  }
+}
+
+// ---- signals ----
+
+volatile std::sig_atomic_t g_signal = 0;
+extern "C" void on_signal(int s) { g_signal = s; }
+
+void install_signal_handlers() {
+  struct sigaction sa {};
+  sa.sa_handler = on_signal;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = SA_RESETHAND;  // a second signal kills at once (the last checkpoint stays valid)
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+}
+
+// ---- the default corpus ----
+
+// data/verse.txt next to the working directory, or above the executable (build/apps/membptt/membptt).
+std::string find_default_corpus() {
+  std::vector<fs::path> tried{fs::current_path() / kDefaultCorpus};
+  std::error_code ec;
+  fs::path dir = fs::read_symlink("/proc/self/exe", ec).parent_path();
+  for (int up = 0; up < 5 && !ec && !dir.empty(); ++up, dir = dir.parent_path()) tried.push_back(dir / kDefaultCorpus);
+  for (const fs::path& p : tried)
+    if (fs::is_regular_file(p, ec)) return fs::canonical(p, ec).string();
+  throw UsageError(fmt::format("--task text without --text: the default corpus {} was not found in the working "
+                               "directory or above the executable; pass --text FILE",
+                               kDefaultCorpus));
+}
+
+// ---- progress ----
+
+struct Progress {
+  bool tty = ::isatty(STDOUT_FILENO) != 0;
+  std::int64_t first = 0, total = 0;
+  Clock::time_point t0 = Clock::now(), last_print = Clock::now() - std::chrono::hours(1);
+  std::int64_t every = 1;
+  bool open_line = false;
+  double baseline = 0;
+  bool text = false;
+
+  void start(std::int64_t first_step, std::int64_t total_steps) {
+    first = first_step;
+    total = total_steps;
+    t0 = Clock::now();
+    every = std::max<std::int64_t>(1, (total_steps - first_step) / 20);
+  }
+  void update(const train::StepResult& r, std::size_t plain_bytes) {
+    const bool last = r.step == total;
+    const double since_print = std::chrono::duration<double>(Clock::now() - last_print).count();
+    if (tty) {
+      if (!last && since_print < 0.1) return;
+    } else if (!(last || r.step == first + 1 || (r.step - first) % every == 0 || since_print >= 30)) {
+      return;
+    }
+    last_print = Clock::now();
+    const double rate = static_cast<double>(r.step - first) / std::max(since(t0), 1e-9);
+    const std::string loss = text ? fmt::format("loss {:.4f} ({:.3f} bits/char)", r.loss, r.loss / std::log(2.0))
+                                  : fmt::format("loss {:.5f}", r.loss);
+    const std::string line =
+        fmt::format("step {}/{}  {} (baseline {:.4g})  {:.2f} steps/s  ETA {}  activation memory {} held (plain BPTT "
+                    "would need {})",
+                    r.step, total, loss, baseline, rate, duration(static_cast<double>(total - r.step) / rate),
+                    mib(static_cast<double>(r.held_bytes)), mib(static_cast<double>(plain_bytes)));
+    if (tty) {
+      fmt::print("\r{}\x1b[K", line);
+      open_line = true;
+    } else {
+      fmt::print("{}\n", line);
+    }
+    std::fflush(stdout);
+  }
+  void end_line() {
+    if (open_line) fmt::print("\n");
+    open_line = false;
+    std::fflush(stdout);
+  }
+};
+
+std::string plan_line(const train::TrainerBase& t) {
+  const Plan& p = t.plan();
+  const double held = static_cast<double>(t.planned_bytes()), plain = static_cast<double>(t.plain_bytes());
+  return fmt::format("plan: policy {}, {:.3f} forward steps per step, activation memory {} held vs {} for plain BPTT "
+                     "({:.1f}%), predicted time {:.3f}x plain BPTT's",
+                     policy_name(p.policy), p.steps_per_step(), mib(held), mib(plain), 100.0 * held / plain,
+                     p.time_ratio());
+}
+
+std::string task_line(const train::TrainerBase& t) {
+  const TrainConfig& c = t.config();
+  std::string what = c.task;
+  if (c.task == "copy") what += fmt::format(" (K={} symbols of A={})", c.copy_symbols, c.copy_alphabet);
+  if (c.task == "text") what += " (" + c.text + ")";
+  return fmt::format("task {}: length {}, batch {}, {} {}x{} ({} parameters), {}, {} lr {:g}, clip {:g}, seed {}; "
+                     "baseline loss {:.4g} ({})",
+                     what, c.length, c.batch, c.cell, c.layers, c.hidden, t.parameter_count(), c.dtype, c.optimizer, c.lr, c.clip,
+                     c.seed, t.baseline(), t.baseline_name());
+}
+
+// ---- train ----
+
+struct TrainOptions {
+  TrainConfig c;
+  std::string save, resume, log;
+  std::int64_t save_every = 100;
+  std::int64_t eval_sequences = 1024;
+  bool force = false;
+  std::map<std::string, CLI::Option*> opt;  // by long name, to see what was given
+  bool given(const std::string& name) const {
+    auto it = opt.find(name);
+    return it != opt.end() && it->second->count() > 0;
+  }
+};
+
+struct LogFile {
+  std::FILE* f = nullptr;
+  LogFile() = default;
+  LogFile(const LogFile&) = delete;
+  LogFile& operator=(const LogFile&) = delete;
+  ~LogFile() {
+    if (f) std::fclose(f);
+  }
+  void open(const std::string& path, bool truncate) {
+    f = std::fopen(path.c_str(), truncate ? "w" : "a");
+    if (!f) throw UsageError(fmt::format("--log {}: cannot open the file for appending", path));
+  }
+  void write(const nlohmann::json& j) {
+    if (!f) return;
+    const std::string s = j.dump() + "\n";
+    std::fwrite(s.data(), 1, s.size(), f);
+    std::fflush(f);
+  }
+};
+
+nlohmann::json step_record(const train::TrainerBase& t, const train::StepResult& r, double seconds) {
+  nlohmann::json j{{"step", r.step},
+                   {"loss", r.loss},
+                   {"baseline", t.baseline()},
+                   {"grad_norm", r.grad_norm},
+                   {"seconds", seconds},
+                   {"step_seconds", r.seconds},
+                   {"forward_steps", r.stats.forward_steps},
+                   {"backward_steps", r.stats.backward_steps},
+                   {"peak_bytes", r.held_bytes},
+                   {"plain_bptt_bytes", t.plain_bytes()},
+                   {"policy", std::string(policy_name(t.plan().policy))}};
+  if (t.config().task == "text") j["bits_per_char"] = r.loss / std::log(2.0);
+  return j;
+}
+
+struct RunOutcome {
+  int status = 0;
+  std::int64_t last_saved = -1;
+};
+
+// The training loop shared by `train` and `demo`: steps, progress, log, checkpoints, signals.
+RunOutcome train_loop(train::TrainerBase& t, const fs::path& save_dir, std::int64_t save_every, LogFile& log,
+                      double elapsed_before, Progress& progress) {
+  const TrainConfig& c = t.config();
+  const fs::path ck = save_dir.empty() ? fs::path() : save_dir / train::kCheckpointName;
+  RunOutcome out;
+  const auto t0 = Clock::now();
+  auto save = [&] {
+    t.save_checkpoint(ck, elapsed_before + since(t0));
+    out.last_saved = t.step_count();
+  };
+  progress.start(t.step_count(), c.steps);
+  while (t.step_count() < c.steps) {
+    train::StepResult r;
+    try {
+      r = t.step();
+    } catch (const train::Diverged& d) {
+      progress.end_line();
+      const std::string kept =
+          ck.empty() ? "no checkpoint was being saved (--save)"
+          : out.last_saved >= 0
+              ? fmt::format("the last good checkpoint, {} (step {}), is kept", ck.string(), out.last_saved)
+              : (fs::exists(ck) ? fmt::format("the last good checkpoint, {}, is kept", ck.string())
+                                : "no checkpoint had been saved yet");
+      throw std::runtime_error(fmt::format("{}: training stopped (try a smaller --lr or --clip); {}", d.what(), kept));
+    }
+    log.write(step_record(t, r, elapsed_before + since(t0)));
+    progress.update(r, t.plain_bytes());
+    if (!ck.empty() && (r.step % save_every == 0 || r.step == c.steps)) save();
+    if (g_signal) {
+      const int sig = g_signal;
+      progress.end_line();
+      if (!ck.empty()) {
+        if (out.last_saved != t.step_count()) save();
+        fmt::print(stderr, "membptt: stopped by {} after step {}; checkpoint saved to {}; continue with: membptt train "
+                           "--resume {}\n",
+                   sig == SIGINT ? "SIGINT" : "SIGTERM", t.step_count(), ck.string(), save_dir.string());
+      } else {
+        fmt::print(stderr, "membptt: stopped by {} after step {}; nothing saved (no --save)\n",
+                   sig == SIGINT ? "SIGINT" : "SIGTERM", t.step_count());
+      }
+      out.status = 128 + sig;
+      return out;
+    }
+  }
+  progress.end_line();
+  return out;
+}
+
+int run_train(TrainOptions& o) {
+  TrainConfig c = o.c;
+  std::optional<train::ModelSource> ck;
+  fs::path save_dir = o.save;
+  if (!o.resume.empty()) {
+    ck = user_errors([&] { return train::open_checkpoint(o.resume); });
+    const TrainConfig saved = *ck->config;
+    // Options that decide the result must agree with the checkpoint; the others may change.
+    TrainConfig merged = saved;
+    if (o.given("--task")) merged.task = c.task;
+    if (o.given("--cell")) merged.cell = c.cell;
+    if (o.given("--hidden")) merged.hidden = c.hidden;
+    if (o.given("--layers")) merged.layers = c.layers;
+    if (o.given("--batch")) merged.batch = c.batch;
+    if (o.given("--length")) merged.length = c.length;
+    if (o.given("--optimizer")) merged.optimizer = c.optimizer;
+    if (o.given("--lr")) merged.lr = c.lr;
+    if (o.given("--clip")) merged.clip = c.clip;
+    if (o.given("--seed")) merged.seed = c.seed;
+    if (o.given("--dtype")) merged.dtype = c.dtype;
+    if (o.given("--copy-symbols")) merged.copy_symbols = c.copy_symbols;
+    if (o.given("--copy-alphabet")) merged.copy_alphabet = c.copy_alphabet;
+    const std::string diff = train::result_difference(saved, merged);
+    if (!diff.empty()) throw UsageError(diff);
+    if (o.given("--text") && fs::weakly_canonical(o.c.text) != fs::weakly_canonical(saved.text))
+      throw UsageError(fmt::format("--text {} differs from the checkpoint's {}: a resumed run reads the same text",
+                                   o.c.text, saved.text));
+    if (o.given("--steps")) merged.steps = c.steps;
+    if (o.given("--memory")) merged.memory = c.memory;
+    if (o.given("--policy")) merged.policy = c.policy;
+    c = merged;
+    if (save_dir.empty()) save_dir = fs::is_directory(o.resume) ? fs::path(o.resume) : fs::path(o.resume).parent_path();
+    if (save_dir.empty()) save_dir = ".";
+  } else {
+    if (c.task == "text") c.text = c.text.empty() ? find_default_corpus() : fs::absolute(c.text).string();
+  }
+  if (o.save_every < 1) throw UsageError(fmt::format("--save-every {} is not allowed: allowed is 1 or more", o.save_every));
+  if (o.eval_sequences < 1)
+    throw UsageError(fmt::format("--eval-sequences {} is not allowed: allowed is 1 or more", o.eval_sequences));
+  if (!save_dir.empty()) {
+    std::error_code ec;
+    if (fs::exists(save_dir, ec) && !fs::is_directory(save_dir, ec))
+      throw UsageError(fmt::format("--save {} is a file: allowed is a directory", save_dir.string()));
+    const fs::path existing = save_dir / train::kCheckpointName;
+    const bool same_as_resumed = ck && fs::equivalent(existing, ck->file, ec);
+    if (fs::exists(existing, ec) && !same_as_resumed && !o.force)
+      throw UsageError(fmt::format("--save {} already holds a checkpoint: continue it with --resume {}, or pass --force "
+                                   "to replace it",
+                                   save_dir.string(), save_dir.string()));
+  }
+
+  auto corpus = user_errors([&] { return train::load_corpus(c); });
+  std::unique_ptr<train::TrainerBase> t = user_errors([&] { return train::make_trainer(c, corpus); });
+  if (ck) user_errors([&] { t->restore(*ck); return 0; });
+  if (!save_dir.empty()) fs::create_directories(save_dir);
+  LogFile log;
+  if (!o.log.empty()) log.open(o.log, false);
+
+  Progress progress;
+  progress.baseline = t->baseline();
+  progress.text = c.task == "text";
+  fmt::print("{}\n", task_line(*t));
+  if (ck) fmt::print("resuming from {} at step {} of {}\n", ck->file.string(), ck->step, c.steps);
+  fmt::print("{}\n", plan_line(*t));
+  std::fflush(stdout);
+  install_signal_handlers();
+  const RunOutcome out = train_loop(*t, save_dir, o.save_every, log, ck ? ck->elapsed_seconds : 0.0, progress);
+  if (out.status != 0) return out.status;
+  const train::EvalResult ev = t->evaluate(o.eval_sequences);
+  fmt::print("{}\n", ev.summary());
+  if (!save_dir.empty()) {
+    t->write_model(save_dir / train::kModelName);
+    fmt::print("saved {} and {}\n", (save_dir / train::kCheckpointName).string(), (save_dir / train::kModelName).string());
+  }
+  return 0;
+}
+
+// ---- eval, sample ----
+
+struct EvalCli {
+  std::string model, task, text;
+  std::int64_t length = 0, sequences = 1024;
+  int batch = 0;
+  std::uint64_t seed = 0;
+  bool json = false;
+};
+
+int run_eval(const EvalCli& o) {
+  const train::ModelSource m = user_errors([&] { return train::open_model(o.model); });
+  train::EvalOptions eo;
+  eo.task = o.task;
+  eo.text = o.text.empty() ? "" : fs::absolute(o.text).string();
+  if (eo.text.empty() && (o.task == "text" || (o.task.empty() && m.config && m.config->task == "text")) &&
+      (!m.config || m.config->text.empty()))
+    eo.text = find_default_corpus();
+  eo.length = o.length;
+  eo.batch = o.batch;
+  eo.sequences = o.sequences;
+  eo.seed = o.seed;
+  const train::EvalResult r = user_errors([&] { return train::evaluate_model(m, eo); });
+  if (o.json)
+    fmt::print("{}\n", r.to_json().dump());
+  else
+    fmt::print("{}\n", r.summary());
+  return 0;
+}
+
+struct SampleCli {
+  std::string model, prime;
+  std::int64_t length = 500;
+  double temperature = 1.0;
+  std::uint64_t seed = 1;
+};
+
+int run_sample(const SampleCli& o) {
+  const train::ModelSource m = user_errors([&] { return train::open_model(o.model); });
+  const std::string s = user_errors([&] { return train::sample_model(m, o.prime, o.length, o.temperature, o.seed); });
+  fmt::print("{}{}\n", o.prime, s);
+  return 0;
+}
+
+// ---- plot ----
+
+std::string esc(const std::string& s) {
+  std::string out;
+  for (char ch : s) {
+    if (ch == '<') out += "&lt;";
+    else if (ch == '>') out += "&gt;";
+    else if (ch == '&') out += "&amp;";
+    else if (ch == '"') out += "&quot;";
+    else out += ch;
+  }
+  return out;
+}
+
+// Round tick spacing: 1, 2 or 5 times a power of ten, about n ticks over [0, span].
+double tick_step(double span, int n) {
+  if (!(span > 0)) return 1;
+  const double raw = span / n, p = std::pow(10.0, std::floor(std::log10(raw)));
+  for (double m : {1.0, 2.0, 5.0})
+    if (m * p >= raw) return m * p;
+  return 10 * p;
+}
+
+// The loss against the step on linear axes: every step (light), a moving average (dark), and the
+// baseline (dashed) when the log records one.
+std::string loss_svg(const std::vector<double>& x, const std::vector<double>& y, double baseline,
+                     const std::string& title) {
+  const double W = 820, H = 480, L = 70, R = 20, T = 46, B = 50;
+  const double x0 = x.front(), x1 = std::max(x.back(), x.front() + 1);
+  double ymax = baseline > 0 ? baseline : 0;
+  for (double v : y) ymax = std::max(ymax, v);
+  if (!(ymax > 0)) ymax = 1;
+  ymax *= 1.05;
+  auto X = [&](double v) { return L + (v - x0) / (x1 - x0) * (W - L - R); };
+  auto Y = [&](double v) { return H - B - std::clamp(v, 0.0, ymax) / ymax * (H - T - B); };
+  std::string s = fmt::format(
+      "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{0}\" height=\"{1}\" viewBox=\"0 0 {0} {1}\" "
+      "font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
+      "<text x=\"{2}\" y=\"24\" font-size=\"15\">{3}</text>\n",
+      W, H, L, esc(title));
+  const double xs = tick_step(x1 - x0, 8), ys = tick_step(ymax, 6);
+  for (double v = std::ceil(x0 / xs) * xs; v <= x1 + 1e-9; v += xs)
+    s += fmt::format("<line x1=\"{0:.1f}\" y1=\"{1}\" x2=\"{0:.1f}\" y2=\"{2}\" stroke=\"#eee\"/><text x=\"{0:.1f}\" "
+                     "y=\"{3}\" text-anchor=\"middle\">{4:g}</text>\n",
+                     X(v), T, H - B, H - B + 16, v);
+  for (double v = 0; v <= ymax + 1e-12; v += ys)
+    s += fmt::format("<line x1=\"{0}\" y1=\"{1:.1f}\" x2=\"{2}\" y2=\"{1:.1f}\" stroke=\"#eee\"/><text x=\"{3}\" "
+                     "y=\"{4:.1f}\" text-anchor=\"end\">{5:g}</text>\n",
+                     L, Y(v), W - R, L - 6, Y(v) + 4, v);
+  s += fmt::format("<rect x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\" fill=\"none\" stroke=\"#444\"/>\n", L, T, W - L - R,
+                   H - T - B);
+  s += fmt::format("<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">step</text>\n", (L + W - R) / 2, H - 12);
+  s += fmt::format("<text x=\"16\" y=\"{0}\" text-anchor=\"middle\" transform=\"rotate(-90 16 {0})\">loss</text>\n",
+                   (T + H - B) / 2);
+  // At most ~2000 points per line: bucket means.
+  auto polyline = [&](const std::vector<double>& ys_, const char* colour, double width) {
+    const std::size_t n = ys_.size(), per = std::max<std::size_t>(1, n / 2000);
+    std::string pts;
+    for (std::size_t i = 0; i < n; i += per) {
+      double sx = 0, sy = 0;
+      std::size_t k = 0;
+      for (; k < per && i + k < n; ++k) sx += x[i + k], sy += ys_[i + k];
+      pts += fmt::format("{:.1f},{:.1f} ", X(sx / static_cast<double>(k)), Y(sy / static_cast<double>(k)));
+    }
+    return fmt::format("<polyline fill=\"none\" stroke=\"{}\" stroke-width=\"{}\" points=\"{}\"/>\n", colour, width, pts);
+  };
+  s += polyline(y, "#9ecae1", 1);
+  const std::size_t win = std::max<std::size_t>(1, y.size() / 50);
+  std::vector<double> avg(y.size());
+  double acc = 0;
+  for (std::size_t i = 0; i < y.size(); ++i) {
+    acc += y[i];
+    if (i >= win) acc -= y[i - win];
+    avg[i] = acc / static_cast<double>(std::min(i + 1, win));
+  }
+  s += polyline(avg, "#08519c", 2);
+  std::string legend = fmt::format("loss per step (light), mean of the last {} steps (dark)", win);
+  if (baseline > 0) {
+    s += fmt::format("<line x1=\"{0}\" y1=\"{1:.1f}\" x2=\"{2}\" y2=\"{1:.1f}\" stroke=\"#d62728\" "
+                     "stroke-dasharray=\"6 4\"/>\n",
+                     L, Y(baseline), W - R);
+    legend += fmt::format(", trivial baseline {:.4g} (dashed)", baseline);
+  }
+  s += fmt::format("<text x=\"{}\" y=\"40\" fill=\"#555\">{}</text>\n</svg>\n", L, esc(legend));
+  return s;
+}
+
+struct PlotCli {
+  std::string log, svg, title;
+};
+
+int run_plot(const PlotCli& o) {
+  std::ifstream in(o.log);
+  if (!in) throw UsageError(fmt::format("cannot read log file {}", o.log));
+  std::vector<double> x, y;
+  double baseline = 0;
+  std::string line;
+  for (std::int64_t n = 1; std::getline(in, line); ++n) {
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    nlohmann::json j;
+    try {
+      j = nlohmann::json::parse(line);
+    } catch (const nlohmann::json::exception&) {
+      throw UsageError(fmt::format("log file {} line {} is not JSON: allowed is one JSON object per line", o.log, n));
+    }
+    if (!j.is_object() || !j.contains("step") || !j.contains("loss") || !j["step"].is_number() || !j["loss"].is_number())
+      throw UsageError(fmt::format("log file {} line {} has no numeric 'step' and 'loss'", o.log, n));
+    x.push_back(j["step"].get<double>());
+    y.push_back(j["loss"].get<double>());
+    if (j.contains("baseline") && j["baseline"].is_number()) baseline = j["baseline"].get<double>();
+  }
+  if (x.empty()) throw UsageError(fmt::format("log file {} has no steps to plot", o.log));
+  // A log appended across resumed runs may repeat steps: keep the order of the file, sorted by step.
+  std::vector<std::size_t> idx(x.size());
+  for (std::size_t i = 0; i < idx.size(); ++i) idx[i] = i;
+  std::stable_sort(idx.begin(), idx.end(), [&](std::size_t a, std::size_t b) { return x[a] < x[b]; });
+  std::vector<double> xs, ys;
+  for (std::size_t i : idx) xs.push_back(x[i]), ys.push_back(y[i]);
+  write_file_atomic(o.svg, loss_svg(xs, ys, baseline, o.title.empty() ? "training loss: " + o.log : o.title));
+  fmt::print("wrote {} ({} steps)\n", o.svg, xs.size());
+  return 0;
+}
+
+}  // namespace
+
+void add_train_commands(CLI::App& app, std::function<int()>& action) {
+  // train
+  static TrainOptions to;
+  auto* tr = app.add_subcommand("train", "train a recurrent network inside a memory budget");
+  TrainConfig& c = to.c;
+  auto add = [&](const std::string& name, auto& var, const std::string& help) {
+    CLI::Option* opt = tr->add_option(name, var, help)->capture_default_str();
+    to.opt[name] = opt;
+    return opt;
+  };
+  add("--task", c.task, "adding | copy | text");
+  add("--cell", c.cell, "lstm | gru | rnn");
+  add("--hidden", c.hidden, "hidden units per layer");
+  add("--layers", c.layers, "recurrent layers");
+  add("--batch", c.batch, "sequences (text: parallel streams) per step");
+  add("--length", c.length, "sequence length T (text: window length for truncated BPTT)");
+  add("--memory", c.memory, "activation memory budget: bytes (64MiB, 500KB, 1e6) or a percentage of plain BPTT's (5%)");
+  add("--policy", c.policy, "auto | msm | hsm | ism | full | revolve | chen-sqrt | chen-recursive | quadratic");
+  add("--steps", c.steps, "optimizer steps in all");
+  add("--lr", c.lr, "learning rate");
+  add("--optimizer", c.optimizer, "adam | sgd");
+  add("--clip", c.clip, "clip the global gradient norm to this (0: off)");
+  add("--seed", c.seed, "seed of the initial weights and the data");
+  add("--dtype", c.dtype, "float32 | float64");
+  add("--text", c.text, "text task: a UTF-8 file (default: data/verse.txt)");
+  add("--copy-symbols", c.copy_symbols, "copy task: symbols to remember");
+  add("--copy-alphabet", c.copy_alphabet, "copy task: distinct symbols");
+  add("--save", to.save, "directory for checkpoint.safetensors (and model.safetensors at the end)");
+  add("--save-every", to.save_every, "checkpoint every K steps (and on SIGINT/SIGTERM)");
+  add("--resume", to.resume, "continue from a checkpoint (directory or file)");
+  add("--log", to.log, "append one JSON object per step to this file");
+  add("--eval-sequences", to.eval_sequences, "held-out sequences for the final evaluation (adding, copy)");
+  tr->add_flag("--force", to.force, "replace a checkpoint already in --save");
+  tr->callback([&action] { action = [] { return run_train(to); }; });
+
+  // eval
+  static EvalCli eo;
+  auto* ev = app.add_subcommand("eval", "evaluate a trained model on held-out data");
+  ev->add_option("--model", eo.model, "model directory, checkpoint or model file")->required();
+  ev->add_option("--task", eo.task, "adding | copy | text (default: the model's)");
+  ev->add_option("--text", eo.text, "text task: the file whose last 10% is evaluated (default: the model's)");
+  ev->add_option("--length", eo.length, "sequence length (adding, copy; default: the model's)");
+  ev->add_option("--batch", eo.batch, "sequences per batch (default: the model's)");
+  ev->add_option("--sequences", eo.sequences, "held-out sequences (adding, copy)")->capture_default_str();
+  ev->add_option("--seed", eo.seed, "seed of the held-out data (default: the model's)");
+  ev->add_flag("--json", eo.json, "print one JSON object");
+  ev->callback([&action] { action = [] { return run_eval(eo); }; });
+
+  // sample
+  static SampleCli so;
+  auto* sa = app.add_subcommand("sample", "draw text from a character-level language model");
+  sa->add_option("--model", so.model, "model directory, checkpoint or model file")->required();
+  sa->add_option("--length", so.length, "characters to draw")->capture_default_str();
+  sa->add_option("--temperature", so.temperature, "softmax temperature (0: the most likely character)")
+      ->capture_default_str();
+  sa->add_option("--prime", so.prime, "text fed to the model first (printed before the sample)");
+  sa->add_option("--seed", so.seed, "seed of the draws")->capture_default_str();
+  sa->callback([&action] { action = [] { return run_sample(so); }; });
+
+  // plot
+  static PlotCli po;
+  auto* pl = app.add_subcommand("plot", "draw the loss curve of a --log file as SVG");
+  pl->add_option("log", po.log, "the JSONL log of membptt train --log")->required();
+  pl->add_option("--svg", po.svg, "output SVG file")->required();
+  pl->add_option("--title", po.title, "chart title");
+  pl->callback([&action] { action = [] { return run_plot(po); }; });
+}
+
 }  // namespace membptt::cli

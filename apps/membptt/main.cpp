@@ -17,6 +17,7 @@ int main(int argc, char** argv) {
 #ifdef MEMBPTT_HAVE_NN
   membptt::cli::add_nn_commands(app, action);
   membptt::cli::add_train_commands(app, action);
+  membptt::cli::add_bench_commands(app, action);
 #endif
   try {
     app.parse(argc, argv);

@@ -75,6 +75,8 @@ void validate(std::int64_t length, const CostModel& model) {
     throw PlanError("alpha " + fmt_units(model.alpha) + " is not allowed: an internal state holds a hidden state, so alpha must be >= 1");
   if (!std::isfinite(model.beta) || model.beta < 0.0)
     throw PlanError("beta " + fmt_units(model.beta) + " is not allowed: the backward/forward cost ratio must be >= 0");
+  if (!std::isfinite(model.record) || model.record <= 0.0)
+    throw PlanError("record cost " + fmt_units(model.record) + " is not allowed: the cost of a recording step over a plain one must be > 0");
 }
 
 bool is_table_policy(Policy p) { return p == Policy::Hsm || p == Policy::Ism || p == Policy::Msm; }

@@ -7,8 +7,12 @@ namespace membptt {
 struct CostModel {
   // Size of one internal state (everything one backward step needs) over one hidden state.
   double alpha = 1.0;
-  // Cost of one backward step over one forward step; only used to predict time.
+  // Cost of one backward step over one forward step (advance); only used to predict time.
   double beta = 2.0;
+  // Cost of a forward step that records its internal state over one that does not. Every plan
+  // records each step exactly once (the record its backward step consumes), so this changes the
+  // predicted time but never which plan is best: the planner still minimises forward steps.
+  double record = 1.0;
 };
 
 // Plain BPTT keeps the internal state of every step: alpha*T units. (h_0, like the inputs, is
@@ -17,11 +21,14 @@ inline double plain_bptt_units(std::int64_t length, const CostModel& m) {
   return m.alpha * static_cast<double>(length);
 }
 
-// Predicted time of one iteration over plain BPTT's: plain BPTT runs T forward and T backward
-// steps; a policy runs `forward_steps` forward and the same T backward steps.
+// Predicted time of one iteration over plain BPTT's. Plain BPTT runs T recording forward steps
+// and T backward steps; a policy with C forward steps runs the same, plus C - T plain advances:
+//   ratio = ((C - T) + T (record + beta)) / (T (record + beta)),
+// which is (C/T + beta) / (1 + beta) when recording costs what advancing does.
 inline double predicted_time_ratio(std::int64_t forward_steps, std::int64_t length, const CostModel& m) {
   if (length <= 0) return 1.0;
-  return (static_cast<double>(forward_steps) / static_cast<double>(length) + m.beta) / (1.0 + m.beta);
+  const double T = static_cast<double>(length), per_step = m.record + m.beta;
+  return (static_cast<double>(forward_steps) - T + T * per_step) / (T * per_step);
 }
 
 // The dynamic programs count memory in integer ticks. A hidden state is `hidden` ticks and an

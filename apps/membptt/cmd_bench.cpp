@@ -1,0 +1,170 @@
+// `membptt bench`: time per iteration against memory for every policy, side by side in one run,
+// with the planner's calibrated prediction beside each measurement.
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <chrono>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "cli_common.hpp"
+#include "commands.hpp"
+#include "membptt/exec/budget.hpp"
+#include "membptt/exec/calibrate.hpp"
+#include "membptt/exec/executor.hpp"
+
+namespace membptt::cli {
+namespace {
+
+struct BenchOptions {
+  std::string cell = "lstm", dtype = "float32", policies = "full,msm,hsm,ism,chen-sqrt,chen-recursive",
+              budgets = "5%,10%,20%,50%", csv, json;
+  std::int64_t length = 1000;
+  int batch = 32, input = 64, hidden = 256, layers = 1, output = 64, reps = 3;
+};
+
+std::vector<std::string> split_list(const std::string& s) {
+  std::vector<std::string> out;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, ','))
+    if (!item.empty()) out.push_back(item);
+  return out;
+}
+
+struct Config {
+  Policy policy;
+  std::string budget_text;
+  double budget_bytes;
+  std::unique_ptr<Plan> plan;
+  std::vector<double> seconds;
+  RunStats stats;
+  std::size_t held_bytes = 0;
+};
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0 : v[v.size() / 2];
+}
+
+template <class T>
+int run_bench(const BenchOptions& o) {
+  const NetShape shape{parse_cell(o.cell), o.input, o.hidden, o.layers, o.batch, o.output};
+  validate(shape);
+  if (o.length <= 0) throw UsageError(fmt::format("sequence length {} is not allowed: it must be a positive integer", o.length));
+  if (o.reps < 1) throw UsageError(fmt::format("--reps {} is not allowed: use 1 or more", o.reps));
+  const StateSizes sizes = state_sizes(shape, sizeof(T));
+  const StepTimes st = time_steps<T>(shape, LossKind::Xent);
+  const CostModel model = cost_model_from(st, sizes.alpha());
+  fmt::print("{} T={} B={} I={} H={} L={} {}: hidden state {} B, internal state {} B (alpha {:g}), workspace {} B\n",
+             o.cell, o.length, o.batch, o.input, o.hidden, o.layers, o.dtype, sizes.hidden_bytes, sizes.internal_bytes,
+             sizes.alpha(), sizes.workspace_bytes);
+  fmt::print("calibrated step costs: advance {:.3f} ms, advance+record {:.3f} ms, backward+head {:.3f} ms "
+             "(record {:.3f}, beta {:.3f})\n",
+             1e3 * st.advance, 1e3 * st.record, 1e3 * st.backward, model.record, model.beta);
+
+  // Data: random inputs and classes.
+  std::vector<T> x(static_cast<std::size_t>(o.length) * static_cast<std::size_t>(o.batch) * static_cast<std::size_t>(o.input));
+  fill_uniform(std::span<T>(x), T(1), 3);
+  std::vector<std::int64_t> cls(static_cast<std::size_t>(o.length) * static_cast<std::size_t>(o.batch));
+  for (std::size_t i = 0; i < cls.size(); ++i) cls[i] = static_cast<std::int64_t>((i * 7919) % static_cast<std::size_t>(o.output));
+  Params<T> params(shape), grads(shape);
+  init_pytorch_default(params, 4);
+  const SequenceBatch<T> batch{o.length, x.data(), cls.data(), nullptr, nullptr};
+
+  std::vector<Config> configs;
+  auto add = [&](Policy p, const std::string& text, double bytes) {
+    Config c{p, text, bytes, nullptr, {}, {}, 0};
+    try {
+      const Plan plan = plan_for_bytes(p, o.length, bytes, sizes, model.beta);
+      Plan calibrated = plan;
+      calibrated.model = model;
+      c.plan = std::make_unique<Plan>(calibrated);
+    } catch (const PlanError& e) {
+      fmt::print("  skip {} at {}: {}\n", policy_name(p), text, e.what());
+      return;
+    }
+    configs.push_back(std::move(c));
+  };
+  const double plain = static_cast<double>(sizes.plain_bptt_bytes(o.length));
+  for (const std::string& name : split_list(o.policies)) {
+    const auto p = parse_policy(name);
+    if (!p) throw UsageError("unknown policy '" + name + "' in --policies");
+    if (*p == Policy::Full || *p == Policy::ChenSqrt || *p == Policy::ChenRecursive || *p == Policy::Quadratic) {
+      const double least = *p == Policy::Quadratic ? least_bytes(*p, o.length, sizes) : least_bytes(*p, o.length, sizes);
+      add(*p, fmt::format("{:.1f}%", 100 * least / plain), least);
+    } else {
+      for (const std::string& b : split_list(o.budgets)) add(*p, b, parse_budget(b).bytes(sizes, o.length));
+    }
+  }
+  // Interleaved repetitions: every configuration once per round, so drift hits all alike.
+  for (int r = 0; r < o.reps + 1; ++r)
+    for (Config& c : configs) {
+      Executor<T> exec(shape, LossKind::Xent, *c.plan);
+      grads.zero();
+      const auto t0 = std::chrono::steady_clock::now();
+      c.stats = exec.run(params, batch, grads);
+      const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      if (r > 0) c.seconds.push_back(s);  // round 0 warms up
+      c.held_bytes = exec.workspace_bytes() + c.stats.peak_arena_bytes;
+    }
+  const Config* base = nullptr;
+  for (const Config& c : configs)
+    if (c.policy == Policy::Full) base = &c;
+  const double base_s = base ? median(base->seconds) : 0;
+
+  fmt::print("\n{:>15} {:>8} {:>10} {:>9} {:>9} {:>9} {:>10} {:>10} {:>7}\n", "policy", "budget", "held MiB", "% plain",
+             "fwd/step", "s/iter", "measured", "predicted", "diff");
+  nlohmann::json rows = nlohmann::json::array();
+  std::string csv = "cell,length,batch,input,hidden,layers,dtype,policy,budget,held_bytes,plain_bytes,forward_steps,median_seconds,measured_ratio,predicted_ratio\n";
+  for (const Config& c : configs) {
+    const double s = median(c.seconds);
+    const double measured = base_s > 0 ? s / base_s : 0, predicted = c.plan->time_ratio();
+    fmt::print("{:>15} {:>8} {:>10.2f} {:>8.2f}% {:>9.3f} {:>9.3f} {:>10.3f} {:>10.3f} {:>6.1f}%\n", policy_name(c.policy),
+               c.budget_text, static_cast<double>(c.held_bytes) / (1 << 20), 100.0 * static_cast<double>(c.held_bytes) / plain,
+               static_cast<double>(c.stats.forward_steps) / static_cast<double>(o.length), s, measured, predicted,
+               base_s > 0 ? 100.0 * (measured - predicted) / predicted : 0.0);
+    rows.push_back({{"policy", std::string(policy_name(c.policy))}, {"budget", c.budget_text}, {"held_bytes", c.held_bytes},
+                    {"plain_bytes", plain}, {"forward_steps", c.stats.forward_steps}, {"median_seconds", s},
+                    {"seconds", c.seconds}, {"measured_ratio", measured}, {"predicted_ratio", predicted}});
+    csv += fmt::format("{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n", o.cell, o.length, o.batch, o.input, o.hidden, o.layers,
+                       o.dtype, policy_name(c.policy), c.budget_text, c.held_bytes, plain, c.stats.forward_steps, s, measured,
+                       predicted);
+  }
+  if (!o.csv.empty()) write_file_atomic(o.csv, csv);
+  if (!o.json.empty()) {
+    nlohmann::json j{{"cell", o.cell}, {"length", o.length}, {"batch", o.batch}, {"input", o.input}, {"hidden", o.hidden},
+                     {"layers", o.layers}, {"dtype", o.dtype}, {"reps", o.reps},
+                     {"calibration", {{"advance_s", st.advance}, {"record_s", st.record}, {"backward_s", st.backward}}},
+                     {"rows", rows}};
+    write_file_atomic(o.json, j.dump(1) + "\n");
+  }
+  return 0;
+}
+
+}  // namespace
+
+void add_bench_commands(CLI::App& app, std::function<int()>& action) {
+  static BenchOptions o;
+  auto* b = app.add_subcommand("bench", "time per iteration against memory for each policy, beside the planner's prediction");
+  b->add_option("--cell", o.cell, "lstm | gru | rnn")->capture_default_str();
+  b->add_option("--length", o.length, "sequence length T")->capture_default_str();
+  b->add_option("--batch", o.batch, "batch size")->capture_default_str();
+  b->add_option("--input", o.input, "input size")->capture_default_str();
+  b->add_option("--hidden", o.hidden, "hidden size")->capture_default_str();
+  b->add_option("--layers", o.layers, "layers")->capture_default_str();
+  b->add_option("--output", o.output, "classes of the per-step softmax head")->capture_default_str();
+  b->add_option("--dtype", o.dtype, "float32 | float64")->capture_default_str();
+  b->add_option("--policies", o.policies, "comma-separated policies")->capture_default_str();
+  b->add_option("--budgets", o.budgets, "comma-separated budgets for the budgeted policies (bytes or %)")->capture_default_str();
+  b->add_option("--reps", o.reps, "timed repetitions per configuration (median reported)")->capture_default_str();
+  b->add_option("--csv", o.csv, "write the rows as CSV");
+  b->add_option("--json", o.json, "write the rows as JSON");
+  b->callback([&action] {
+    if (o.dtype != "float32" && o.dtype != "float64") throw UsageError("--dtype '" + o.dtype + "' is not allowed: use float32 or float64");
+    action = [] { return o.dtype == "float64" ? run_bench<double>(o) : run_bench<float>(o); };
+  });
+}
+
+}  // namespace membptt::cli

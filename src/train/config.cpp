@@ -1,0 +1,113 @@
+#include "membptt/train/config.hpp"
+
+#include <cmath>
+#include <optional>
+
+#include <fmt/format.h>
+
+#include "membptt/exec/budget.hpp"
+#include "membptt/plan/policy.hpp"
+
+namespace membptt::train {
+namespace {
+
+constexpr int kMaxSize = 1 << 20;
+
+void need_range(const char* option, std::int64_t v, std::int64_t lo, std::int64_t hi) {
+  if (v < lo || v > hi) throw TrainError(fmt::format("{} {} is not allowed: allowed is {} to {}", option, v, lo, hi));
+}
+
+template <class V>
+V get(const nlohmann::json& j, const char* key, const std::string& what) {
+  if (!j.contains(key)) throw TrainError(fmt::format("{}: the config has no field '{}'", what, key));
+  try {
+    return j.at(key).get<V>();
+  } catch (const nlohmann::json::exception&) {
+    throw TrainError(fmt::format("{}: config field '{}' = {} has the wrong type", what, key, j.at(key).dump()));
+  }
+}
+
+}  // namespace
+
+void validate(const TrainConfig& c) {
+  if (c.task != "adding" && c.task != "copy" && c.task != "text")
+    throw TrainError(fmt::format("--task '{}' is not allowed: allowed are adding, copy, text", c.task));
+  if (c.cell != "lstm" && c.cell != "gru" && c.cell != "rnn")
+    throw TrainError(fmt::format("--cell '{}' is not allowed: allowed are lstm, gru, rnn", c.cell));
+  need_range("--hidden", c.hidden, 1, kMaxSize);
+  need_range("--layers", c.layers, 1, 1024);
+  need_range("--batch", c.batch, 1, kMaxSize);
+  need_range("--length", c.length, 1, std::int64_t{1} << 40);
+  need_range("--steps", c.steps, 1, std::int64_t{1} << 50);
+  if (c.optimizer != "adam" && c.optimizer != "sgd")
+    throw TrainError(fmt::format("--optimizer '{}' is not allowed: allowed are adam, sgd", c.optimizer));
+  if (!std::isfinite(c.lr) || c.lr <= 0)
+    throw TrainError(fmt::format("--lr {} is not allowed: allowed is a finite number > 0", c.lr));
+  if (!std::isfinite(c.clip) || c.clip < 0)
+    throw TrainError(fmt::format("--clip {} is not allowed: allowed is a finite number >= 0 (0: no clipping)", c.clip));
+  if (c.dtype != "float32" && c.dtype != "float64")
+    throw TrainError(fmt::format("--dtype '{}' is not allowed: allowed are float32, float64", c.dtype));
+  need_range("--copy-symbols", c.copy_symbols, 1, kMaxSize);
+  need_range("--copy-alphabet", c.copy_alphabet, 2, kMaxSize);
+  if (c.task == "text" && c.text.empty()) throw TrainError("--task text needs a text file (--text FILE)");
+  if (c.policy != "auto" && !parse_policy(c.policy)) {
+    std::string list = "auto";
+    for (Policy p : kAllPolicies) list += ", " + std::string(policy_name(p));
+    throw TrainError(fmt::format("--policy '{}' is not allowed: allowed are {}", c.policy, list));
+  }
+  try {
+    (void)parse_budget(c.memory);
+  } catch (const std::exception& e) {
+    throw TrainError(fmt::format("--memory: {}", e.what()));
+  }
+}
+
+nlohmann::json to_json(const TrainConfig& c) {
+  return nlohmann::json{{"task", c.task},
+                        {"cell", c.cell},
+                        {"hidden", c.hidden},
+                        {"layers", c.layers},
+                        {"batch", c.batch},
+                        {"length", c.length},
+                        {"steps", c.steps},
+                        {"optimizer", c.optimizer},
+                        {"lr", c.lr},
+                        {"clip", c.clip},
+                        {"seed", c.seed},
+                        {"dtype", c.dtype},
+                        {"text", c.text},
+                        {"copy_symbols", c.copy_symbols},
+                        {"copy_alphabet", c.copy_alphabet},
+                        {"memory", c.memory},
+                        {"policy", c.policy}};
+}
+
+TrainConfig config_from_json(const nlohmann::json& j, const std::string& what) {
+  if (!j.is_object()) throw TrainError(what + ": the config is not a JSON object");
+  TrainConfig c;
+  c.task = get<std::string>(j, "task", what);
+  c.cell = get<std::string>(j, "cell", what);
+  c.hidden = get<int>(j, "hidden", what);
+  c.layers = get<int>(j, "layers", what);
+  c.batch = get<int>(j, "batch", what);
+  c.length = get<std::int64_t>(j, "length", what);
+  c.steps = get<std::int64_t>(j, "steps", what);
+  c.optimizer = get<std::string>(j, "optimizer", what);
+  c.lr = get<double>(j, "lr", what);
+  c.clip = get<double>(j, "clip", what);
+  c.seed = get<std::uint64_t>(j, "seed", what);
+  c.dtype = get<std::string>(j, "dtype", what);
+  c.text = get<std::string>(j, "text", what);
+  c.copy_symbols = get<int>(j, "copy_symbols", what);
+  c.copy_alphabet = get<int>(j, "copy_alphabet", what);
+  c.memory = get<std::string>(j, "memory", what);
+  c.policy = get<std::string>(j, "policy", what);
+  try {
+    validate(c);
+  } catch (const TrainError& e) {
+    throw TrainError(fmt::format("{}: its config is not valid: {}", what, e.what()));
+  }
+  return c;
+}
+
+}  // namespace membptt::train

@@ -1,0 +1,374 @@
+#include "membptt/train/trainer.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+
+#include <fmt/format.h>
+
+#include "membptt/cells/recurrent_net.hpp"
+#include "membptt/io/params_io.hpp"
+#include "membptt/train/optim.hpp"
+#include "membptt/train/utf8.hpp"
+
+namespace membptt::train {
+
+std::size_t TrainerBase::planned_bytes() const {
+  return sizes().workspace_bytes +
+         static_cast<std::size_t>(std::llround(plan().peak_units * static_cast<double>(sizes().hidden_bytes)));
+}
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+const char* nonfinite_word(double v) { return std::isnan(v) ? "nan" : "inf"; }
+
+ModelSpec spec_of(const TrainConfig& c, const TaskInfo& info) {
+  ModelSpec s;
+  s.cell = c.cell;
+  s.input_size = info.input_size;
+  s.hidden_size = c.hidden;
+  s.num_layers = c.layers;
+  s.output_size = info.output_size;
+  s.loss = info.loss == LossKind::Xent ? "xent" : "mse_last";
+  s.dtype = c.dtype;
+  return s;
+}
+
+std::string vocab_json(const std::vector<char32_t>& vocab) {
+  nlohmann::json v = nlohmann::json::array();
+  for (char32_t c : vocab) v.push_back(static_cast<std::uint32_t>(c));
+  return v.dump();
+}
+
+template <class T>
+bool all_finite(const Params<T>& p) {
+  for (const T x : p.all())
+    if (!std::isfinite(x)) return false;
+  return true;
+}
+
+template <class T>
+std::vector<T> read_floats(const SafeTensors& st, const std::string& name, const std::vector<std::int64_t>& shape) {
+  const DType want = sizeof(T) == sizeof(float) ? DType::F32 : DType::F64;
+  if (!st.contains(name)) throw TrainError(fmt::format("{}: missing tensor '{}'", st.source(), name));
+  const TensorInfo& info = st.info(name);
+  if (info.dtype != want || info.shape != shape)
+    throw TrainError(fmt::format("{}: tensor '{}' is {} {}, expected {} {}", st.source(), name, dtype_name(info.dtype),
+                                 shape_string(info.shape), dtype_name(want), shape_string(shape)));
+  if constexpr (sizeof(T) == sizeof(float))
+    return st.read_f32(name);
+  else
+    return st.read_f64(name);
+}
+
+template <class T>
+class Trainer final : public TrainerBase {
+ public:
+  Trainer(const TrainConfig& c, std::shared_ptr<const Corpus> corpus)
+      : cfg_(c),
+        corpus_(std::move(corpus)),
+        info_(task_info(c, corpus_.get())),
+        shape_{parse_cell(c.cell), info_.input_size, c.hidden, c.layers, c.batch, info_.output_size},
+        task_(make_task<T>(c, corpus_)),
+        params_(shape_),
+        grads_(shape_),
+        opt_(make_optimizer<T>(c.optimizer, shape_, c.lr)),
+        sizes_(state_sizes(shape_, sizeof(T))) {
+    init_pytorch_default(params_, c.seed);
+    const std::size_t carry = carry_elems(shape_);
+    carry_ = backend::AlignedBuffer<T>(carry);
+    next_carry_ = backend::AlignedBuffer<T>(carry);
+    set_budget(c.memory, c.policy);
+  }
+
+  const TrainConfig& config() const override { return cfg_; }
+  const Plan& plan() const override { return exec_->plan(); }
+  const StateSizes& sizes() const override { return sizes_; }
+  std::int64_t step_count() const override { return step_; }
+  std::size_t parameter_count() const override { return params_.size(); }
+  double baseline() const override { return task_->baseline(); }
+  std::string baseline_name() const override { return task_->baseline_name(); }
+  bool params_finite() const override { return all_finite(params_); }
+
+  void set_budget(const std::string& memory, const std::string& policy) override {
+    std::optional<Policy> pol;
+    if (policy != "auto") {
+      pol = parse_policy(policy);
+      if (!pol) throw TrainError(fmt::format("--policy '{}' is not allowed", policy));
+    }
+    const double bytes = parse_budget(memory).bytes(sizes_, cfg_.length);
+    Plan plan = plan_for_bytes(pol, cfg_.length, bytes, sizes_, 2.0);
+    exec_ = std::make_unique<Executor<T>>(shape_, info_.loss, std::move(plan));
+    cfg_.memory = memory;
+    cfg_.policy = policy;
+  }
+
+  StepResult step() override {
+    const auto t0 = Clock::now();
+    const std::int64_t k = step_ + 1;
+    task_->next_batch(batch_);
+    grads_.zero();
+    const T* h0 = batch_.continues ? carry_.data() : nullptr;
+    StepResult r;
+    r.step = k;
+    r.stats = exec_->run(params_, batch_.view(cfg_.length, h0), grads_, next_carry_.data());
+    r.loss = r.stats.loss;
+    if (!std::isfinite(r.loss)) throw Diverged(k, fmt::format("the loss is {} at step {}", nonfinite_word(r.loss), k));
+    r.grad_norm = clip_global_norm(grads_, cfg_.clip);
+    if (!std::isfinite(r.grad_norm))
+      throw Diverged(k, fmt::format("the gradient norm is {} at step {}", nonfinite_word(r.grad_norm), k));
+    opt_->step(params_, grads_);
+    if (!all_finite(params_))
+      throw Diverged(k, fmt::format("the update of step {} made a parameter nan or inf", k));
+    carry_.swap(next_carry_);
+    step_ = k;
+    r.held_bytes = exec_->workspace_bytes() + r.stats.peak_arena_bytes;
+    r.seconds = seconds_since(t0);
+    return r;
+  }
+
+  EvalResult evaluate(std::int64_t sequences) const override { return task_->evaluate(params_, shape_, sequences); }
+
+  void add_model(CheckedWriter& w) const {
+    for (const auto& [k, v] : model_spec_metadata(spec_of(cfg_, info_))) w.set_metadata(k, v);
+    w.set_metadata("config", to_json(cfg_).dump());
+    if (corpus_) w.set_metadata("vocab", vocab_json(corpus_->vocab));
+    for (const ParamView& v : params_.views()) w.add(v.name, v.shape, params_.data() + v.offset, v.size);
+  }
+
+  void save_checkpoint(const std::filesystem::path& file, double elapsed_seconds) const override {
+    if (!all_finite(params_)) throw TrainError("refusing to save a checkpoint with non-finite parameters");
+    CheckedWriter w;
+    add_model(w);
+    w.set_metadata("format", kCheckpointFormat);
+    w.set_metadata("step", std::to_string(step_));
+    w.set_metadata("optimizer_step", std::to_string(opt_->steps()));
+    w.set_metadata("data", task_->state().dump());
+    w.set_metadata("elapsed_seconds", fmt::format("{:.3f}", elapsed_seconds));
+    const auto P = static_cast<std::int64_t>(params_.size());
+    if (Params<T>* m = opt_->exp_avg()) w.add("optimizer.exp_avg", {P}, m->data(), m->size());
+    if (Params<T>* v = opt_->exp_avg_sq()) w.add("optimizer.exp_avg_sq", {P}, v->data(), v->size());
+    if (corpus_) {
+      w.set_metadata("text_hash", hex64(corpus_->hash));
+      w.add("state.carry", carry_shape(), carry_.data(), carry_.size());
+    }
+    w.write(file);
+  }
+
+  void write_model(const std::filesystem::path& file) const override {
+    CheckedWriter w;
+    add_model(w);
+    w.write(file);
+  }
+
+  void restore(const ModelSource& ck) override {
+    const std::string prefix = ck.file.string();
+    if (!ck.is_checkpoint || !ck.config) throw TrainError(fmt::format("{} is not a checkpoint", prefix));
+    const std::string diff = result_difference(*ck.config, cfg_);
+    if (!diff.empty()) throw TrainError(fmt::format("{}: {}", prefix, diff));
+    if (ck.spec.input_size != shape_.input_size || ck.spec.output_size != shape_.output_size)
+      throw TrainError(fmt::format("{}: input_size {} and output_size {} do not fit the task's {} and {}", prefix,
+                                   ck.spec.input_size, ck.spec.output_size, shape_.input_size, shape_.output_size));
+    if (corpus_) {
+      if (ck.text_hash != hex64(corpus_->hash))
+        throw TrainError(fmt::format("{}: the text file {} changed since the checkpoint was written (hash {} there, {} now)",
+                                     prefix, corpus_->source, ck.text_hash, hex64(corpus_->hash)));
+      if (ck.vocab != corpus_->vocab) throw TrainError(fmt::format("{}: the vocabulary differs from the text's", prefix));
+    }
+    if (ck.step > cfg_.steps)
+      throw TrainError(fmt::format("--steps {} is less than the {} steps the checkpoint has done: allowed is {} or more",
+                                   cfg_.steps, ck.step, ck.step));
+    load_params(ck.tensors, params_);
+    const auto P = static_cast<std::int64_t>(params_.size());
+    if (Params<T>* m = opt_->exp_avg()) {
+      const auto mv = read_floats<T>(ck.tensors, "optimizer.exp_avg", {P});
+      const auto vv = read_floats<T>(ck.tensors, "optimizer.exp_avg_sq", {P});
+      std::copy(mv.begin(), mv.end(), m->data());
+      std::copy(vv.begin(), vv.end(), opt_->exp_avg_sq()->data());
+    }
+    opt_->set_steps(ck.optimizer_step);
+    task_->restore(ck.data);
+    if (corpus_) {
+      const auto cv = read_floats<T>(ck.tensors, "state.carry", carry_shape());
+      std::copy(cv.begin(), cv.end(), carry_.data());
+    }
+    step_ = ck.step;
+  }
+
+  PlainComparison compare_with_plain(int repeats) override {
+    // The check batch: the first of a fresh data stream (the training stream is left alone).
+    auto fresh = make_task<T>(cfg_, corpus_);
+    Batch<T> b;
+    fresh->next_batch(b);
+    const SequenceBatch<T> view = b.view(cfg_.length, nullptr);
+    Executor<T> full(shape_, info_.loss,
+                     plan_for_bytes(Policy::Full, cfg_.length, static_cast<double>(plain_bytes()), sizes_, 2.0));
+    Params<T> g_full(shape_), g_chosen(shape_);
+    const std::size_t carry = carry_elems(shape_);
+    std::vector<T> c_full(carry), c_chosen(carry);
+    const RunStats s_full = full.run(params_, view, g_full, c_full.data());
+    const RunStats s_chosen = exec_->run(params_, view, g_chosen, c_chosen.data());
+    PlainComparison pc;
+    pc.bitwise_equal = std::memcmp(g_full.data(), g_chosen.data(), g_full.size() * sizeof(T)) == 0 &&
+                       std::memcmp(c_full.data(), c_chosen.data(), carry * sizeof(T)) == 0 &&
+                       std::memcmp(&s_full.loss, &s_chosen.loss, sizeof(double)) == 0;
+    pc.plain_held_bytes = full.workspace_bytes() + s_full.peak_arena_bytes;
+    pc.chosen_held_bytes = exec_->workspace_bytes() + s_chosen.peak_arena_bytes;
+    pc.plain_forward_steps = s_full.forward_steps;
+    pc.chosen_forward_steps = s_chosen.forward_steps;
+    std::vector<double> tf, tc;
+    for (int r = 0; r < repeats; ++r) {
+      g_full.zero();
+      auto t0 = Clock::now();
+      full.run(params_, view, g_full);
+      tf.push_back(seconds_since(t0));
+      g_chosen.zero();
+      t0 = Clock::now();
+      exec_->run(params_, view, g_chosen);
+      tc.push_back(seconds_since(t0));
+    }
+    auto median = [](std::vector<double> v) {
+      if (v.empty()) return 0.0;
+      std::sort(v.begin(), v.end());
+      return v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
+    };
+    pc.plain_seconds = median(tf);
+    pc.chosen_seconds = median(tc);
+    return pc;
+  }
+
+ private:
+  std::vector<std::int64_t> carry_shape() const {
+    return {shape_.cell == CellType::Lstm ? 2 : 1, shape_.num_layers, shape_.batch, shape_.hidden_size};
+  }
+
+  TrainConfig cfg_;
+  std::shared_ptr<const Corpus> corpus_;
+  TaskInfo info_;
+  NetShape shape_;
+  std::unique_ptr<Task<T>> task_;
+  Params<T> params_, grads_;
+  std::unique_ptr<Optimizer<T>> opt_;
+  StateSizes sizes_;
+  std::unique_ptr<Executor<T>> exec_;
+  backend::AlignedBuffer<T> carry_, next_carry_;
+  Batch<T> batch_;
+  std::int64_t step_ = 0;
+};
+
+template <class T>
+EvalResult evaluate_typed(const ModelSource& m, const TrainConfig& c, std::shared_ptr<const Corpus> corpus,
+                          const NetShape& shape, std::int64_t sequences) {
+  Params<T> p(shape);
+  load_params(m.tensors, p);
+  return make_task<T>(c, std::move(corpus))->evaluate(p, shape, sequences);
+}
+
+template <class T>
+std::vector<std::int32_t> sample_typed(const ModelSource& m, const NetShape& shape, const std::vector<std::int32_t>& prime,
+                                       std::int64_t length, double temperature, std::uint64_t seed) {
+  Params<T> p(shape);
+  load_params(m.tensors, p);
+  return sample_classes(p, shape, static_cast<int>(m.vocab.size()), prime, length, temperature, seed);
+}
+
+}  // namespace
+
+std::shared_ptr<const Corpus> load_corpus(const TrainConfig& c) {
+  if (c.task != "text") return nullptr;
+  if (c.text.empty()) throw TrainError("--task text needs a text file (--text FILE)");
+  return std::make_shared<const Corpus>(Corpus::load(c.text));
+}
+
+std::unique_ptr<TrainerBase> make_trainer(const TrainConfig& c, std::shared_ptr<const Corpus> corpus) {
+  validate(c);
+  if (c.dtype == "float64") return std::make_unique<Trainer<double>>(c, std::move(corpus));
+  return std::make_unique<Trainer<float>>(c, std::move(corpus));
+}
+
+std::string result_difference(const TrainConfig& a, const TrainConfig& b) {
+  auto differ = [](const char* name, const auto& x, const auto& y) -> std::string {
+    if (x == y) return "";
+    return fmt::format("--{} {} in the checkpoint, {} given: a resumed run keeps every setting that decides the result "
+                       "(it may change --steps, --memory, --policy, --save, --save-every, --log)",
+                       name, x, y);
+  };
+  for (const std::string& d :
+       {differ("task", a.task, b.task), differ("cell", a.cell, b.cell), differ("hidden", a.hidden, b.hidden),
+        differ("layers", a.layers, b.layers), differ("batch", a.batch, b.batch), differ("length", a.length, b.length),
+        differ("optimizer", a.optimizer, b.optimizer), differ("lr", a.lr, b.lr), differ("clip", a.clip, b.clip),
+        differ("seed", a.seed, b.seed), differ("dtype", a.dtype, b.dtype),
+        differ("copy-symbols", a.copy_symbols, b.copy_symbols), differ("copy-alphabet", a.copy_alphabet, b.copy_alphabet)})
+    if (!d.empty()) return d;
+  return "";
+}
+
+EvalResult evaluate_model(const ModelSource& m, const EvalOptions& o) {
+  if (!m.config && o.task.empty())
+    throw TrainError(fmt::format("{} has no training config (metadata 'config'): pass --task", m.file.string()));
+  TrainConfig c = m.config.value_or(TrainConfig{});
+  if (!o.task.empty()) c.task = o.task;
+  if (!o.text.empty()) c.text = o.text;
+  if (o.length > 0) c.length = o.length;
+  if (o.batch > 0) c.batch = o.batch;
+  if (o.seed > 0) c.seed = o.seed;
+  c.cell = m.spec.cell;
+  c.hidden = m.spec.hidden_size;
+  c.layers = m.spec.num_layers;
+  c.dtype = m.spec.dtype;
+  validate(c);
+  if (o.sequences < 1) throw TrainError(fmt::format("--sequences {} is not allowed: allowed is 1 or more", o.sequences));
+  std::shared_ptr<const Corpus> corpus;
+  if (c.task == "text") {
+    if (m.vocab.empty())
+      throw TrainError(fmt::format("{} has no vocabulary (metadata 'vocab'): use a text model written by membptt train",
+                                   m.file.string()));
+    corpus = std::make_shared<const Corpus>(Corpus::load(c.text, m.vocab));
+  }
+  const TaskInfo info = task_info(c, corpus.get());
+  const std::string loss = info.loss == LossKind::Xent ? "xent" : "mse_last";
+  if (m.spec.input_size != info.input_size || m.spec.output_size != info.output_size || m.spec.loss != loss)
+    throw TrainError(fmt::format("{} has input_size {}, output_size {}, loss {}; --task {} needs {}, {}, {}",
+                                 m.file.string(), m.spec.input_size, m.spec.output_size, m.spec.loss, c.task,
+                                 info.input_size, info.output_size, loss));
+  const NetShape shape = net_shape(m.spec, c.batch);
+  if (c.dtype == "float64") return evaluate_typed<double>(m, c, corpus, shape, o.sequences);
+  return evaluate_typed<float>(m, c, corpus, shape, o.sequences);
+}
+
+std::string sample_model(const ModelSource& m, const std::string& prime, std::int64_t length, double temperature,
+                         std::uint64_t seed) {
+  if (m.vocab.empty() || (m.config && m.config->task != "text"))
+    throw TrainError(fmt::format("{} is not a character-level text model (no vocabulary): sample needs a model trained "
+                                 "with --task text",
+                                 m.file.string()));
+  if (m.spec.input_size != static_cast<int>(m.vocab.size()) + 1 || m.spec.output_size != m.spec.input_size)
+    throw TrainError(fmt::format("{}: input_size {} and output_size {} do not fit a vocabulary of {} characters",
+                                 m.file.string(), m.spec.input_size, m.spec.output_size, m.vocab.size()));
+  if (length < 1) throw TrainError(fmt::format("--length {} is not allowed: allowed is 1 or more", length));
+  if (!std::isfinite(temperature) || temperature < 0)
+    throw TrainError(fmt::format("--temperature {} is not allowed: allowed is a finite number >= 0 (0: most likely)",
+                                 temperature));
+  std::vector<std::int32_t> prime_classes;
+  for (char32_t cp : decode_utf8(prime, "--prime")) {
+    const std::int32_t k = class_of(m.vocab, cp);
+    if (k == static_cast<std::int32_t>(m.vocab.size()))
+      throw TrainError(fmt::format("--prime character {} is not in the model's vocabulary of {} characters",
+                                   describe_code_point(cp), m.vocab.size()));
+    prime_classes.push_back(k);
+  }
+  const NetShape shape = net_shape(m.spec, 1);
+  const std::vector<std::int32_t> out =
+      m.spec.dtype == "float64" ? sample_typed<double>(m, shape, prime_classes, length, temperature, seed)
+                                : sample_typed<float>(m, shape, prime_classes, length, temperature, seed);
+  std::string s;
+  for (auto k : out) append_utf8(s, k < static_cast<std::int32_t>(m.vocab.size()) ? m.vocab[static_cast<std::size_t>(k)] : U'\uFFFD');
+  return s;
+}
+
+}  // namespace membptt::train
