@@ -9,51 +9,16 @@ namespace membptt {
 
 namespace {
 
-// min over y in [y0, y1) of y + child[t - y] + row[y - shift]: the DP's inner loop, branch-free
-// so that it vectorises (with AVX2 where the processor has it).
-__attribute__((target_clones("avx2", "default"))) std::int64_t block_min(std::int64_t t, const std::int64_t* row,
-                                                                          const std::int64_t* child,
-                                                                          std::int64_t shift, std::int64_t y0,
-                                                                          std::int64_t y1) {
-  std::int64_t m = std::numeric_limits<std::int64_t>::max();
-  for (std::int64_t y = y0; y < y1; ++y) {
-    const std::int64_t c = y + child[t - y] + row[y - shift];
-    m = c < m ? c : m;
-  }
-  return m;
-}
-
 // Minimises y + child[t - y] + row[y - shift] over 1 <= y < t, updating best and best_split
-// (sign marks hidden + or internal -); ties keep the smaller y. With `prune`, two exact bounds
-// skip what cannot win, both resting on tables that grow by at least 1 per step of length:
-//  - below: for y <= z, cost(y) >= z + child[t - z] + least_left, with least_left = 1 for hidden
-//    splits (row[y] >= y >= 1) and 0 for internal ones; that bound falls as z grows, so a binary
-//    search finds the largest z it still rules out;
-//  - above: for y' >= y, cost(y') >= t + row[y - shift]; the scan stops once that reaches best.
+// (sign marks hidden + or internal -); ties keep the smaller y. With `prune` the scan stops once
+// t + row[y - shift] reaches best: tables grow by at least 1 per step of length, so that bounds
+// the cost of this and every later y.
 void scan(std::int64_t t, const std::int64_t* row, const std::int64_t* child, std::int64_t shift, bool prune,
           std::int64_t& best, std::int32_t& best_split, int sign) {
-  std::int64_t y = 1;
-  if (prune) {
-    const std::int64_t least_left = shift == 0 ? 1 : 0;
-    auto ruled_out = [&](std::int64_t z) { return z + child[t - z] + least_left >= best; };
-    if (ruled_out(1)) {
-      std::int64_t lo = 1, hi = t - 1;  // ruled_out(lo) holds
-      while (lo < hi) {
-        const std::int64_t mid = lo + (hi - lo + 1) / 2;
-        if (ruled_out(mid)) lo = mid; else hi = mid - 1;
-      }
-      y = lo + 1;
-    }
-  }
-  constexpr std::int64_t kBlock = 16;
-  for (; y < t; y += kBlock) {
+  for (std::int64_t y = 1; y < t; ++y) {
     if (prune && t + row[y - shift] >= best) return;
-    const std::int64_t end = std::min(t, y + kBlock);
-    if (block_min(t, row, child, shift, y, end) >= best) continue;
-    for (std::int64_t z = y; z < end; ++z) {
-      const std::int64_t c = z + child[t - z] + row[z - shift];
-      if (c < best) best = c, best_split = static_cast<std::int32_t>(sign * z);
-    }
+    const std::int64_t c = y + child[t - y] + row[y - shift];
+    if (c < best) best = c, best_split = static_cast<std::int32_t>(sign * y);
   }
 }
 
