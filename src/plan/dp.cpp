@@ -22,6 +22,20 @@ void scan(std::int64_t t, const std::int64_t* row, const std::int64_t* child, st
   }
 }
 
+// The same minimum when y -> y + child[t - y] + row[y - shift] is convex (both rows convex on the
+// range used): a binary search for the first y where the cost stops falling.
+void convex_min(std::int64_t t, const std::int64_t* row, const std::int64_t* child, std::int64_t shift,
+                std::int64_t& best, std::int32_t& best_split, int sign) {
+  auto g = [&](std::int64_t y) { return y + child[t - y] + row[y - shift]; };
+  std::int64_t lo = 1, hi = t - 1;
+  while (lo < hi) {
+    const std::int64_t mid = lo + (hi - lo) / 2;
+    if (g(mid + 1) < g(mid)) lo = mid + 1; else hi = mid;
+  }
+  const std::int64_t c = g(lo);
+  if (c < best) best = c, best_split = static_cast<std::int32_t>(sign * lo);
+}
+
 }  // namespace
 
 DpTable::DpTable(DpFamily family, std::int64_t max_length, std::int64_t max_free_ticks, MemoryGrid grid, bool naive)
@@ -36,6 +50,8 @@ DpTable::DpTable(DpFamily family, std::int64_t max_length, std::int64_t max_free
     cost_r_.assign(cells, 0);
     split_r_.assign(cells, 0);
   }
+  convex_.assign(static_cast<std::size_t>(max_free_ticks + 1), 0);
+  convex_r_.assign(static_cast<std::size_t>(max_free_ticks + 1), 0);
   for (std::int64_t f = 0; f <= max_free_; ++f) solve_row(f, naive);
 }
 
@@ -65,6 +81,8 @@ void DpTable::solve_row(std::int64_t f, bool naive) {
   const std::int64_t* right_h = hidden_ok ? &(has_r_ ? cost_r_ : cost_)[index(0, f - grid_.hidden)] : nullptr;
   const std::int64_t* right_a = internal_ok ? &cost_[index(0, f - grid_.internal)] : nullptr;
   const std::int64_t* after_release = release_ok ? &cost_[index(0, release_row)] : nullptr;
+  const std::int64_t right_h_convex = hidden_ok ? (has_r_ ? convex_r_ : convex_)[f - grid_.hidden] : 0;
+  const std::int64_t right_a_convex = internal_ok ? convex_[f - grid_.internal] : 0;
 
   // Solve F (left parts from F), then R (left parts from R, plus the releasing split).
   for (int pass = 0; pass < (has_r_ ? 2 : 1); ++pass) {
@@ -72,13 +90,16 @@ void DpTable::solve_row(std::int64_t f, bool naive) {
     std::int64_t* out = &(r ? cost_r_ : cost_)[index(0, f)];
     std::int32_t* out_split = &(r ? split_r_ : split_)[index(0, f)];
     const std::int64_t* left = out;
+    std::int64_t& left_convex = (r ? convex_r_ : convex_)[f];  // this row is convex on [0, left_convex]
     out[0] = 0;
     if (max_length_ >= 1) out[1] = 1;
+    left_convex = std::min<std::int64_t>(max_length_, 1);
     for (std::int64_t t = 2; t <= max_length_; ++t) {
       // Room for every internal state: plain BPTT, the least any plan can cost.
       if (internal_ok && f >= grid_.internal * (t - 1)) {
         out[t] = t;
         out_split[t] = -1;
+        if (left_convex == t - 1 && out[t] - 2 * out[t - 1] + out[t - 2] >= 0) left_convex = t;
         continue;
       }
       std::int64_t best = t * (t + 1) / 2;
@@ -99,10 +120,23 @@ void DpTable::solve_row(std::int64_t f, bool naive) {
           best_split = static_cast<std::int32_t>(prev);
         }
       }
-      if (hidden_ok) scan(t, left, right_h, 0, !naive, best, best_split, 1);
-      if (internal_ok) scan(t, left, right_a, 1, !naive, best, best_split, -1);
+      // Where both rows are convex over the range a split uses, so is the split's cost in y, and
+      // a binary search finds its minimum; elsewhere the pruned scan does.
+      if (hidden_ok) {
+        if (!naive && left_convex >= t - 1 && right_h_convex >= t - 1)
+          convex_min(t, left, right_h, 0, best, best_split, 1);
+        else
+          scan(t, left, right_h, 0, !naive, best, best_split, 1);
+      }
+      if (internal_ok) {
+        if (!naive && left_convex >= t - 2 && right_a_convex >= t - 1)
+          convex_min(t, left, right_a, 1, best, best_split, -1);
+        else
+          scan(t, left, right_a, 1, !naive, best, best_split, -1);
+      }
       out[t] = best;
       out_split[t] = best_split;
+      if (left_convex == t - 1 && out[t] - 2 * out[t - 1] + out[t - 2] >= 0) left_convex = t;
     }
   }
 }

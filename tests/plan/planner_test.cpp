@@ -88,6 +88,19 @@ TEST(Planner, PrunedDpEqualsNaiveDp) {
     }
 }
 
+TEST(Planner, FastDpEqualsNaiveDpOnALongerMsmTable) {
+  // Long enough that some rows are convex and others not, so both searches are exercised.
+  for (const MemoryGrid g : {MemoryGrid{1, 4}, MemoryGrid{2, 5}}) {
+    const std::int64_t T = 260, F = g.internal * 70;
+    DpTable fast(DpFamily::Msm, T, F, g), naive(DpFamily::Msm, T, F, g, /*naive=*/true);
+    for (std::int64_t f = 0; f <= F; ++f)
+      for (std::int64_t t = 0; t <= T; ++t) {
+        ASSERT_EQ(fast.cost(t, f), naive.cost(t, f)) << "t=" << t << " f=" << f;
+        ASSERT_EQ(fast.cost(t, f, true), naive.cost(t, f, true)) << "R t=" << t << " f=" << f;
+      }
+  }
+}
+
 TEST(Planner, FractionalAlphaNeverExceedsTheBudget) {
   for (double alpha : {1.3, 2.7, 3.14159})
     for (double frac : {0.01, 0.05, 0.2, 0.5}) {
