@@ -14,8 +14,9 @@ namespace {
 // t + row[y - shift] reaches best: tables grow by at least 1 per step of length, so that bounds
 // the cost of this and every later y.
 void scan(std::int64_t t, const std::int64_t* row, const std::int64_t* child, std::int64_t shift, bool prune,
-          std::int64_t& best, std::int32_t& best_split, int sign) {
-  for (std::int64_t y = 1; y < t; ++y) {
+          std::int64_t& best, std::int32_t& best_split, int sign, std::int64_t y0 = 1, std::int64_t y1 = -1) {
+  if (y1 < 0) y1 = t - 1;
+  for (std::int64_t y = y0; y <= y1; ++y) {
     if (prune && t + row[y - shift] >= best) return;
     const std::int64_t c = y + child[t - y] + row[y - shift];
     if (c < best) best = c, best_split = static_cast<std::int32_t>(sign * y);
@@ -36,6 +37,53 @@ void convex_min(std::int64_t t, const std::int64_t* row, const std::int64_t* chi
   if (c < best) best = c, best_split = static_cast<std::int32_t>(sign * lo);
 }
 
+// The lower convex hull of a row's points (t, cost), as vertex lengths in increasing order: a
+// convex function below the row, for bounding the splits of rows that are not convex themselves.
+void hull_push(std::vector<std::int32_t>& hull, const std::int64_t* row, std::int64_t t) {
+  while (hull.size() >= 2) {
+    const std::int64_t a = hull[hull.size() - 2], b = hull.back();
+    // Drop b unless it lies strictly below the segment from a to t.
+    if ((b - a) * (row[t] - row[a]) - (row[b] - row[a]) * (t - a) > 0) break;
+    hull.pop_back();
+  }
+  hull.push_back(static_cast<std::int32_t>(t));
+}
+
+double hull_at(const std::vector<std::int32_t>& hull, const std::int64_t* row, std::int64_t x) {
+  const auto it = std::lower_bound(hull.begin(), hull.end(), x);
+  if (*it == x) return static_cast<double>(row[x]);
+  const std::int64_t b = *it, a = *(it - 1);
+  return static_cast<double>(row[a]) + static_cast<double>(row[b] - row[a]) * static_cast<double>(x - a) / static_cast<double>(b - a);
+}
+
+// Like scan, for rows that are not convex: y + hull_child(t - y) + hull_row(y - shift) is convex
+// and below every split's cost, so only the y where it is under `best` can win; binary searches
+// find that interval and only it is scanned.
+void hull_scan(std::int64_t t, const std::int64_t* row, const std::vector<std::int32_t>& row_hull, const std::int64_t* child,
+               const std::vector<std::int32_t>& child_hull, std::int64_t shift, std::int64_t& best, std::int32_t& best_split,
+               int sign) {
+  auto lb = [&](std::int64_t y) { return static_cast<double>(y) + hull_at(child_hull, child, t - y) + hull_at(row_hull, row, y - shift); };
+  std::int64_t lo = 1, hi = t - 1;
+  while (lo < hi) {
+    const std::int64_t mid = lo + (hi - lo) / 2;
+    if (lb(mid + 1) < lb(mid)) lo = mid + 1; else hi = mid;
+  }
+  const double limit = static_cast<double>(best) - 0.5;  // costs are integers: a winner is <= best - 1
+  if (lb(lo) > limit) return;
+  std::int64_t a = 1, b = lo;  // leftmost y with lb(y) <= limit, in [1, lo]
+  while (a < b) {
+    const std::int64_t mid = a + (b - a) / 2;
+    if (lb(mid) <= limit) b = mid; else a = mid + 1;
+  }
+  std::int64_t c = lo, d = t - 1;  // rightmost y with lb(y) <= limit, in [lo, t-1]
+  while (c < d) {
+    const std::int64_t mid = c + (d - c + 1) / 2;
+    if (lb(mid) <= limit) c = mid; else d = mid - 1;
+  }
+  // One element of slack on each side against rounding in the interpolation.
+  scan(t, row, child, shift, false, best, best_split, sign, std::max<std::int64_t>(1, a - 1), std::min(t - 1, c + 1));
+}
+
 }  // namespace
 
 DpTable::DpTable(DpFamily family, std::int64_t max_length, std::int64_t max_free_ticks, MemoryGrid grid, bool naive)
@@ -52,6 +100,8 @@ DpTable::DpTable(DpFamily family, std::int64_t max_length, std::int64_t max_free
   }
   convex_.assign(static_cast<std::size_t>(max_free_ticks + 1), 0);
   convex_r_.assign(static_cast<std::size_t>(max_free_ticks + 1), 0);
+  hull_.resize(static_cast<std::size_t>(max_free_ticks + 1));
+  hull_r_.resize(static_cast<std::size_t>(max_free_ticks + 1));
   for (std::int64_t f = 0; f <= max_free_; ++f) solve_row(f, naive);
 }
 
@@ -83,6 +133,9 @@ void DpTable::solve_row(std::int64_t f, bool naive) {
   const std::int64_t* after_release = release_ok ? &cost_[index(0, release_row)] : nullptr;
   const std::int64_t right_h_convex = hidden_ok ? (has_r_ ? convex_r_ : convex_)[f - grid_.hidden] : 0;
   const std::int64_t right_a_convex = internal_ok ? convex_[f - grid_.internal] : 0;
+  static const std::vector<std::int32_t> kNoHull;
+  const auto& right_h_hull = hidden_ok ? (has_r_ ? hull_r_ : hull_)[f - grid_.hidden] : kNoHull;
+  const auto& right_a_hull = internal_ok ? hull_[f - grid_.internal] : kNoHull;
 
   // Solve F (left parts from F), then R (left parts from R, plus the releasing split).
   for (int pass = 0; pass < (has_r_ ? 2 : 1); ++pass) {
@@ -91,15 +144,19 @@ void DpTable::solve_row(std::int64_t f, bool naive) {
     std::int32_t* out_split = &(r ? split_r_ : split_)[index(0, f)];
     const std::int64_t* left = out;
     std::int64_t& left_convex = (r ? convex_r_ : convex_)[f];  // this row is convex on [0, left_convex]
+    std::vector<std::int32_t>& left_hull = (r ? hull_r_ : hull_)[f];
+    left_hull.clear();
     out[0] = 0;
     if (max_length_ >= 1) out[1] = 1;
     left_convex = std::min<std::int64_t>(max_length_, 1);
+    for (std::int64_t t = 0; t <= std::min<std::int64_t>(max_length_, 1); ++t) hull_push(left_hull, out, t);
     for (std::int64_t t = 2; t <= max_length_; ++t) {
       // Room for every internal state: plain BPTT, the least any plan can cost.
       if (internal_ok && f >= grid_.internal * (t - 1)) {
         out[t] = t;
         out_split[t] = -1;
         if (left_convex == t - 1 && out[t] - 2 * out[t - 1] + out[t - 2] >= 0) left_convex = t;
+        hull_push(left_hull, out, t);
         continue;
       }
       std::int64_t best = t * (t + 1) / 2;
@@ -121,22 +178,26 @@ void DpTable::solve_row(std::int64_t f, bool naive) {
         }
       }
       // Where both rows are convex over the range a split uses, so is the split's cost in y, and
-      // a binary search finds its minimum; elsewhere the pruned scan does.
+      // a binary search finds its minimum; elsewhere their convex hulls bound it from below and
+      // only the y the bound cannot rule out are scanned.
       if (hidden_ok) {
         if (!naive && left_convex >= t - 1 && right_h_convex >= t - 1)
           convex_min(t, left, right_h, 0, best, best_split, 1);
         else
-          scan(t, left, right_h, 0, !naive, best, best_split, 1);
+          naive ? scan(t, left, right_h, 0, false, best, best_split, 1)
+                : hull_scan(t, left, left_hull, right_h, right_h_hull, 0, best, best_split, 1);
       }
       if (internal_ok) {
         if (!naive && left_convex >= t - 2 && right_a_convex >= t - 1)
           convex_min(t, left, right_a, 1, best, best_split, -1);
         else
-          scan(t, left, right_a, 1, !naive, best, best_split, -1);
+          naive ? scan(t, left, right_a, 1, false, best, best_split, -1)
+                : hull_scan(t, left, left_hull, right_a, right_a_hull, 1, best, best_split, -1);
       }
       out[t] = best;
       out_split[t] = best_split;
       if (left_convex == t - 1 && out[t] - 2 * out[t - 1] + out[t - 2] >= 0) left_convex = t;
+      hull_push(left_hull, out, t);
     }
   }
 }
