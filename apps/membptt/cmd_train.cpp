@@ -18,6 +18,7 @@
 
 #include "cli_common.hpp"
 #include "commands.hpp"
+#include "membptt/exec/calibrate.hpp"
 #include "membptt/plan/planner.hpp"
 #include "membptt/train/checkpoint.hpp"
 #include "membptt/train/trainer.hpp"
@@ -113,12 +114,12 @@ struct Progress {
     }
     last_print = Clock::now();
     const double rate = static_cast<double>(r.step - first) / std::max(since(t0), 1e-9);
-    const std::string loss = text ? fmt::format("loss {:.4f} ({:.3f} bits/char)", r.loss, r.loss / std::log(2.0))
-                                  : fmt::format("loss {:.5f}", r.loss);
+    const std::string loss =
+        text ? fmt::format("{:.3f} bits/char (unigram baseline {:.3f})", r.loss / std::log(2.0), baseline / std::log(2.0))
+             : fmt::format("loss {:.5f} (baseline {:.4g})", r.loss, baseline);
     const std::string line =
-        fmt::format("step {}/{}  {} (baseline {:.4g})  {:.2f} steps/s  ETA {}  activation memory {} held (plain BPTT "
-                    "would need {})",
-                    r.step, total, loss, baseline, rate, duration(static_cast<double>(total - r.step) / rate),
+        fmt::format("step {}/{}  {}  {:.2f} steps/s  ETA {}  activation memory {} held (plain BPTT would need {})",
+                    r.step, total, loss, rate, duration(static_cast<double>(total - r.step) / rate),
                     mib(static_cast<double>(r.held_bytes)), mib(static_cast<double>(plain_bytes)));
     if (tty) {
       fmt::print("\r{}\x1b[K", line);
@@ -149,9 +150,9 @@ std::string task_line(const train::TrainerBase& t) {
   std::string what = c.task;
   if (c.task == "copy") what += fmt::format(" (K={} symbols of A={})", c.copy_symbols, c.copy_alphabet);
   if (c.task == "text") what += " (" + c.text + ")";
-  return fmt::format("task {}: length {}, batch {}, {} {}x{} ({} parameters), {}, {} lr {:g}, clip {:g}, seed {}; "
+  return fmt::format("task {}: length {}, batch {}, {} {}x{} ({} parameters, {} init), {}, {} lr {:g}, clip {:g}, seed {}; "
                      "baseline loss {:.4g} ({})",
-                     what, c.length, c.batch, c.cell, c.layers, c.hidden, t.parameter_count(), c.dtype, c.optimizer, c.lr, c.clip,
+                     what, c.length, c.batch, c.cell, c.layers, c.hidden, t.parameter_count(), c.init, c.dtype, c.optimizer, c.lr, c.clip,
                      c.seed, t.baseline(), t.baseline_name());
 }
 
@@ -279,6 +280,7 @@ int run_train(TrainOptions& o) {
     if (o.given("--lr")) merged.lr = c.lr;
     if (o.given("--clip")) merged.clip = c.clip;
     if (o.given("--seed")) merged.seed = c.seed;
+    if (o.given("--init")) merged.init = c.init;
     if (o.given("--dtype")) merged.dtype = c.dtype;
     if (o.given("--copy-symbols")) merged.copy_symbols = c.copy_symbols;
     if (o.given("--copy-alphabet")) merged.copy_alphabet = c.copy_alphabet;
@@ -410,9 +412,13 @@ std::string loss_svg(const std::vector<double>& x, const std::vector<double>& y,
                      const std::string& title) {
   const double W = 820, H = 480, L = 70, R = 20, T = 46, B = 50;
   const double x0 = x.front(), x1 = std::max(x.back(), x.front() + 1);
-  double ymax = baseline > 0 ? baseline : 0;
-  for (double v : y) ymax = std::max(ymax, v);
-  if (!(ymax > 0)) ymax = 1;
+  // The top: the 99th percentile of the losses (an early spike would flatten the rest), and room for
+  // the baseline; anything higher is drawn at the top edge.
+  std::vector<double> sorted = y;
+  std::sort(sorted.begin(), sorted.end());
+  double ymax = sorted[static_cast<std::size_t>(0.99 * static_cast<double>(sorted.size() - 1))];
+  if (baseline > 0) ymax = std::max(ymax, 1.3 * baseline);
+  if (!(ymax > 0) || !std::isfinite(ymax)) ymax = 1;
   ymax *= 1.05;
   auto X = [&](double v) { return L + (v - x0) / (x1 - x0) * (W - L - R); };
   auto Y = [&](double v) { return H - B - std::clamp(v, 0.0, ymax) / ymax * (H - T - B); };
@@ -504,6 +510,108 @@ int run_plot(const PlotCli& o) {
   return 0;
 }
 
+
+// ---- demo ----
+
+struct DemoCli {
+  std::string out = "out";
+  std::int64_t steps = 2000, length = 1000;
+  int hidden = 32, batch = 16;
+  std::string memory = "5%";
+  std::uint64_t seed = 1;
+};
+
+int run_demo(const DemoCli& o) {
+  TrainConfig c;
+  c.task = "adding";
+  c.cell = "lstm";
+  c.init = "chrono";
+  c.hidden = o.hidden;
+  c.batch = o.batch;
+  c.length = o.length;
+  c.steps = o.steps;
+  c.lr = 0.01;
+  c.clip = 1.0;
+  c.seed = o.seed;
+  c.memory = o.memory;
+  const auto t_start = Clock::now();
+  auto t = user_errors([&] { return train::make_trainer(c, nullptr); });
+  const fs::path out = o.out;
+  fs::create_directories(out);
+  fmt::print("membptt demo: an LSTM learns the adding problem over {} steps, holding {} of plain BPTT's activation "
+             "memory\n\n",
+             c.length, c.memory);
+  fmt::print("{}\n{}\n\n", task_line(*t), plan_line(*t));
+
+  // Plain BPTT against the chosen plan on one check batch: bits and time.
+  fmt::print("measuring plain BPTT and the {} plan on a check batch (5 runs each)...\n", policy_name(t->plan().policy));
+  std::fflush(stdout);
+  const train::PlainComparison pc = t->compare_with_plain(5);
+  const NetShape shape{CellType::Lstm, 2, c.hidden, c.layers, c.batch, 1};
+  const CostModel calibrated = cost_model_from(time_steps<float>(shape, LossKind::MseLast), t->sizes().alpha());
+  const double predicted = t->plan().time_ratio();
+  const double predicted_cal = predicted_time_ratio(t->plan().forward_steps, c.length, calibrated);
+
+  // Train.
+  fmt::print("\ntraining {} steps (the trivial baseline, always answering the mean, scores {:.4f})\n", c.steps,
+             t->baseline());
+  LogFile log;
+  const fs::path log_path = out / "demo-log.jsonl";
+  log.open(log_path.string(), true);
+  Progress progress;
+  progress.baseline = t->baseline();
+  install_signal_handlers();
+  const auto t_train = Clock::now();
+  const RunOutcome ro = train_loop(*t, {}, 1, log, 0.0, progress);
+  if (ro.status != 0) return ro.status;
+  const double train_seconds = since(t_train);
+  const train::EvalResult ev = t->evaluate(1024);
+  t->write_model(out / "demo-model.safetensors");
+
+  // The loss curve from the log.
+  std::vector<double> xs, ys;
+  {
+    std::ifstream in(log_path);
+    std::string line;
+    while (std::getline(in, line)) {
+      const auto j = nlohmann::json::parse(line);
+      xs.push_back(j["step"].get<double>());
+      ys.push_back(j["loss"].get<double>());
+    }
+  }
+  write_file_atomic((out / "demo-loss.svg").string(),
+                    loss_svg(xs, ys, t->baseline(), fmt::format("adding problem, T = {}, LSTM {} units, {} of plain "
+                                                                "BPTT's activation memory", c.length, c.hidden, c.memory)));
+  const std::size_t w = std::min<std::size_t>(100, ys.size());
+  double first = 0, last = 0;
+  for (std::size_t i = 0; i < w; ++i) first += ys[i], last += ys[ys.size() - 1 - i];
+  first /= static_cast<double>(w);
+  last /= static_cast<double>(w);
+
+  fmt::print("\n{}\n", ev.summary());
+  fmt::print("training loss: {:.5f} (mean of the first {} steps) -> {:.5f} (mean of the last {}); {} steps in {:.1f} s\n\n",
+             first, w, last, w, c.steps, train_seconds);
+  const std::string chosen = fmt::format("{} at {}", policy_name(t->plan().policy), c.memory);
+  const double share = 100.0 * static_cast<double>(pc.chosen_held_bytes) / static_cast<double>(pc.plain_held_bytes);
+  fmt::print("{:<34}{:>16}{:>24}\n", "measured on one batch", "plain BPTT", chosen);
+  fmt::print("{:<34}{:>16}{:>24}\n", "activation memory held", mib(static_cast<double>(pc.plain_held_bytes)),
+             fmt::format("{} ({:.1f}%)", mib(static_cast<double>(pc.chosen_held_bytes)), share));
+  fmt::print("{:<34}{:>16}{:>24}\n", "forward steps per sequence", pc.plain_forward_steps, pc.chosen_forward_steps);
+  fmt::print("{:<34}{:>16}{:>24}\n", "time per batch, forward + backward", fmt::format("{:.2f} ms", 1e3 * pc.plain_seconds),
+             fmt::format("{:.2f} ms", 1e3 * pc.chosen_seconds));
+  fmt::print("{:<34}{:>16}{:>24}\n", "time ratio, measured", "1", fmt::format("{:.3f}x", pc.chosen_seconds / pc.plain_seconds));
+  fmt::print("{:<34}{:>16}{:>24}\n", "time ratio, planner's prediction", "1", fmt::format("{:.3f}x", predicted));
+  fmt::print("{:<34}{:>16}{:>24}\n", "  with measured step costs", "1", fmt::format("{:.3f}x", predicted_cal));
+  fmt::print("{:<34}{:>16}{:>24}\n", "gradients vs plain BPTT", "-",
+             pc.bitwise_equal ? "identical, bit for bit" : "DIFFERENT");
+  fmt::print("\n(the prediction assumes a backward step costs {} forward steps and a recording step {}; measured step "
+             "costs give {:.2f} and {:.2f})\n",
+             t->plan().model.beta, t->plan().model.record, calibrated.beta, calibrated.record);
+  fmt::print("wrote {}, {} and {}; whole demo {:.1f} s\n", (out / "demo-loss.svg").string(), log_path.string(),
+             (out / "demo-model.safetensors").string(), since(t_start));
+  return pc.bitwise_equal ? 0 : 1;
+}
+
 }  // namespace
 
 void add_train_commands(CLI::App& app, std::function<int()>& action) {
@@ -529,6 +637,7 @@ void add_train_commands(CLI::App& app, std::function<int()>& action) {
   add("--optimizer", c.optimizer, "adam | sgd");
   add("--clip", c.clip, "clip the global gradient norm to this (0: off)");
   add("--seed", c.seed, "seed of the initial weights and the data");
+  add("--init", c.init, "initial weights: pytorch (PyTorch's default) | chrono (LSTM: Tallec & Ollivier's gate biases for memories of ~length steps)");
   add("--dtype", c.dtype, "float32 | float64");
   add("--text", c.text, "text task: a UTF-8 file (default: data/verse.txt)");
   add("--copy-symbols", c.copy_symbols, "copy task: symbols to remember");
@@ -572,6 +681,18 @@ void add_train_commands(CLI::App& app, std::function<int()>& action) {
   pl->add_option("--svg", po.svg, "output SVG file")->required();
   pl->add_option("--title", po.title, "chart title");
   pl->callback([&action] { action = [] { return run_plot(po); }; });
+
+  // demo
+  static DemoCli dm;
+  auto* de = app.add_subcommand("demo", "train an LSTM on a long adding problem in 5% of plain BPTT's memory, and compare");
+  de->add_option("--out", dm.out, "directory for the log, the loss curve and the model")->capture_default_str();
+  de->add_option("--steps", dm.steps, "training steps")->capture_default_str();
+  de->add_option("--length", dm.length, "sequence length")->capture_default_str();
+  de->add_option("--hidden", dm.hidden, "LSTM units")->capture_default_str();
+  de->add_option("--batch", dm.batch, "sequences per step")->capture_default_str();
+  de->add_option("--memory", dm.memory, "activation memory budget")->capture_default_str();
+  de->add_option("--seed", dm.seed, "seed")->capture_default_str();
+  de->callback([&action] { action = [] { return run_demo(dm); }; });
 }
 
 }  // namespace membptt::cli

@@ -1,5 +1,6 @@
 #include "membptt/exec/budget.hpp"
 
+#include <charconv>
 #include <cmath>
 #include <sstream>
 
@@ -36,14 +37,11 @@ std::string bytes_text(double b) {
 
 BudgetSpec parse_budget(const std::string& text) {
   const std::string allowed = "a number of bytes with an optional unit (B, KB, MB, GB, KiB, MiB, GiB) or a percentage of plain BPTT's memory such as 5%";
-  std::size_t used = 0;
+  // from_chars: no locale, no leading blanks, no hex.
   double v = 0;
-  try {
-    v = std::stod(text, &used);
-  } catch (const std::exception&) {
-    throw PlanError("memory budget '" + text + "' is not allowed: use " + allowed);
-  }
-  std::string unit = text.substr(used);
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v, std::chars_format::general);
+  if (ec != std::errc() || text.empty()) throw PlanError("memory budget '" + text + "' is not allowed: use " + allowed);
+  std::string unit(end, text.data() + text.size());
   unit.erase(0, unit.find_first_not_of(' '));
   static const std::pair<const char*, double> kUnits[] = {
       {"", 1}, {"B", 1}, {"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"KiB", 1024.0}, {"MiB", 1024.0 * 1024}, {"GiB", 1024.0 * 1024 * 1024}};
@@ -72,8 +70,8 @@ Plan plan_for_bytes(std::optional<Policy> policy, std::int64_t length, double bu
   if (!(budget_bytes >= least))
     throw PlanError("memory budget " + bytes_text(budget_bytes) + " is below the least in which policy " +
                     std::string(policy_name(p)) + " runs " + std::to_string(length) + " steps: " + bytes_text(least) +
-                    " (workspace " + bytes_text(static_cast<double>(sizes.workspace_bytes)) + ", plain BPTT needs " +
-                    bytes_text(static_cast<double>(sizes.plain_bptt_bytes(length))) + ")");
+                    "; the workspace takes " + bytes_text(static_cast<double>(sizes.workspace_bytes)) + " and plain BPTT needs " +
+                    bytes_text(static_cast<double>(sizes.plain_bptt_bytes(length))));
   const double units = (budget_bytes - static_cast<double>(sizes.workspace_bytes)) / static_cast<double>(sizes.hidden_bytes);
   if (!policy) {
     try {

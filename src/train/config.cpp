@@ -45,6 +45,10 @@ void validate(const TrainConfig& c) {
     throw TrainError(fmt::format("--lr {} is not allowed: allowed is a finite number > 0", c.lr));
   if (!std::isfinite(c.clip) || c.clip < 0)
     throw TrainError(fmt::format("--clip {} is not allowed: allowed is a finite number >= 0 (0: no clipping)", c.clip));
+  if (c.init != "pytorch" && c.init != "chrono")
+    throw TrainError(fmt::format("--init '{}' is not allowed: allowed are pytorch, chrono", c.init));
+  if (c.init == "chrono" && c.cell != "lstm")
+    throw TrainError(fmt::format("--init chrono is not allowed with --cell {}: it sets LSTM gate biases (allowed: --cell lstm)", c.cell));
   if (c.dtype != "float32" && c.dtype != "float64")
     throw TrainError(fmt::format("--dtype '{}' is not allowed: allowed are float32, float64", c.dtype));
   need_range("--copy-symbols", c.copy_symbols, 1, kMaxSize);
@@ -74,6 +78,7 @@ nlohmann::json to_json(const TrainConfig& c) {
                         {"lr", c.lr},
                         {"clip", c.clip},
                         {"seed", c.seed},
+                        {"init", c.init},
                         {"dtype", c.dtype},
                         {"text", c.text},
                         {"copy_symbols", c.copy_symbols},
@@ -96,6 +101,7 @@ TrainConfig config_from_json(const nlohmann::json& j, const std::string& what) {
   c.lr = get<double>(j, "lr", what);
   c.clip = get<double>(j, "clip", what);
   c.seed = get<std::uint64_t>(j, "seed", what);
+  c.init = j.contains("init") ? get<std::string>(j, "init", what) : "pytorch";
   c.dtype = get<std::string>(j, "dtype", what);
   c.text = get<std::string>(j, "text", what);
   c.copy_symbols = get<int>(j, "copy_symbols", what);

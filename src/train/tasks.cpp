@@ -135,7 +135,7 @@ StreamLayout stream_layout(std::int64_t n, std::int64_t streams, std::int64_t wi
                                  "characters; allowed is --batch 1 to {}",
                                  streams, what, n, streams, std::max<std::int64_t>(n / 2, 1)));
   if (l.windows < 1)
-    throw TrainError(fmt::format("--length {} is longer than the data: {} ({} characters) in {} streams of {} characters "
+    throw TrainError(fmt::format("--length {} is longer than the data: {} ({} characters) in {} stream(s) of {} characters "
                                  "gives windows of at most {} steps; allowed is --length 1 to {} (or a smaller --batch)",
                                  window, what, n, streams, l.stream_len, l.stream_len - 1, l.stream_len - 1));
   return l;
@@ -148,11 +148,11 @@ double EvalResult::baseline_bits_per_char() const { return baseline / std::log(2
 
 std::string EvalResult::summary() const {
   if (task == "adding")
-    return fmt::format("held-out MSE {:.5f} on {} sequences (always answering the mean, 1: {:.5f})", loss, items,
+    return fmt::format("held-out MSE {:.5g} on {} sequences (always answering the mean, 1: {:.5g})", loss, items,
                        baseline);
   if (task == "copy")
-    return fmt::format("held-out: {:.1f}% of copied symbols right (chance {:.1f}%), loss {:.5f} per step "
-                       "(memoryless baseline {:.5f}) on {} sequences",
+    return fmt::format("held-out: {:.1f}% of copied symbols right (chance {:.1f}%), loss {:.5g} per step "
+                       "(memoryless baseline {:.5g}) on {} sequences",
                        100 * accuracy, 100 * chance_accuracy, loss, baseline, items);
   if (items == 0) return "held-out: the held-out part is too short to evaluate (fewer than 2 characters)";
   return fmt::format("held-out: {:.4f} bits per character on {} characters (unigram baseline {:.4f}), {:.1f}% of next "

@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <random>
 
 #include <fmt/format.h>
 
@@ -52,6 +53,27 @@ bool all_finite(const Params<T>& p) {
   return true;
 }
 
+// Tallec & Ollivier 2018, "Can recurrent neural networks warp time?": LSTM forget-gate bias log(u),
+// input-gate bias -log(u), u ~ U[1, T_max - 1]; PyTorch has two bias vectors, so the value goes into
+// bias_ih and the bias_hh entries of those gates are zeroed. Gate rows are in the order i, f, g, o.
+template <class T>
+void chrono_init(Params<T>& p, std::int64_t t_max, std::uint64_t seed) {
+  std::mt19937_64 g(seed);
+  const int H = p.shape().hidden_size;
+  const double hi = std::max<double>(2.0, static_cast<double>(t_max) - 1.0);
+  for (int l = 0; l < p.shape().num_layers; ++l) {
+    std::span<T> bih = p.view(fmt::format("rnn.bias_ih_l{}", l)), bhh = p.view(fmt::format("rnn.bias_hh_l{}", l));
+    for (int j = 0; j < H; ++j) {
+      const double b = std::log(1.0 + unit_double(g) * (hi - 1.0));
+      const auto i = static_cast<std::size_t>(j), f = static_cast<std::size_t>(H + j);
+      bih[f] = static_cast<T>(b);
+      bih[i] = static_cast<T>(-b);
+      bhh[f] = T(0);
+      bhh[i] = T(0);
+    }
+  }
+}
+
 template <class T>
 std::vector<T> read_floats(const SafeTensors& st, const std::string& name, const std::vector<std::int64_t>& shape) {
   const DType want = sizeof(T) == sizeof(float) ? DType::F32 : DType::F64;
@@ -80,6 +102,7 @@ class Trainer final : public TrainerBase {
         opt_(make_optimizer<T>(c.optimizer, shape_, c.lr)),
         sizes_(state_sizes(shape_, sizeof(T))) {
     init_pytorch_default(params_, c.seed);
+    if (c.init == "chrono") chrono_init(params_, c.length, derive_seed(c.seed, 4));
     const std::size_t carry = carry_elems(shape_);
     carry_ = backend::AlignedBuffer<T>(carry);
     next_carry_ = backend::AlignedBuffer<T>(carry);
@@ -302,7 +325,7 @@ std::string result_difference(const TrainConfig& a, const TrainConfig& b) {
        {differ("task", a.task, b.task), differ("cell", a.cell, b.cell), differ("hidden", a.hidden, b.hidden),
         differ("layers", a.layers, b.layers), differ("batch", a.batch, b.batch), differ("length", a.length, b.length),
         differ("optimizer", a.optimizer, b.optimizer), differ("lr", a.lr, b.lr), differ("clip", a.clip, b.clip),
-        differ("seed", a.seed, b.seed), differ("dtype", a.dtype, b.dtype),
+        differ("seed", a.seed, b.seed), differ("init", a.init, b.init), differ("dtype", a.dtype, b.dtype),
         differ("copy-symbols", a.copy_symbols, b.copy_symbols), differ("copy-alphabet", a.copy_alphabet, b.copy_alphabet)})
     if (!d.empty()) return d;
   return "";

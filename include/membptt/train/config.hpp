@@ -33,6 +33,10 @@ struct TrainConfig {
   double lr = 1e-3;
   double clip = 1.0;  // global gradient norm limit; 0 turns clipping off
   std::uint64_t seed = 1;
+  // Initial weights: "pytorch" (PyTorch's default) or "chrono" (LSTM only: PyTorch's default, then
+  // the chrono initialisation of Tallec & Ollivier 2018 for the gate biases: forget bias log(u),
+  // input bias -log(u), u ~ U[1, length - 1], so that memories last up to ~length steps).
+  std::string init = "pytorch";
   std::string dtype = "float32";  // float32 | float64
   std::string text;               // text task: the corpus file
   int copy_symbols = 10;          // copy task: K symbols to remember
