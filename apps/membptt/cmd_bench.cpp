@@ -4,25 +4,71 @@
 
 #include <algorithm>
 #include <chrono>
+#include <functional>
 #include <iostream>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "cli_common.hpp"
 #include "commands.hpp"
+#include "membptt/cuda/device_spec.hpp"
 #include "membptt/exec/budget.hpp"
 #include "membptt/exec/calibrate.hpp"
 #include "membptt/exec/executor.hpp"
+#ifdef MEMBPTT_HAVE_CUDA
+#include "membptt/cuda/cuda_backend.hpp"
+#endif
 
 namespace membptt::cli {
 namespace {
 
 struct BenchOptions {
   std::string cell = "lstm", dtype = "float32", policies = "full,msm,hsm,ism,chen-sqrt,chen-recursive",
-              budgets = "5%,10%,20%,50%", csv, json;
+              budgets = "5%,10%,20%,50%", csv, json, device = "cpu";
   std::int64_t length = 1000;
   int batch = 32, input = 64, hidden = 256, layers = 1, output = 64, reps = 3;
+  bool tf32 = false;      // CUDA: TF32 tensor-core GEMMs
+  int defer_steps = 8;    // CUDA: backward steps per weight-gradient GEMM
 };
+
+// --device: cpu, cuda or cuda:N; cuda only when this build has the CUDA backend.
+cuda::DeviceSpec bench_device(const std::string& text) {
+  cuda::DeviceSpec d;
+  try {
+    d = cuda::parse_device_spec(text);
+  } catch (const std::invalid_argument& e) {
+    throw UsageError(e.what());
+  }
+#ifndef MEMBPTT_HAVE_CUDA
+  if (d.cuda) throw UsageError("device '" + text + "' is not allowed: this membptt was built without CUDA (allowed: cpu)");
+#endif
+  return d;
+}
+
+// One timed pass of a configuration.
+struct Timed {
+  double seconds = 0;
+  RunStats stats;
+  std::size_t held_bytes = 0;           // workspace + peak arena
+  std::int64_t device_taken_bytes = -1;  // CUDA: what constructing the executor took (cudaMemGetInfo)
+};
+
+#ifdef MEMBPTT_HAVE_CUDA
+// Inputs, targets, parameters and gradients on the device, uploaded once.
+template <class T>
+struct CudaBenchData {
+  cuda::DeviceBuffer<T> x;
+  cuda::DeviceBuffer<std::int64_t> cls;
+  cuda::CudaParams<T> params, grads;
+  CudaBenchData(const NetShape& shape, const std::vector<T>& hx, const std::vector<std::int64_t>& hcls, const Params<T>& hp)
+      : x(hx.size()), cls(hcls.size()), params(shape), grads(shape) {
+    cuda::upload(x.data(), hx.data(), hx.size());
+    cuda::upload(cls.data(), hcls.data(), hcls.size());
+    params.upload(hp);
+  }
+};
+#endif
 
 std::vector<std::string> split_list(const std::string& s) {
   std::vector<std::string> out;
@@ -41,6 +87,7 @@ struct Config {
   std::vector<double> seconds;
   RunStats stats;
   std::size_t held_bytes = 0;
+  std::int64_t device_taken_bytes = -1;
 };
 
 double median(std::vector<double> v) {
@@ -54,8 +101,26 @@ int run_bench(const BenchOptions& o) {
   validate(shape);
   if (o.length <= 0) throw UsageError(fmt::format("sequence length {} is not allowed: it must be a positive integer", o.length));
   if (o.reps < 1) throw UsageError(fmt::format("--reps {} is not allowed: use 1 or more", o.reps));
-  const StateSizes sizes = state_sizes(shape, sizeof(T));
-  const StepTimes st = time_steps<T>(shape, LossKind::Xent);
+  if (o.defer_steps < 1) throw UsageError(fmt::format("--defer-steps {} is not allowed: use 1 or more", o.defer_steps));
+  const cuda::DeviceSpec dev = bench_device(o.device);
+  StateSizes sizes;
+  StepTimes st;
+  if (!dev.cuda) {
+    sizes = state_sizes(shape, sizeof(T));
+    st = time_steps<T>(shape, LossKind::Xent);
+  } else {
+#ifdef MEMBPTT_HAVE_CUDA
+    cuda::select_device(dev.index);
+    cuda::Options co = cuda::options();
+    co.tf32 = o.tf32;
+    co.defer_steps = o.defer_steps;
+    cuda::set_options(co);
+    fmt::print("device {}: {}; TF32 {}, weight gradients every {} steps; cuBLAS workspace {} B (the process's, not counted)\n", dev.text(),
+               cuda::device_description(), o.tf32 ? "on" : "off", o.defer_steps, co.blas_workspace_bytes);
+    sizes = cuda::cuda_state_sizes(shape, sizeof(T));
+    st = cuda::time_steps_cuda<T>(shape, LossKind::Xent);
+#endif
+  }
   const CostModel model = cost_model_from(st, sizes.alpha());
   fmt::print("{} T={} B={} I={} H={} L={} {}: hidden state {} B, internal state {} B (alpha {:g}), workspace {} B\n",
              o.cell, o.length, o.batch, o.input, o.hidden, o.layers, o.dtype, sizes.hidden_bytes, sizes.internal_bytes,
@@ -73,9 +138,43 @@ int run_bench(const BenchOptions& o) {
   init_pytorch_default(params, 4);
   const SequenceBatch<T> batch{o.length, x.data(), cls.data(), nullptr, nullptr};
 
+  // One timed pass of a plan on the chosen device (the executor built first, not timed).
+  std::function<Timed(const Plan&)> run_one = [&](const Plan& plan) {
+    Executor<T> exec(shape, LossKind::Xent, plan);
+    grads.zero();
+    Timed r;
+    const auto t0 = std::chrono::steady_clock::now();
+    r.stats = exec.run(params, batch, grads);
+    r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    r.held_bytes = exec.workspace_bytes() + r.stats.peak_arena_bytes;
+    return r;
+  };
+#ifdef MEMBPTT_HAVE_CUDA
+  std::unique_ptr<CudaBenchData<T>> cd;
+  if (dev.cuda) {
+    cd = std::make_unique<CudaBenchData<T>>(shape, x, cls, params);
+    run_one = [&](const Plan& plan) {
+      cuda::synchronize();
+      const cuda::MemInfo before = cuda::mem_info();
+      cuda::CudaExecutor<T> exec(shape, LossKind::Xent, plan);
+      cd->grads.zero();
+      cuda::synchronize();
+      const cuda::MemInfo after = cuda::mem_info();
+      Timed r;
+      const auto t0 = std::chrono::steady_clock::now();
+      r.stats = exec.run(cd->params, {o.length, cd->x.data(), cd->cls.data(), nullptr, nullptr}, cd->grads);
+      cuda::synchronize();
+      r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      r.held_bytes = exec.workspace_bytes() + r.stats.peak_arena_bytes;
+      r.device_taken_bytes = static_cast<std::int64_t>(before.free_bytes) - static_cast<std::int64_t>(after.free_bytes);
+      return r;
+    };
+  }
+#endif
+
   std::vector<Config> configs;
   auto add = [&](Policy p, const std::string& text, double bytes) {
-    Config c{p, text, bytes, nullptr, {}, {}, 0};
+    Config c{p, text, bytes, nullptr, {}, {}, 0, -1};
     try {
       const Plan plan = plan_for_bytes(p, o.length, bytes, sizes, model.beta);
       Plan calibrated = plan;
@@ -101,33 +200,34 @@ int run_bench(const BenchOptions& o) {
   // Interleaved repetitions: every configuration once per round, so drift hits all alike.
   for (int r = 0; r < o.reps + 1; ++r)
     for (Config& c : configs) {
-      Executor<T> exec(shape, LossKind::Xent, *c.plan);
-      grads.zero();
-      const auto t0 = std::chrono::steady_clock::now();
-      c.stats = exec.run(params, batch, grads);
-      const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      if (r > 0) c.seconds.push_back(s);  // round 0 warms up
-      c.held_bytes = exec.workspace_bytes() + c.stats.peak_arena_bytes;
+      const Timed t = run_one(*c.plan);
+      if (r > 0) c.seconds.push_back(t.seconds);  // round 0 warms up
+      c.stats = t.stats;
+      c.held_bytes = t.held_bytes;
+      c.device_taken_bytes = t.device_taken_bytes;
     }
   const Config* base = nullptr;
   for (const Config& c : configs)
     if (c.policy == Policy::Full) base = &c;
   const double base_s = base ? median(base->seconds) : 0;
 
-  fmt::print("\n{:>15} {:>8} {:>10} {:>9} {:>9} {:>9} {:>10} {:>10} {:>7}\n", "policy", "budget", "held MiB", "% plain",
-             "fwd/step", "s/iter", "measured", "predicted", "diff");
+  fmt::print("\n{:>15} {:>8} {:>10} {:>9} {:>9} {:>9} {:>10} {:>10} {:>7}{}\n", "policy", "budget", "held MiB", "% plain",
+             "fwd/step", "s/iter", "measured", "predicted", "diff", dev.cuda ? fmt::format(" {:>10}", "taken MiB") : "");
   nlohmann::json rows = nlohmann::json::array();
   std::string csv = "cell,length,batch,input,hidden,layers,dtype,policy,budget,held_bytes,plain_bytes,forward_steps,median_seconds,measured_ratio,predicted_ratio\n";
   for (const Config& c : configs) {
     const double s = median(c.seconds);
     const double measured = base_s > 0 ? s / base_s : 0, predicted = c.plan->time_ratio();
-    fmt::print("{:>15} {:>8} {:>10.2f} {:>8.2f}% {:>9.3f} {:>9.3f} {:>10.3f} {:>10.3f} {:>6.1f}%\n", policy_name(c.policy),
+    fmt::print("{:>15} {:>8} {:>10.2f} {:>8.2f}% {:>9.3f} {:>9} {:>10.3f} {:>10.3f} {:>6.1f}%{}\n", policy_name(c.policy),
                c.budget_text, static_cast<double>(c.held_bytes) / (1 << 20), 100.0 * static_cast<double>(c.held_bytes) / plain,
-               static_cast<double>(c.stats.forward_steps) / static_cast<double>(o.length), s, measured, predicted,
-               base_s > 0 ? 100.0 * (measured - predicted) / predicted : 0.0);
+               static_cast<double>(c.stats.forward_steps) / static_cast<double>(o.length),
+               dev.cuda ? fmt::format("{:.4f}", s) : fmt::format("{:.3f}", s), measured, predicted,
+               base_s > 0 ? 100.0 * (measured - predicted) / predicted : 0.0,
+               dev.cuda ? fmt::format(" {:>10.2f}", static_cast<double>(c.device_taken_bytes) / (1 << 20)) : "");
     rows.push_back({{"policy", std::string(policy_name(c.policy))}, {"budget", c.budget_text}, {"held_bytes", c.held_bytes},
                     {"plain_bytes", plain}, {"forward_steps", c.stats.forward_steps}, {"median_seconds", s},
                     {"seconds", c.seconds}, {"measured_ratio", measured}, {"predicted_ratio", predicted}});
+    if (c.device_taken_bytes >= 0) rows.back()["device_taken_bytes"] = c.device_taken_bytes;
     csv += fmt::format("{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n", o.cell, o.length, o.batch, o.input, o.hidden, o.layers,
                        o.dtype, policy_name(c.policy), c.budget_text, c.held_bytes, plain, c.stats.forward_steps, s, measured,
                        predicted);
@@ -137,6 +237,9 @@ int run_bench(const BenchOptions& o) {
     nlohmann::json j{{"cell", o.cell}, {"length", o.length}, {"batch", o.batch}, {"input", o.input}, {"hidden", o.hidden},
                      {"layers", o.layers}, {"dtype", o.dtype}, {"reps", o.reps},
                      {"calibration", {{"advance_s", st.advance}, {"record_s", st.record}, {"backward_s", st.backward}}},
+                     {"device", dev.text()}, {"tf32", dev.cuda && o.tf32}, {"defer_steps", o.defer_steps},
+                     {"workspace_bytes", sizes.workspace_bytes}, {"hidden_bytes", sizes.hidden_bytes},
+                     {"internal_bytes", sizes.internal_bytes}, {"plain_bptt_bytes", plain},
                      {"rows", rows}};
     write_file_atomic(o.json, j.dump(1) + "\n");
   }
@@ -161,6 +264,10 @@ void add_bench_commands(CLI::App& app, std::function<int()>& action) {
   b->add_option("--reps", o.reps, "timed repetitions per configuration (median reported)")->capture_default_str();
   b->add_option("--csv", o.csv, "write the rows as CSV");
   b->add_option("--json", o.json, "write the rows as JSON");
+  b->add_option("--device", o.device, "cpu, cuda or cuda:N (CUDA builds)")->capture_default_str();
+  b->add_flag("--tf32", o.tf32, "CUDA: TF32 tensor-core GEMMs for float32 (default: full float32 products)");
+  b->add_option("--defer-steps", o.defer_steps, "CUDA: backward steps whose weight gradients one GEMM sums")
+      ->capture_default_str();
   b->callback([&action] {
     if (o.dtype != "float32" && o.dtype != "float64") throw UsageError("--dtype '" + o.dtype + "' is not allowed: use float32 or float64");
     action = [] { return o.dtype == "float64" ? run_bench<double>(o) : run_bench<float>(o); };

@@ -2,16 +2,22 @@
 // file on an inputs file, under a memory budget, gradients out).
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <chrono>
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <type_traits>
 
 #include "cli_common.hpp"
 #include "commands.hpp"
+#include "membptt/cuda/device_spec.hpp"
 #include "membptt/exec/budget.hpp"
 #include "membptt/exec/executor.hpp"
 #include "membptt/io/params_io.hpp"
+#ifdef MEMBPTT_HAVE_CUDA
+#include "membptt/cuda/cuda_backend.hpp"
+#endif
 
 namespace membptt::cli {
 namespace {
@@ -45,9 +51,31 @@ int run_init(const InitOptions& o) {
 }
 
 struct GradOptions {
-  std::string model, inputs, policy = "auto", memory = "100%", out;
+  std::string model, inputs, policy = "auto", memory = "100%", out, device = "cpu";
   double beta = 2.0;
   bool json = false;
+};
+
+// --device: cpu, cuda or cuda:N; cuda only when this build has the CUDA backend.
+cuda::DeviceSpec device_of(const std::string& text) {
+  cuda::DeviceSpec d;
+  try {
+    d = cuda::parse_device_spec(text);
+  } catch (const std::invalid_argument& e) {
+    throw UsageError(e.what());
+  }
+#ifndef MEMBPTT_HAVE_CUDA
+  if (d.cuda) throw UsageError("device '" + text + "' is not allowed: this membptt was built without CUDA (allowed: cpu)");
+#endif
+  return d;
+}
+
+// What one pass produced on whichever device ran it.
+struct GradPass {
+  RunStats stats;
+  std::size_t workspace_bytes = 0;
+  std::int64_t device_taken_bytes = -1;  // CUDA: device memory the executor took (cudaMemGetInfo)
+  double seconds = 0;
 };
 
 template <class T>
@@ -55,30 +83,80 @@ std::vector<T> converted(const std::vector<double>& v) {
   return std::vector<T>(v.begin(), v.end());
 }
 
+#ifdef MEMBPTT_HAVE_CUDA
+// The same pass on a CUDA device: inputs uploaded once, gradients downloaded into `grads`.
+template <class T>
+GradPass grad_on_cuda(const NetShape& shape, LossKind loss, const Plan& plan, const Params<T>& params, Params<T>& grads,
+                      const std::vector<T>& x, const std::vector<std::int64_t>& cls, const std::vector<T>& y,
+                      const std::vector<T>& h0) {
+  auto up = [](const auto& v) {
+    using U = typename std::decay_t<decltype(v)>::value_type;
+    cuda::DeviceBuffer<U> b(std::max<std::size_t>(v.size(), 1));
+    cuda::upload(b.data(), v.data(), v.size());
+    return b;
+  };
+  cuda::CudaParams<T> dparams(shape), dgrads(shape);
+  dparams.upload(params);
+  const auto dx = up(x), dy = up(y), dh0 = up(h0);
+  const auto dcls = up(cls);
+  cuda::synchronize();
+  const cuda::MemInfo before = cuda::mem_info();
+  cuda::CudaExecutor<T> exec(shape, loss, plan);
+  cuda::synchronize();
+  const cuda::MemInfo after = cuda::mem_info();
+  GradPass r;
+  const auto t0 = std::chrono::steady_clock::now();
+  r.stats = exec.run(dparams, {plan.length, dx.data(), dcls.data(), dy.data(), dh0.data()}, dgrads);
+  cuda::synchronize();
+  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  dgrads.download(grads);
+  r.workspace_bytes = exec.workspace_bytes();
+  r.device_taken_bytes = static_cast<std::int64_t>(before.free_bytes) - static_cast<std::int64_t>(after.free_bytes);
+  return r;
+}
+#endif
+
 template <class T>
 int run_grad(const ModelFile& model, const GradOptions& o) {
+  const cuda::DeviceSpec dev = device_of(o.device);
+#ifdef MEMBPTT_HAVE_CUDA
+  if (dev.cuda) cuda::select_device(dev.index);
+#endif
   const InputsData in = load_inputs_file(o.inputs, model.spec);
   const NetShape shape = net_shape(model.spec, static_cast<int>(in.B));
   Params<T> params(shape), grads(shape);
   load_params(model.tensors, params);
 
-  const StateSizes sizes = state_sizes(shape, sizeof(T));
+  StateSizes sizes = state_sizes(shape, sizeof(T));
+#ifdef MEMBPTT_HAVE_CUDA
+  if (dev.cuda) sizes = cuda::cuda_state_sizes(shape, sizeof(T));  // the device executor's workspace
+#endif
   const double budget = parse_budget(o.memory).bytes(sizes, in.T);
   const Plan plan = plan_for_bytes(policy_or_auto(o.policy), in.T, budget, sizes, o.beta);
   const LossKind loss = model.spec.loss == "xent" ? LossKind::Xent : LossKind::MseLast;
-  Executor<T> exec(shape, loss, plan);
 
   // The initial carry: h of every layer, then c (LSTM), as PyTorch's h_0 / c_0.
-  std::vector<T> h0(exec.net().carry_elems(), T(0));
+  std::vector<T> h0(carry_elems(shape), T(0));
   std::copy(in.h0.begin(), in.h0.end(), h0.begin());
   const auto layer_states = static_cast<std::ptrdiff_t>(shape.num_layers) * shape.batch * shape.hidden_size;
   std::copy(in.c0.begin(), in.c0.end(), h0.begin() + layer_states);
   const std::vector<T> x = converted<T>(in.input), y = converted<T>(in.target_value);
-  const SequenceBatch<T> batch{in.T, x.data(), in.target_class.data(), y.data(), h0.data()};
 
-  const auto t0 = std::chrono::steady_clock::now();
-  const RunStats stats = exec.run(params, batch, grads);
-  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  GradPass pass;
+  if (!dev.cuda) {
+    Executor<T> exec(shape, loss, plan);
+    const SequenceBatch<T> batch{in.T, x.data(), in.target_class.data(), y.data(), h0.data()};
+    const auto t0 = std::chrono::steady_clock::now();
+    pass.stats = exec.run(params, batch, grads);
+    pass.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    pass.workspace_bytes = exec.workspace_bytes();
+  } else {
+#ifdef MEMBPTT_HAVE_CUDA
+    pass = grad_on_cuda<T>(shape, loss, plan, params, grads, x, in.target_class, y, h0);
+#endif
+  }
+  const RunStats& stats = pass.stats;
+  const double seconds = pass.seconds;
 
   if (!o.out.empty()) {
     SafeTensorsWriter w;
@@ -88,7 +166,7 @@ int run_grad(const ModelFile& model, const GradOptions& o) {
     add_params(w, grads, "");
     w.write(o.out);
   }
-  const std::size_t peak = exec.workspace_bytes() + stats.peak_arena_bytes;
+  const std::size_t peak = pass.workspace_bytes + stats.peak_arena_bytes;
   const std::size_t plain = sizes.plain_bptt_bytes(in.T);
   if (o.json) {
     nlohmann::json j{{"loss", stats.loss},
@@ -100,19 +178,24 @@ int run_grad(const ModelFile& model, const GradOptions& o) {
                      {"planned_forward_ops", plan.forward_steps},
                      {"peak_bytes", peak},
                      {"arena_peak_bytes", stats.peak_arena_bytes},
-                     {"workspace_bytes", exec.workspace_bytes()},
+                     {"workspace_bytes", pass.workspace_bytes},
+                     {"device", dev.text()},
                      {"budget_bytes", budget},
                      {"plain_bptt_bytes", plain},
                      {"alpha", sizes.alpha()},
                      {"predicted_time_ratio", plan.time_ratio()},
                      {"seconds", seconds}};
+    if (pass.device_taken_bytes >= 0) j["device_memory_taken_bytes"] = pass.device_taken_bytes;
     std::cout << j.dump() << "\n";
   } else {
     fmt::print("loss {:.9g}\npolicy {}: {} forward steps for T = {} ({:.3f} per step), predicted {:.3f}x plain BPTT's time\n",
                stats.loss, policy_name(plan.policy), stats.forward_steps, in.T,
                static_cast<double>(stats.forward_steps) / static_cast<double>(in.T), plan.time_ratio());
-    fmt::print("memory held {} bytes ({:.2f}% of plain BPTT's {} bytes); {:.3f} s\n", peak,
-               100.0 * static_cast<double>(peak) / static_cast<double>(plain), plain, seconds);
+    fmt::print("memory held {} bytes ({:.2f}% of plain BPTT's {} bytes); {:.3f} s{}\n", peak,
+               100.0 * static_cast<double>(peak) / static_cast<double>(plain), plain, seconds,
+               dev.cuda ? " on " + dev.text() : std::string());
+    if (pass.device_taken_bytes >= 0)
+      fmt::print("device memory taken by the executor (cudaMemGetInfo): {} bytes\n", pass.device_taken_bytes);
   }
   return 0;
 }
@@ -143,6 +226,8 @@ void add_nn_commands(CLI::App& app, std::function<int()>& action) {
   grad->add_option("--beta", go.beta, "backward/forward cost ratio for the predicted time")->capture_default_str();
   grad->add_option("--out", go.out, "gradients file to write (same tensor names as the model)");
   grad->add_flag("--json", go.json, "print one JSON object");
+  grad->add_option("--device", go.device, "cpu, cuda or cuda:N (CUDA builds; TF32 off, float32 products)")
+      ->capture_default_str();
   grad->callback([&action] {
     action = [] {
       const ModelFile model = load_model_file(go.model);

@@ -1,0 +1,168 @@
+// The per-element arithmetic of the device cells, written once for the GPU kernels (kernels.cu)
+// and for the host emulation the tests run without a GPU (tests/cuda/host_ops.hpp).
+//
+// Each functor's run(b, j, H, ...) handles element (b, j) of a layer: batch row b, unit j < H.
+// Row layouts are the CPU cell's (src/cells/kernels.hpp): pre/act/dg are [B][G*H] with the gate
+// blocks side by side (PyTorch's row order), h/c are [B][H]. The equations are the CPU cell's,
+// term for term, so that float64 agrees with the CPU reference to rounding.
+//
+// In-place calls: every functor reads all of its element's inputs before it writes, and reads and
+// writes only its own element (b, j) of the carry / carry gradient, so carry_out == carry_in and
+// dcarry_in == dcarry_out are safe (the executor calls both in place).
+//
+// Backward functors also copy what the deferred weight-gradient GEMMs need later into ring slots
+// owned by the net (the step's record may be freed before the GEMM runs): h_prev -> hp, and for
+// layers above 0 the layer's input -> xin (null when not wanted).
+#pragma once
+#include <math.h>
+
+#if defined(__CUDACC__)
+#define MEMBPTT_HD __host__ __device__ __forceinline__
+#else
+#define MEMBPTT_HD inline
+#endif
+
+namespace membptt::cuda::ew {
+
+MEMBPTT_HD float fexp(float x) { return expf(x); }
+MEMBPTT_HD double fexp(double x) { return exp(x); }
+MEMBPTT_HD float ftanh(float x) { return tanhf(x); }
+MEMBPTT_HD double ftanh(double x) { return tanh(x); }
+MEMBPTT_HD float flog(float x) { return logf(x); }
+MEMBPTT_HD double flog(double x) { return log(x); }
+template <class T>
+MEMBPTT_HD T sigmoid(T x) {
+  return T(1) / (T(1) + fexp(-x));
+}
+
+// LSTM: act = (i, f, g, o) = (sig, sig, tanh, sig)(pre + (b_ih + b_hh)); c' = f*c + i*g;
+// h' = o * tanh(c').
+struct LstmFwd {
+  template <class T>
+  static MEMBPTT_HD void run(int b, int j, int H, const T* pre, const T* b_ih, const T* b_hh, const T* c_in, T* act,
+                             T* h_out, T* c_out) {
+    const long G = 4L * H, k = long(b) * H + j;
+    const T* p = pre + b * G;
+    const T i = sigmoid(p[j] + (b_ih[j] + b_hh[j]));
+    const T f = sigmoid(p[H + j] + (b_ih[H + j] + b_hh[H + j]));
+    const T g = ftanh(p[2 * H + j] + (b_ih[2 * H + j] + b_hh[2 * H + j]));
+    const T o = sigmoid(p[3 * H + j] + (b_ih[3 * H + j] + b_hh[3 * H + j]));
+    const T c = f * c_in[k] + i * g;
+    T* a = act + b * G;
+    a[j] = i;
+    a[H + j] = f;
+    a[2 * H + j] = g;
+    a[3 * H + j] = o;
+    c_out[k] = c;
+    h_out[k] = o * ftanh(c);
+  }
+};
+
+// dh = dh_a (+ dh_b when not null): dL/dh'; dc_out = dL/dc'. Writes dg = dL/d(pre) [B][4H] and
+// dc_in = dL/dc.
+struct LstmBwd {
+  template <class T>
+  static MEMBPTT_HD void run(int b, int j, int H, const T* act, const T* c_in, const T* c_out, const T* dh_a,
+                             const T* dh_b, const T* dc_out, T* dg, T* dc_in, const T* h_prev, T* hp, const T* x_in,
+                             T* xin) {
+    const long G = 4L * H, k = long(b) * H + j;
+    const T* a = act + b * G;
+    const T one = T(1);
+    const T i = a[j], f = a[H + j], g = a[2 * H + j], o = a[3 * H + j];
+    const T tc = ftanh(c_out[k]);
+    const T d = dh_b ? dh_a[k] + dh_b[k] : dh_a[k];
+    const T ci = c_in[k];
+    const T hprev = h_prev[k];
+    const T xv = xin ? x_in[k] : T(0);
+    const T dc = dc_out[k] + d * o * (one - tc * tc);
+    const T d_o = d * tc;
+    dc_in[k] = dc * f;
+    T* r = dg + b * G;
+    r[j] = dc * g * i * (one - i);
+    r[H + j] = dc * ci * f * (one - f);
+    r[2 * H + j] = dc * i * (one - g * g);
+    r[3 * H + j] = d_o * o * (one - o);
+    hp[k] = hprev;
+    if (xin) xin[k] = xv;
+  }
+};
+
+// GRU: px = x W_ih^T, ph = h W_hh^T (no biases, [B][3H] each). act = (r, z, n, hn) [B][4H];
+// h' = n + z*(h - n).
+struct GruFwd {
+  template <class T>
+  static MEMBPTT_HD void run(int b, int j, int H, const T* px, const T* ph, const T* b_ih, const T* b_hh,
+                             const T* h_in, T* act, T* h_out) {
+    const long G3 = 3L * H, G4 = 4L * H, k = long(b) * H + j;
+    const T* x = px + b * G3;
+    const T* h = ph + b * G3;
+    const T r = sigmoid((x[j] + b_ih[j]) + (h[j] + b_hh[j]));
+    const T z = sigmoid((x[H + j] + b_ih[H + j]) + (h[H + j] + b_hh[H + j]));
+    const T hn = h[2 * H + j] + b_hh[2 * H + j];
+    const T n = ftanh((x[2 * H + j] + b_ih[2 * H + j]) + r * hn);
+    const T hi = h_in[k];
+    T* a = act + b * G4;
+    a[j] = r;
+    a[H + j] = z;
+    a[2 * H + j] = n;
+    a[3 * H + j] = hn;
+    h_out[k] = n + z * (hi - n);
+  }
+};
+
+// Writes dgx = dL/d(x W_ih^T + b_ih) [B][3H], dgh = dL/d(h W_hh^T + b_hh) [B][3H] and the direct
+// part of dL/dh, dh_in = dL/dh' * z (the caller adds dgh W_hh).
+struct GruBwd {
+  template <class T>
+  static MEMBPTT_HD void run(int b, int j, int H, const T* act, const T* h_in, const T* dh_a, const T* dh_b,
+                             T* dgx, T* dgh, T* dh_in, T* hp, const T* x_in, T* xin) {
+    const long G3 = 3L * H, G4 = 4L * H, k = long(b) * H + j;
+    const T* a = act + b * G4;
+    const T one = T(1);
+    const T r = a[j], z = a[H + j], n = a[2 * H + j], hn = a[3 * H + j];
+    const T d = dh_b ? dh_a[k] + dh_b[k] : dh_a[k];
+    const T hi = h_in[k];
+    const T xv = xin ? x_in[k] : T(0);
+    const T dan = d * (one - z) * (one - n * n);
+    const T dr = dan * hn * r * (one - r);
+    const T dz = d * (hi - n) * z * (one - z);
+    dh_in[k] = d * z;
+    T* gx = dgx + b * G3;
+    T* gh = dgh + b * G3;
+    gx[j] = dr;
+    gx[H + j] = dz;
+    gx[2 * H + j] = dan;
+    gh[j] = dr;
+    gh[H + j] = dz;
+    gh[2 * H + j] = dan * r;
+    hp[k] = hi;
+    if (xin) xin[k] = xv;
+  }
+};
+
+// tanh RNN: h' = tanh(pre + (b_ih + b_hh)).
+struct RnnFwd {
+  template <class T>
+  static MEMBPTT_HD void run(int b, int j, int H, const T* pre, const T* b_ih, const T* b_hh, T* h_out) {
+    const long k = long(b) * H + j;
+    h_out[k] = ftanh(pre[k] + (b_ih[j] + b_hh[j]));
+  }
+};
+
+// dg = dh * (1 - h'^2).
+struct RnnBwd {
+  template <class T>
+  static MEMBPTT_HD void run(int b, int j, int H, const T* h_out, const T* dh_a, const T* dh_b, T* dg,
+                             const T* h_prev, T* hp, const T* x_in, T* xin) {
+    const long k = long(b) * H + j;
+    const T d = dh_b ? dh_a[k] + dh_b[k] : dh_a[k];
+    const T h = h_out[k];
+    const T hprev = h_prev[k];
+    const T xv = xin ? x_in[k] : T(0);
+    dg[k] = d * (T(1) - h * h);
+    hp[k] = hprev;
+    if (xin) xin[k] = xv;
+  }
+};
+
+}  // namespace membptt::cuda::ew

@@ -1,0 +1,589 @@
+// The recurrent cells and heads on a device, written once over an Ops type (device.hpp's CudaOps on
+// a GPU; the tests' HostOps emulate it on the host, so CI checks all of this logic without a GPU).
+//
+// Same layout, same equations, same contracts as the CPU's RecurrentNet / Head / Params
+// (cells/recurrent_net.hpp, head.hpp, params.hpp): the carry, the record and the parameter views
+// are element for element those of the CPU cell, so alpha, the plans and the tensors move
+// unchanged between devices, and the CPU float64 cell is the reference.
+//
+// Per step (all on the stream, nothing allocated after construction):
+//   forward, per layer: pre = in W_ih^T (GEMM), (+)= h W_hh^T (GEMM), one fused elementwise kernel
+//     (gates, c', h'; bias added inside);
+//   backward, per layer: one fused elementwise kernel (dL/dpre, dL/dc, copies of h_{t-1} and the
+//     layer input into a ring), dL/dh_{t-1} = dg W_hh (GEMM), dL/d(input) = dg W_ih (GEMM, layers
+//     above 0). The weight and bias gradients are DEFERRED: the dg of `defer_steps` consecutive
+//     backward steps are kept in the ring, then W gets one GEMM with B*defer_steps rows and the
+//     bias one GEMV with a ones vector (no atomics). Groups are counted in backward steps, which
+//     every policy runs in the same order T..1, so the sums are grouped alike for every policy and
+//     gradients are bitwise equal to plain BPTT's.
+//   The head: logits GEMM, one fused kernel (softmax cross-entropy or MSE, the loss added into a
+//     device accumulator in double, fixed order), dL/dh_top += dl W (GEMM); its weight gradient is
+//     deferred the same way.
+//
+// Completing deferred gradients. A group still open when the backward pass ends is flushed by
+// BasicDeviceHead::finish() (the executor's Backend::finish_loss, so run() returns complete
+// gradients), or when the gradient buffer is read (BasicDeviceParams::data(), download()), or when a
+// group fills up, or when a step for another gradient buffer (or a non-contiguous input) arrives.
+// Layer 0's weight gradient reads x_t from the caller's input array at that moment: the inputs
+// must stay alive until then (the executor's run() guarantees it).
+//
+// Bitwise reproducibility also needs the same GEMM kernels for the same step under every policy:
+// cuBLAS picks kernels by shape and by pointer alignment, and a record's address depends on the
+// policy. Every arena offset is a multiple of B*H elements, so when B*H*sizeof(T) is a multiple of
+// 256 bytes all GEMM operands are 256-byte aligned whatever the policy; otherwise the operands read
+// from the carry or a record are first copied into an aligned staging buffer.
+#pragma once
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "membptt/cells/params.hpp"
+#include "membptt/cells/recurrent_net.hpp"
+#include "membptt/cuda/device.hpp"
+
+namespace membptt::cuda {
+
+// Something holding gradient contributions not yet added into a gradient buffer.
+class Deferred {
+ public:
+  virtual void flush_deferred() = 0;  // add them now
+  virtual void drop_deferred() = 0;   // forget them (the buffer is being zeroed, overwritten or destroyed)
+
+ protected:
+  ~Deferred() = default;
+};
+
+// The flat parameter (or gradient) buffer on the device: the same named views, in the same order,
+// as Params<T> (params.hpp). Not copyable, not movable (deferred groups point at it).
+template <class T, class Ops>
+class BasicDeviceParams {
+ public:
+  explicit BasicDeviceParams(const NetShape& s)
+      : shape_(s), views_(param_layout(s)), size_(views_.back().offset + views_.back().size), data_(size_) {}
+  BasicDeviceParams(const BasicDeviceParams&) = delete;
+  BasicDeviceParams& operator=(const BasicDeviceParams&) = delete;
+  ~BasicDeviceParams() { drop_all(); }
+
+  const NetShape& shape() const { return shape_; }
+  std::size_t size() const { return size_; }
+  const std::vector<ParamView>& views() const { return views_; }
+  const ParamView* find(std::string_view name) const {
+    for (const auto& v : views_)
+      if (v.name == name) return &v;
+    return nullptr;
+  }
+
+  // Device pointers to the whole buffer; both first complete deferred gradients.
+  T* data() {
+    complete();
+    return data_.data();
+  }
+  const T* data() const {
+    complete();
+    return data_.data();
+  }
+  // Sets every element to 0 (pending deferred contributions are dropped: they would be zeroed).
+  void zero() {
+    drop_all();
+    Ops::zero(data_.data(), size_);
+  }
+  void upload(const Params<T>& host) {
+    check_host(host.size(), "upload");
+    drop_all();
+    Ops::upload(data_.data(), host.data(), size_);
+  }
+  void download(Params<T>& host) const {
+    check_host(host.size(), "download");
+    complete();
+    Ops::download(host.data(), data_.data(), size_);
+  }
+
+  // --- For the cells: accumulation without completing, and the deferred registry.
+  T* raw() { return data_.data(); }
+  void defer(Deferred* d) const {
+    if (std::find(pending_.begin(), pending_.end(), d) == pending_.end()) pending_.push_back(d);
+  }
+  void undefer(Deferred* d) const { pending_.erase(std::remove(pending_.begin(), pending_.end(), d), pending_.end()); }
+  // Adds every deferred contribution into this buffer (queued on the stream).
+  void complete() const {
+    if (pending_.empty()) return;
+    std::vector<Deferred*> now;
+    now.swap(pending_);
+    for (Deferred* d : now) d->flush_deferred();
+  }
+
+ private:
+  void drop_all() const {
+    std::vector<Deferred*> now;
+    now.swap(pending_);
+    for (Deferred* d : now) d->drop_deferred();
+  }
+  void check_host(std::size_t n, const char* what) const {
+    if (n != size_)
+      throw std::invalid_argument(std::string("DeviceParams::") + what + ": host Params has " + std::to_string(n) +
+                                  " elements, this one " + std::to_string(size_));
+  }
+
+  NetShape shape_;
+  std::vector<ParamView> views_;
+  std::size_t size_ = 0;
+  typename Ops::template Buffer<T> data_;
+  mutable std::vector<Deferred*> pending_;
+};
+
+namespace detail {
+inline std::size_t ubh(const NetShape& s) {
+  return static_cast<std::size_t>(s.batch) * static_cast<std::size_t>(s.hidden_size);
+}
+// Whether pointers into the carry / records must be staged (see the header comment).
+inline bool needs_staging(const NetShape& s, std::size_t scalar_bytes) {
+  return (ubh(s) * scalar_bytes) % 256 != 0;
+}
+inline int defer_of(const Options& o) {
+  if (o.defer_steps < 1) throw std::invalid_argument("cuda::Options::defer_steps must be >= 1, got " + std::to_string(o.defer_steps));
+  return o.defer_steps;
+}
+}  // namespace detail
+
+// One time step of a stack of LSTM / GRU / tanh-RNN layers on the device; the interface of
+// RecurrentNet<T> (recurrent_net.hpp) with device pointers and device parameters.
+template <class T, class Ops>
+class BasicDeviceNet final : public Deferred {
+ public:
+  using ParamsT = BasicDeviceParams<T, Ops>;
+
+  explicit BasicDeviceNet(const NetShape& s) : BasicDeviceNet(s, options()) {}
+  BasicDeviceNet(const NetShape& s, const Options& o)
+      : s_(s),
+        G_(gate_count(s.cell)),
+        K_(detail::defer_of(o)),
+        tf32_(o.tf32),
+        stage_(detail::needs_staging(s, sizeof(T))),
+        bh_(detail::ubh(s)),
+        carry_(membptt::carry_elems(s)),
+        record_(membptt::record_elems(s)),
+        extra_(s.cell == CellType::Rnn ? 0 : 4 * detail::ubh(s)),
+        top_off_(static_cast<std::size_t>(s.num_layers - 1) * detail::ubh(s)) {
+    const auto views = param_layout(s);
+    nparams_ = views.back().offset + views.back().size;
+    for (int l = 0; l < s.num_layers; ++l) {
+      const auto* v = &views[static_cast<std::size_t>(4 * l)];
+      lay_.push_back({v[0].offset, v[1].offset, v[2].offset, v[3].offset, l == 0 ? s.input_size : s.hidden_size});
+    }
+    const Sizes z = sizes(s, K_, sizeof(T));
+    pre_ = Buf(z.pre);
+    pre_h_ = Buf(z.pre_h);
+    act_ = Buf(z.act);
+    dh_ = Buf(z.dh);
+    stage_h_ = Buf(z.stage);
+    stage_in_ = Buf(z.stage);
+    for (int l = 0; l < s.num_layers; ++l) {
+      dg_.emplace_back(z.dg);
+      dgh_.emplace_back(z.dgh);
+      hp_.emplace_back(z.hp);
+      xin_.emplace_back(l == 0 ? 0 : z.xin);
+    }
+    ones_ = Buf(z.ones);
+    const std::vector<T> ones(z.ones, T(1));
+    Ops::upload(ones_.data(), ones.data(), z.ones);
+  }
+  BasicDeviceNet(const BasicDeviceNet&) = delete;
+  BasicDeviceNet& operator=(const BasicDeviceNet&) = delete;
+  ~BasicDeviceNet() {
+    try {
+      flush();
+    } catch (...) {  // a destructor must not throw; the gradients are then incomplete
+    }
+  }
+
+  const NetShape& shape() const { return s_; }
+  std::size_t carry_elems() const { return carry_; }
+  std::size_t record_elems() const { return record_; }
+  std::size_t param_count() const { return nparams_; }
+  int defer_steps() const { return K_; }
+  bool tf32() const { return tf32_; }
+  // Device bytes this instance allocated (all of its working memory). The cuBLAS workspace is the
+  // process's, allocated once with the device like the CUDA context, and is not counted here.
+  std::size_t scratch_bytes() const { return sizes(s_, K_, sizeof(T)).total * sizeof(T); }
+  static std::size_t scratch_bytes_for(const NetShape& s, const Options& o) {
+    return sizes(s, detail::defer_of(o), sizeof(T)).total * sizeof(T);
+  }
+
+  void advance(const ParamsT& p, const T* x_t, const T* carry_in, T* carry_out) {
+    check(p, "advance");
+    step(p.data(), x_t, carry_in, carry_out, act_.data(), 0);  // gates of every layer to one scratch
+  }
+  void advance_record(const ParamsT& p, const T* x_t, const T* carry_in, T* record) {
+    check(p, "advance_record");
+    if (carry_in != record) Ops::copy(record, carry_in, carry_);
+    step(p.data(), x_t, record, record + carry_, record + 2 * carry_, extra_);
+  }
+
+  const T* record_carry_in(const T* record) const { return record; }
+  const T* record_carry_out(const T* record) const { return record + carry_; }
+  const T* top_hidden(const T* carry) const { return carry + top_off_; }
+  T* top_hidden(T* carry) const { return carry + top_off_; }
+
+  // RecurrentNet::backward's contract; the parameter gradients are added when the group is
+  // flushed (see the header comment). x_t must stay valid until then.
+  void backward(const ParamsT& p, const T* x_t, const T* record, const T* dcarry_out, T* dcarry_in, ParamsT& grads) {
+    check(p, "backward");
+    check(grads, "backward (grads)");
+    const std::size_t xstep = static_cast<std::size_t>(s_.batch) * static_cast<std::size_t>(s_.input_size);
+    if (target_ && (target_ != &grads || reinterpret_cast<std::uintptr_t>(x_t) + static_cast<std::uintptr_t>(n_) * xstep * sizeof(T) !=
+                                             reinterpret_cast<std::uintptr_t>(x_first_)))
+      flush();
+    if (!target_) {
+      target_ = &grads;
+      grads.defer(this);
+      x_first_ = x_t;
+    }
+    const std::size_t slot = static_cast<std::size_t>(K_ - 1 - n_);
+    const int B = s_.batch, H = s_.hidden_size, GH = G_ * H, L = s_.num_layers;
+    const std::size_t LBH = bh_ * static_cast<std::size_t>(L), gbh = bh_ * static_cast<std::size_t>(G_);
+    const T* w = p.data();
+    const T* cin = record;
+    const T* cout = record + carry_;
+    const T* gates = record + 2 * carry_;
+    for (int l = L - 1; l >= 0; --l) {
+      const Lay& o = lay_[static_cast<std::size_t>(l)];
+      const std::size_t lo = static_cast<std::size_t>(l) * bh_;
+      const T* in = l == 0 ? nullptr : cout + lo - bh_;
+      T* xin = l == 0 ? nullptr : xin_[static_cast<std::size_t>(l)].data() + slot * bh_;
+      const T* h_prev = cin + lo;
+      T* hp = hp_[static_cast<std::size_t>(l)].data() + slot * bh_;
+      T* dg = dg_[static_cast<std::size_t>(l)].data() + slot * gbh;
+      const T* act = gates + static_cast<std::size_t>(l) * extra_;
+      const T* dh_a = dcarry_out + lo;
+      const T* dh_b = l == L - 1 ? nullptr : dh_.data();  // what the layer above sent down
+      T* dh_in = dcarry_in + lo;
+      const T* dgh = dg;
+      T beta_hh = T(0);
+      switch (s_.cell) {
+        case CellType::Lstm:
+          Ops::lstm_bwd(B, H, act, cin + LBH + lo, cout + LBH + lo, dh_a, dh_b, dcarry_out + LBH + lo, dg,
+                        dcarry_in + LBH + lo, h_prev, hp, in, xin);
+          break;
+        case CellType::Gru: {
+          T* g2 = dgh_[static_cast<std::size_t>(l)].data() + slot * gbh;
+          Ops::gru_bwd(B, H, act, h_prev, dh_a, dh_b, dg, g2, dh_in, hp, in, xin);
+          dgh = g2;
+          beta_hh = T(1);
+          break;
+        }
+        case CellType::Rnn:
+          Ops::rnn_bwd(B, H, cout + lo, dh_a, dh_b, dg, h_prev, hp, in, xin);
+          break;
+      }
+      gemm_rm(false, false, B, H, GH, T(1), dgh, GH, w + o.w_hh, H, beta_hh, dh_in, H);
+      if (l > 0) gemm_rm(false, false, B, o.in, GH, T(1), dg, GH, w + o.w_ih, o.in, T(0), dh_.data(), o.in);
+    }
+    if (++n_ == K_) flush();
+  }
+
+  // Adds the open group's weight and bias gradients into its gradient buffer now.
+  void flush() {
+    if (!target_) return;
+    ParamsT* t = std::exchange(target_, nullptr);
+    t->undefer(this);
+    const int n = std::exchange(n_, 0);
+    if (n == 0) return;
+    T* gw = t->raw();
+    const int B = s_.batch, H = s_.hidden_size, GH = G_ * H, rows = n * B;
+    const std::size_t off = static_cast<std::size_t>(K_ - n), gbh = bh_ * static_cast<std::size_t>(G_);
+    const std::size_t xstep = static_cast<std::size_t>(B) * static_cast<std::size_t>(s_.input_size);
+    for (int l = 0; l < s_.num_layers; ++l) {
+      const auto ul = static_cast<std::size_t>(l);
+      const Lay& o = lay_[ul];
+      const T* in = l == 0 ? x_first_ - static_cast<std::size_t>(n - 1) * xstep : xin_[ul].data() + off * bh_;
+      const T* dg = dg_[ul].data() + off * gbh;
+      const T* dgh = s_.cell == CellType::Gru ? dgh_[ul].data() + off * gbh : dg;
+      gemm_rm(true, false, GH, o.in, rows, T(1), dg, GH, in, o.in, T(1), gw + o.w_ih, o.in);
+      gemm_rm(true, false, GH, H, rows, T(1), dgh, GH, hp_[ul].data() + off * bh_, H, T(1), gw + o.w_hh, H);
+      Ops::gemv_cm(GH, rows, T(1), dg, GH, ones_.data(), T(1), gw + o.b_ih);
+      Ops::gemv_cm(GH, rows, T(1), dgh, GH, ones_.data(), T(1), gw + o.b_hh);
+    }
+  }
+  void flush_deferred() override { flush(); }
+  void drop_deferred() override {
+    target_ = nullptr;
+    n_ = 0;
+  }
+
+ private:
+  using Buf = typename Ops::template Buffer<T>;
+  struct Lay {
+    std::size_t w_ih, w_hh, b_ih, b_hh;
+    int in;
+  };
+  struct Sizes {
+    std::size_t pre = 0, pre_h = 0, act = 0, dh = 0, stage = 0, dg = 0, dgh = 0, hp = 0, xin = 0, ones = 0, total = 0;
+  };
+  static Sizes sizes(const NetShape& s, int K, std::size_t scalar_bytes) {
+    Sizes z;
+    const std::size_t bh = detail::ubh(s), G = static_cast<std::size_t>(gate_count(s.cell)),
+                      L = static_cast<std::size_t>(s.num_layers), k = static_cast<std::size_t>(K);
+    z.pre = G * bh;
+    z.pre_h = s.cell == CellType::Gru ? G * bh : 0;
+    z.act = s.cell == CellType::Rnn ? 0 : 4 * bh;
+    z.dh = L > 1 ? bh : 0;
+    z.stage = detail::needs_staging(s, scalar_bytes) ? bh : 0;
+    z.dg = k * G * bh;
+    z.dgh = s.cell == CellType::Gru ? k * G * bh : 0;
+    z.hp = k * bh;
+    z.xin = L > 1 ? k * bh : 0;
+    z.ones = k * static_cast<std::size_t>(s.batch);
+    z.total = z.pre + z.pre_h + z.act + z.dh + 2 * z.stage + L * (z.dg + z.dgh + z.hp) + (L - 1) * z.xin + z.ones;
+    return z;
+  }
+
+  void check(const ParamsT& p, const char* what) const {
+    if (p.size() != nparams_)
+      throw std::invalid_argument(std::string("CudaRecurrentNet::") + what + ": Params has " + std::to_string(p.size()) +
+                                  " elements, this network needs " + std::to_string(nparams_));
+  }
+  // Row-major C[m x n] = alpha op(A) op(B) + beta C, as the column-major C^T = op(B)^T op(A)^T.
+  void gemm_rm(bool ta, bool tb, int m, int n, int k, T alpha, const T* a, int lda, const T* b, int ldb, T beta, T* c,
+               int ldc) const {
+    Ops::gemm_cm(tb, ta, n, m, k, alpha, b, ldb, a, lda, beta, c, ldc, tf32_);
+  }
+  // An aligned pointer to the same B*H values (see the header comment on staging).
+  const T* staged(const T* p, Buf& buf) const {
+    if (!stage_) return p;
+    Ops::copy(buf.data(), p, bh_);
+    return buf.data();
+  }
+
+  void step(const T* w, const T* x_t, const T* carry_in, T* carry_out, T* gates, std::size_t gates_stride) {
+    const int B = s_.batch, H = s_.hidden_size, GH = G_ * H;
+    const std::size_t LBH = bh_ * static_cast<std::size_t>(s_.num_layers);
+    for (int l = 0; l < s_.num_layers; ++l) {
+      const Lay& o = lay_[static_cast<std::size_t>(l)];
+      const std::size_t lo = static_cast<std::size_t>(l) * bh_;
+      const T* in = l == 0 ? x_t : staged(carry_out + lo - bh_, stage_in_);
+      const T* h_prev = carry_in + lo;
+      const T* h_gemm = staged(h_prev, stage_h_);
+      T* h_out = carry_out + lo;
+      T* act = gates + static_cast<std::size_t>(l) * gates_stride;
+      gemm_rm(false, true, B, GH, o.in, T(1), in, o.in, w + o.w_ih, o.in, T(0), pre_.data(), GH);
+      switch (s_.cell) {
+        case CellType::Lstm:
+          gemm_rm(false, true, B, GH, H, T(1), h_gemm, H, w + o.w_hh, H, T(1), pre_.data(), GH);
+          Ops::lstm_fwd(B, H, pre_.data(), w + o.b_ih, w + o.b_hh, carry_in + LBH + lo, act, h_out, carry_out + LBH + lo);
+          break;
+        case CellType::Gru:
+          gemm_rm(false, true, B, GH, H, T(1), h_gemm, H, w + o.w_hh, H, T(0), pre_h_.data(), GH);
+          Ops::gru_fwd(B, H, pre_.data(), pre_h_.data(), w + o.b_ih, w + o.b_hh, h_prev, act, h_out);
+          break;
+        case CellType::Rnn:
+          gemm_rm(false, true, B, GH, H, T(1), h_gemm, H, w + o.w_hh, H, T(1), pre_.data(), GH);
+          Ops::rnn_fwd(B, H, pre_.data(), w + o.b_ih, w + o.b_hh, h_out);
+          break;
+      }
+    }
+  }
+
+  NetShape s_;
+  int G_ = 1, K_ = 1;
+  bool tf32_ = false, stage_ = false;
+  std::size_t bh_ = 0, carry_ = 0, record_ = 0, extra_ = 0, top_off_ = 0, nparams_ = 0;
+  std::vector<Lay> lay_;
+  Buf pre_;       // [B x G*H] pre-activations (x W_ih^T + h W_hh^T; GRU: x W_ih^T only)
+  Buf pre_h_;     // GRU: [B x 3H] h W_hh^T
+  Buf act_;       // advance(): [B x 4H] gates (LSTM, GRU), not kept
+  Buf dh_;        // backward: [B x H] dL/d(input) of the layer above, sent down
+  Buf stage_h_;   // staging of h_{t-1} (only when pointers need it)
+  Buf stage_in_;  // staging of the input of layers above 0
+  // Deferred weight gradients, per layer, K_ slots of one step each; the j-th step of a group uses
+  // slot K_-1-j, so a group of n steps lies in slots [K_-n, K_) in ascending time order, like x.
+  std::vector<Buf> dg_;   // [K][B x G*H] dL/dpre (GRU: w.r.t. x W_ih^T + b_ih)
+  std::vector<Buf> dgh_;  // GRU: [K][B x 3H] dL/d(h W_hh^T + b_hh)
+  std::vector<Buf> hp_;   // [K][B x H] h_{t-1}
+  std::vector<Buf> xin_;  // layers above 0: [K][B x H] the layer's input
+  Buf ones_;              // [K*B] ones, for the bias GEMVs
+  ParamsT* target_ = nullptr;  // the gradient buffer of the open group (null: none)
+  const T* x_first_ = nullptr;  // x_t of the open group's first (latest) step
+  int n_ = 0;                   // steps in the open group
+};
+
+// The output head on the device: Head<T>'s losses (head.hpp) with the loss accumulated on the
+// device; step_xent and last_mse return 0 and finish() returns the loss of the whole pass.
+template <class T, class Ops>
+class BasicDeviceHead final : public Deferred {
+ public:
+  using ParamsT = BasicDeviceParams<T, Ops>;
+
+  explicit BasicDeviceHead(const NetShape& s) : BasicDeviceHead(s, options()) {}
+  BasicDeviceHead(const NetShape& s, const Options& o)
+      : s_(s), K_(detail::defer_of(o)), tf32_(o.tf32), stage_(detail::needs_staging(s, sizeof(T))) {
+    const auto views = param_layout(s);
+    w_off_ = views[views.size() - 2].offset;
+    b_off_ = views[views.size() - 1].offset;
+    nparams_ = b_off_ + views.back().size;
+    const Sizes z = sizes(s, K_, sizeof(T));
+    out_ = Buf(z.out);
+    dl_ = Buf(z.dl);
+    ht_ = Buf(z.ht);
+    stage_h_ = Buf(z.stage);
+    ones_ = Buf(z.ones);
+    const std::vector<T> ones(z.ones, T(1));
+    Ops::upload(ones_.data(), ones.data(), z.ones);
+    acc_ = typename Ops::template Buffer<double>(static_cast<std::size_t>(s.batch));
+    bad_ = typename Ops::template Buffer<int>(1);
+  }
+  BasicDeviceHead(const BasicDeviceHead&) = delete;
+  BasicDeviceHead& operator=(const BasicDeviceHead&) = delete;
+  ~BasicDeviceHead() {
+    try {
+      flush();
+    } catch (...) {
+    }
+  }
+
+  const NetShape& shape() const { return s_; }
+  std::size_t scratch_bytes() const { return bytes(sizes(s_, K_, sizeof(T)), s_); }
+  static std::size_t scratch_bytes_for(const NetShape& s, const Options& o) {
+    return bytes(sizes(s, detail::defer_of(o), sizeof(T)), s);
+  }
+
+  // Head::step_xent's contract, except: returns 0 (the step's loss is added on the device; finish()
+  // returns the sum), and a target outside [0, O) is reported by finish() (it throws), not here.
+  T step_xent(const ParamsT& p, const T* h_top, const std::int64_t* targets_t, T scale, T* dh_top, ParamsT& grads) {
+    const int B = s_.batch, H = s_.hidden_size, O = s_.output_size;
+    const std::size_t slot = begin(p, grads, "step_xent");
+    T* dl = dl_.data() + slot * static_cast<std::size_t>(B) * static_cast<std::size_t>(O);
+    T* ht = ht_.data() + slot * detail::ubh(s_);
+    logits(p, h_top);
+    Ops::xent(B, O, H, out_.data(), p.data() + b_off_, targets_t, scale, dl, h_top, ht, acc_.data(), bad_.data());
+    end(p, dl, dh_top);
+    return T(0);
+  }
+  // Head::last_mse's contract, except that it returns 0 (finish() returns the loss).
+  T last_mse(const ParamsT& p, const T* h_top, const T* target, T* dh_top, ParamsT& grads) {
+    const int B = s_.batch, H = s_.hidden_size, O = s_.output_size;
+    const std::size_t slot = begin(p, grads, "last_mse");
+    T* dl = dl_.data() + slot * static_cast<std::size_t>(B) * static_cast<std::size_t>(O);
+    T* ht = ht_.data() + slot * detail::ubh(s_);
+    logits(p, h_top);
+    Ops::mse(B, O, H, out_.data(), p.data() + b_off_, target, dl, h_top, ht, acc_.data());
+    end(p, dl, dh_top);
+    return T(0);
+  }
+
+  // The end of a pass: completes the deferred gradients of the last gradient buffer this head
+  // wrote (its own group and the network's), returns the loss accumulated since the previous
+  // finish() and clears it. Throws std::invalid_argument if a class target was out of range.
+  T finish() const {
+    if (last_grads_) std::exchange(last_grads_, nullptr)->complete();
+    const auto B = static_cast<std::size_t>(s_.batch);
+    std::vector<double> acc(B);
+    int bad = 0;
+    Ops::download(acc.data(), acc_.data(), B);
+    Ops::download(&bad, bad_.data(), 1);
+    Ops::zero(acc_.data(), B);
+    Ops::zero(bad_.data(), 1);
+    if (bad)
+      throw std::invalid_argument("CudaHead: a class target is outside [0, " + std::to_string(s_.output_size) +
+                                  "): the loss and gradients of this pass are not valid");
+    double sum = 0;
+    for (double v : acc) sum += v;
+    return static_cast<T>(sum);
+  }
+
+  void flush() {
+    if (!target_) return;
+    ParamsT* t = std::exchange(target_, nullptr);
+    t->undefer(this);
+    const int n = std::exchange(n_, 0);
+    if (n == 0) return;
+    const int B = s_.batch, H = s_.hidden_size, O = s_.output_size, rows = n * B;
+    const std::size_t off = static_cast<std::size_t>(K_ - n);
+    const T* dl = dl_.data() + off * static_cast<std::size_t>(B) * static_cast<std::size_t>(O);
+    const T* ht = ht_.data() + off * detail::ubh(s_);
+    T* gw = t->raw();
+    Ops::gemm_cm(false, true, H, O, rows, T(1), ht, H, dl, O, T(1), gw + w_off_, H, tf32_);  // dW = dl^T ht
+    Ops::gemv_cm(O, rows, T(1), dl, O, ones_.data(), T(1), gw + b_off_);
+  }
+  void flush_deferred() override { flush(); }
+  void drop_deferred() override {
+    target_ = nullptr;
+    n_ = 0;
+  }
+
+ private:
+  using Buf = typename Ops::template Buffer<T>;
+  struct Sizes {
+    std::size_t out = 0, dl = 0, ht = 0, stage = 0, ones = 0, total = 0;
+  };
+  static Sizes sizes(const NetShape& s, int K, std::size_t scalar_bytes) {
+    Sizes z;
+    const std::size_t bo = static_cast<std::size_t>(s.batch) * static_cast<std::size_t>(s.output_size),
+                      k = static_cast<std::size_t>(K);
+    z.out = bo;
+    z.dl = k * bo;
+    z.ht = k * detail::ubh(s);
+    z.stage = detail::needs_staging(s, scalar_bytes) ? detail::ubh(s) : 0;
+    z.ones = k * static_cast<std::size_t>(s.batch);
+    z.total = z.out + z.dl + z.ht + z.stage + z.ones;
+    return z;
+  }
+  static std::size_t bytes(const Sizes& z, const NetShape& s) {
+    return z.total * sizeof(T) + static_cast<std::size_t>(s.batch) * sizeof(double) + sizeof(int);
+  }
+  void check(const ParamsT& p, const char* what) const {
+    if (p.size() != nparams_)
+      throw std::invalid_argument(std::string("CudaHead::") + what + ": Params has " + std::to_string(p.size()) +
+                                  " elements, this network needs " + std::to_string(nparams_));
+  }
+  std::size_t begin(const ParamsT& p, ParamsT& grads, const char* what) {
+    check(p, what);
+    check(grads, what);
+    if (target_ && target_ != &grads) flush();
+    if (!target_) {
+      target_ = &grads;
+      grads.defer(this);
+    }
+    last_grads_ = &grads;
+    return static_cast<std::size_t>(K_ - 1 - n_);
+  }
+  // out_ = h_top W^T (the bias is added by the loss kernel).
+  void logits(const ParamsT& p, const T* h_top) {
+    const int B = s_.batch, H = s_.hidden_size, O = s_.output_size;
+    const T* a = h_top;
+    if (stage_) {
+      Ops::copy(stage_h_.data(), h_top, detail::ubh(s_));
+      a = stage_h_.data();
+    }
+    // Row-major out[B x O] = a[B x H] W[O x H]^T, i.e. column-major out^T = W^T(col) a^T.
+    Ops::gemm_cm(true, false, O, B, H, T(1), p.data() + w_off_, H, a, H, T(0), out_.data(), O, tf32_);
+  }
+  // dh_top += dl W, then closes the step's slot.
+  void end(const ParamsT& p, const T* dl, T* dh_top) {
+    const int B = s_.batch, H = s_.hidden_size, O = s_.output_size;
+    // Row-major dh[B x H] += dl[B x O] W[O x H]: column-major dh^T = W^T(col, H x O) dl^T(O x B).
+    Ops::gemm_cm(false, false, H, B, O, T(1), p.data() + w_off_, H, dl, O, T(1), dh_top, H, tf32_);
+    if (++n_ == K_) flush();
+  }
+
+  NetShape s_;
+  int K_ = 1;
+  bool tf32_ = false, stage_ = false;
+  std::size_t w_off_ = 0, b_off_ = 0, nparams_ = 0;
+  Buf out_;      // [B x O] logits / predictions without the bias
+  Buf dl_;       // [K][B x O] dL/dlogits of each step of the open group
+  Buf ht_;       // [K][B x H] h_top of each step of the open group
+  Buf stage_h_;  // staging of h_top (only when pointers need it)
+  Buf ones_;     // [K*B] ones
+  mutable typename Ops::template Buffer<double> acc_;  // [B] loss accumulated per batch row
+  mutable typename Ops::template Buffer<int> bad_;     // 1 when a target was out of range
+  ParamsT* target_ = nullptr;
+  mutable const ParamsT* last_grads_ = nullptr;
+  int n_ = 0;
+};
+
+}  // namespace membptt::cuda

@@ -1,0 +1,165 @@
+// The CUDA backend on a GPU: every policy at a grid of budgets bitwise equal to plain BPTT on the
+// GPU, forward steps and peak bytes as planned, float32 (TF32 off) within 1e-4 of the CPU float64
+// reference, float64 to rounding, determinism run to run. Every test skips without a device.
+#include <gtest/gtest.h>
+
+#include "common.hpp"
+
+namespace membptt::cuda::test {
+namespace {
+
+#define MEMBPTT_NEED_GPU()                                                          \
+  do {                                                                              \
+    if (device_count() == 0) GTEST_SKIP() << "no CUDA device: " << no_device_reason(); \
+  } while (0)
+
+struct OptionsGuard {
+  Options saved = options();
+  explicit OptionsGuard(bool tf32 = false, int defer = 8) {
+    Options o = saved;
+    o.tf32 = tf32;
+    o.defer_steps = defer;
+    set_options(o);
+  }
+  ~OptionsGuard() { set_options(saved); }
+};
+
+template <class T>
+Outcome<T> run_gpu(const Problem<T>& pr, const Plan& plan) {
+  return run_device<T, CudaOps>(pr, plan);
+}
+
+struct Case {
+  CellType cell;
+  int layers;
+  LossKind loss;
+};
+const Case kCases[] = {{CellType::Lstm, 1, LossKind::Xent}, {CellType::Lstm, 2, LossKind::MseLast},
+                       {CellType::Gru, 1, LossKind::Xent},  {CellType::Gru, 2, LossKind::MseLast},
+                       {CellType::Rnn, 1, LossKind::MseLast}, {CellType::Rnn, 2, LossKind::Xent}};
+std::string name(const Case& c) {
+  return std::string(cell_name(c.cell)) + " L=" + std::to_string(c.layers) + (c.loss == LossKind::Xent ? " xent" : " mse");
+}
+
+TEST(Cuda, Device) {
+  MEMBPTT_NEED_GPU();
+  std::printf("[ device   ] %s\n", device_description().c_str());
+  const MemInfo m = mem_info();
+  EXPECT_GT(m.total_bytes, 0u);
+}
+
+// Aligned shapes (B*H*4 a multiple of 256 bytes) and odd ones (staged GEMM operands).
+TEST(Cuda, EveryPolicyBitwiseEqualToPlainBpttFloat) {
+  MEMBPTT_NEED_GPU();
+  OptionsGuard guard;
+  for (const Case& c : kCases)
+    for (const NetShape shape : {NetShape{c.cell, 8, 16, c.layers, 4, 5}, NetShape{c.cell, 4, 5, c.layers, 3, 3}}) {
+      SCOPED_TRACE(name(c) + " H=" + std::to_string(shape.hidden_size));
+      const Problem<float> pr(shape, c.loss, 23, 7 + static_cast<int>(c.cell) * 10 + c.layers);
+      check_all_policies(pr, cuda_state_sizes(shape, sizeof(float)), run_gpu<float>);
+    }
+}
+
+TEST(Cuda, EveryPolicyBitwiseEqualToPlainBpttDoubleAndTf32) {
+  MEMBPTT_NEED_GPU();
+  {
+    OptionsGuard guard;
+    const NetShape shape{CellType::Lstm, 8, 16, 2, 4, 5};
+    const Problem<double> pr(shape, LossKind::Xent, 23, 3);
+    check_all_policies(pr, cuda_state_sizes(shape, sizeof(double)), run_gpu<double>);
+  }
+  {
+    OptionsGuard guard(/*tf32=*/true, /*defer=*/5);
+    const NetShape shape{CellType::Lstm, 32, 64, 1, 8, 10};
+    const Problem<float> pr(shape, LossKind::Xent, 23, 4);
+    check_all_policies(pr, cuda_state_sizes(shape, sizeof(float)), run_gpu<float>);
+  }
+}
+
+TEST(Cuda, Float32MatchesCpuFloat64Within1e4) {
+  MEMBPTT_NEED_GPU();
+  OptionsGuard guard;
+  for (const Case& c : kCases)
+    for (const NetShape shape : {NetShape{c.cell, 8, 16, c.layers, 4, 5}, NetShape{c.cell, 4, 5, c.layers, 3, 3}}) {
+      SCOPED_TRACE(name(c) + " H=" + std::to_string(shape.hidden_size));
+      const Problem<double> pr(shape, c.loss, 40, 5);
+      const Plan plan = plain_plan(pr.T_len, cuda_state_sizes(shape, sizeof(float)));
+      expect_close(run_gpu(pr.as<float>(), plan), run_cpu(pr, plan), shape, 1e-4);
+    }
+}
+
+TEST(Cuda, Float64MatchesCpuFloat64ToRounding) {
+  MEMBPTT_NEED_GPU();
+  OptionsGuard guard;
+  for (const Case& c : kCases) {
+    SCOPED_TRACE(name(c));
+    const NetShape shape{c.cell, 8, 16, c.layers, 4, 5};
+    const Problem<double> pr(shape, c.loss, 30, 6);
+    const Plan plan = plain_plan(pr.T_len, cuda_state_sizes(shape, sizeof(double)));
+    expect_close(run_gpu(pr, plan), run_cpu(pr, plan), shape, 1e-10);
+  }
+}
+
+// Large enough for many blocks per kernel, several strides in the loss kernel (O > 256), and
+// cuBLAS's bigger kernels; a tight MSM plan against plain BPTT, and against the CPU.
+TEST(Cuda, LargerShapes) {
+  MEMBPTT_NEED_GPU();
+  OptionsGuard guard;
+  const NetShape shape{CellType::Lstm, 96, 256, 2, 32, 300};
+  const Problem<double> pr(shape, LossKind::Xent, 60, 8);
+  const StateSizes sizes = cuda_state_sizes(shape, sizeof(float));
+  const Plan plan = plain_plan(pr.T_len, sizes);
+  const Problem<float> pf = pr.as<float>();
+  const Outcome<float> plain = run_gpu(pf, plan);
+  expect_close(plain, run_cpu(pr, plan), shape, 1e-4);
+  const double budget = static_cast<double>(sizes.workspace_bytes) + 0.1 * static_cast<double>(pr.T_len * sizes.internal_bytes);
+  const Plan tight = plan_for_bytes(Policy::Msm, pr.T_len, budget, sizes, 2.0);
+  const Outcome<float> got = run_gpu(pf, tight);
+  EXPECT_EQ(got.stats.forward_steps, tight.forward_steps);
+  EXPECT_GT(got.stats.forward_steps, pr.T_len);
+  EXPECT_TRUE(same_bits(got.grads, plain.grads));
+  EXPECT_TRUE(same_bits(got.dh0, plain.dh0));
+  EXPECT_EQ(std::memcmp(&got.stats.loss, &plain.stats.loss, sizeof(double)), 0);
+  EXPECT_LE(static_cast<double>(got.workspace_bytes + got.stats.peak_arena_bytes), budget);
+}
+
+TEST(Cuda, SameInputsSameBitsRunToRun) {
+  MEMBPTT_NEED_GPU();
+  OptionsGuard guard;
+  const NetShape shape{CellType::Gru, 64, 128, 2, 16, 40};
+  const Problem<float> pr(shape, LossKind::Xent, 33, 12);
+  const Plan plan = plain_plan(pr.T_len, cuda_state_sizes(shape, sizeof(float)));
+  const Outcome<float> a = run_gpu(pr, plan), b = run_gpu(pr, plan);
+  EXPECT_TRUE(same_bits(a.grads, b.grads));
+  EXPECT_TRUE(same_bits(a.dh0, b.dh0));
+  EXPECT_EQ(std::memcmp(&a.stats.loss, &b.stats.loss, sizeof(double)), 0);
+}
+
+TEST(Cuda, WorkspaceAndDeviceMemoryAreWhatThePlannerIsTold) {
+  MEMBPTT_NEED_GPU();
+  OptionsGuard guard;
+  const NetShape shape{CellType::Lstm, 64, 128, 1, 16, 10};
+  const StateSizes sizes = cuda_state_sizes(shape, sizeof(float));
+  synchronize();
+  const MemInfo before = mem_info();
+  CudaExecutor<float> ex(shape, LossKind::Xent, plain_plan(50, sizes));
+  synchronize();
+  const MemInfo after = mem_info();
+  EXPECT_EQ(ex.workspace_bytes(), sizes.workspace_bytes);
+  const double held = static_cast<double>(ex.workspace_bytes() + ex.arena_bytes());
+  const double taken = static_cast<double>(before.free_bytes) - static_cast<double>(after.free_bytes);
+  // cudaMalloc rounds each buffer up (2 MiB pages at most): allow that slack per buffer.
+  EXPECT_LE(taken, held + 40.0 * (2 << 20)) << "held " << held << " taken " << taken;
+}
+
+TEST(Cuda, BadTargetsThrow) {
+  MEMBPTT_NEED_GPU();
+  OptionsGuard guard;
+  const NetShape shape{CellType::Rnn, 2, 4, 1, 2, 3};
+  Problem<float> pr(shape, LossKind::Xent, 5, 1);
+  pr.cls[3] = 7;
+  EXPECT_THROW(run_gpu(pr, plain_plan(pr.T_len, cuda_state_sizes(shape, sizeof(float)))), std::invalid_argument);
+}
+
+}  // namespace
+}  // namespace membptt::cuda::test
