@@ -12,6 +12,7 @@
 
 #include "cli_common.hpp"
 #include "commands.hpp"
+#include "device_option.hpp"
 #include "membptt/cuda/device_spec.hpp"
 #include "membptt/exec/budget.hpp"
 #include "membptt/exec/calibrate.hpp"
@@ -32,19 +33,6 @@ struct BenchOptions {
   int defer_steps = 8;    // CUDA: backward steps per weight-gradient GEMM
 };
 
-// --device: cpu, cuda or cuda:N; cuda only when this build has the CUDA backend.
-cuda::DeviceSpec bench_device(const std::string& text) {
-  cuda::DeviceSpec d;
-  try {
-    d = cuda::parse_device_spec(text);
-  } catch (const std::invalid_argument& e) {
-    throw UsageError(e.what());
-  }
-#ifndef MEMBPTT_HAVE_CUDA
-  if (d.cuda) throw UsageError("device '" + text + "' is not allowed: this membptt was built without CUDA (allowed: cpu)");
-#endif
-  return d;
-}
 
 // One timed pass of a configuration.
 struct Timed {
@@ -102,7 +90,7 @@ int run_bench(const BenchOptions& o) {
   if (o.length <= 0) throw UsageError(fmt::format("sequence length {} is not allowed: it must be a positive integer", o.length));
   if (o.reps < 1) throw UsageError(fmt::format("--reps {} is not allowed: use 1 or more", o.reps));
   if (o.defer_steps < 1) throw UsageError(fmt::format("--defer-steps {} is not allowed: use 1 or more", o.defer_steps));
-  const cuda::DeviceSpec dev = bench_device(o.device);
+  const cuda::DeviceSpec dev = device_of(o.device);
   StateSizes sizes;
   StepTimes st;
   if (!dev.cuda) {

@@ -11,6 +11,7 @@
 
 #include "cli_common.hpp"
 #include "commands.hpp"
+#include "device_option.hpp"
 #include "membptt/cuda/device_spec.hpp"
 #include "membptt/exec/budget.hpp"
 #include "membptt/exec/executor.hpp"
@@ -56,19 +57,6 @@ struct GradOptions {
   bool json = false;
 };
 
-// --device: cpu, cuda or cuda:N; cuda only when this build has the CUDA backend.
-cuda::DeviceSpec device_of(const std::string& text) {
-  cuda::DeviceSpec d;
-  try {
-    d = cuda::parse_device_spec(text);
-  } catch (const std::invalid_argument& e) {
-    throw UsageError(e.what());
-  }
-#ifndef MEMBPTT_HAVE_CUDA
-  if (d.cuda) throw UsageError("device '" + text + "' is not allowed: this membptt was built without CUDA (allowed: cpu)");
-#endif
-  return d;
-}
 
 // What one pass produced on whichever device ran it.
 struct GradPass {
