@@ -3,7 +3,7 @@
 # again under AddressSanitizer and UBSan.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/install-deps.sh
+scripts/install-deps.sh --test
 jobs=$(nproc)
 echo "== Release build and tests"
 scripts/build.sh build
