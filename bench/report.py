@@ -107,7 +107,7 @@ def main():
                                    "y": [r["median_seconds"] for r in rs], "color": COLORS[k], "points": len(rs) == 1})
         if t:
             for k, r in enumerate(t["rows"]):
-                abs_series.append({"name": r["name"].replace("torch ", "PyTorch ")[:24], "x": [r["peak_bytes"] / 2**20],
+                abs_series.append({"name": "PyTorch " + r["name"].split()[1], "x": [r["peak_bytes"] / 2**20],
                                    "y": [r["median_seconds"]], "color": COLORS[4 + k], "points": True})
         open(os.path.join(docs, "bench", f"{tag}-abs.svg"), "w").write(svg_chart(
             abs_series, f"{m['cell'].upper()} T={m['length']} H={m['hidden']}: seconds per iteration against memory",
