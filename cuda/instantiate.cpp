@@ -35,18 +35,7 @@ namespace {
 // Median seconds per step of `f` run over `steps` steps, the stream synchronised around each.
 template <class F>
 double median_per_step(int reps, int steps, F&& f) {
-  std::vector<double> s;
-  synchronize();
-  f();  // warm up
-  synchronize();
-  for (int i = 0; i < reps; ++i) {
-    const auto t0 = std::chrono::steady_clock::now();
-    f();
-    synchronize();
-    s.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / steps);
-  }
-  std::nth_element(s.begin(), s.begin() + static_cast<std::ptrdiff_t>(s.size() / 2), s.end());
-  return s[s.size() / 2];
+  return median_seconds(reps, std::forward<F>(f), [] { synchronize(); }) / steps;
 }
 
 }  // namespace

@@ -1,26 +1,8 @@
 #include "membptt/exec/calibrate.hpp"
 
-#include <algorithm>
-#include <chrono>
 #include <vector>
 
 namespace membptt {
-namespace {
-
-template <class F>
-double median_seconds(int reps, F&& f) {
-  std::vector<double> s;
-  f();  // warm caches and OpenBLAS's threads
-  for (int i = 0; i < reps; ++i) {
-    const auto t0 = std::chrono::steady_clock::now();
-    f();
-    s.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-  }
-  std::nth_element(s.begin(), s.begin() + static_cast<std::ptrdiff_t>(s.size() / 2), s.end());
-  return s[s.size() / 2];
-}
-
-}  // namespace
 
 template <class T>
 StepTimes time_steps(const NetShape& shape, LossKind loss, int reps) {
@@ -35,14 +17,14 @@ StepTimes time_steps(const NetShape& shape, LossKind loss, int reps) {
   std::vector<T> y(static_cast<std::size_t>(shape.batch) * static_cast<std::size_t>(shape.output_size));
 
   StepTimes t;
-  t.advance = median_seconds(reps, [&] { net.advance(p, x.data(), carry.data(), carry.data()); });
-  t.record = median_seconds(reps, [&] { net.advance_record(p, x.data(), carry.data(), record.data()); });
+  t.advance = median_seconds(reps, [&] { net.advance(p, x.data(), carry.data(), carry.data()); }, [] {});
+  t.record = median_seconds(reps, [&] { net.advance_record(p, x.data(), carry.data(), record.data()); }, [] {});
   t.backward = median_seconds(reps, [&] {
     T* dh_top = net.top_hidden(dcarry.data());
     if (loss == LossKind::Xent) head.step_xent(p, net.top_hidden(net.record_carry_out(record.data())), targets.data(), T(1e-3), dh_top, g);
     net.backward(p, x.data(), record.data(), dcarry.data(), dcarry.data(), g);
     std::fill(dcarry.begin(), dcarry.end(), T(0));
-  });
+  }, [] {});
   return t;
 }
 

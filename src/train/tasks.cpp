@@ -189,10 +189,30 @@ struct Forward {
   }
 };
 
+// A synthetic task: its whole data state is one random generator, drawn from the seed.
 template <class T>
-class AddingTask final : public Task<T> {
+class GeneratedTask : public Task<T> {
  public:
-  explicit AddingTask(const TrainConfig& c) : c_(c), rng_(derive_seed(c.seed, kPurposeTrain)) {
+  explicit GeneratedTask(const TrainConfig& c) : c_(c), rng_(derive_seed(c.seed, kPurposeTrain)) {}
+  nlohmann::json state() const override { return {{"rng", rng_state(rng_)}}; }
+  void restore(const nlohmann::json& j) override {
+    if (!j.is_object() || !j.contains("rng") || !j["rng"].is_string())
+      throw TrainError("the data state has no random generator state 'rng'");
+    set_rng_state(rng_, j["rng"].get<std::string>());
+  }
+
+ protected:
+  TrainConfig c_;
+  std::mt19937_64 rng_;
+};
+
+template <class T>
+class AddingTask final : public GeneratedTask<T> {
+  using GeneratedTask<T>::c_;
+  using GeneratedTask<T>::rng_;
+
+ public:
+  explicit AddingTask(const TrainConfig& c) : GeneratedTask<T>(c) {
     if (c.length < 2)
       throw TrainError(fmt::format("--length {} is not allowed for --task adding: allowed is 2 or more (two marked steps)",
                                    c.length));
@@ -201,12 +221,6 @@ class AddingTask final : public Task<T> {
   void next_batch(Batch<T>& b) override { fill(rng_, c_.length, c_.batch, b); }
   double baseline() const override { return 1.0 / 6.0; }
   std::string baseline_name() const override { return "always answering the mean, 1: variance of the sum 2/12"; }
-  nlohmann::json state() const override { return {{"rng", rng_state(rng_)}}; }
-  void restore(const nlohmann::json& j) override {
-    if (!j.is_object() || !j.contains("rng") || !j["rng"].is_string())
-      throw TrainError("the data state has no random generator state 'rng'");
-    set_rng_state(rng_, j["rng"].get<std::string>());
-  }
   EvalResult evaluate(const Params<T>& p, const NetShape& shape, std::int64_t sequences) const override {
     std::mt19937_64 g(derive_seed(c_.seed, kPurposeHeldOut));
     Forward<T> fw(shape);
@@ -258,15 +272,15 @@ class AddingTask final : public Task<T> {
     }
   }
 
- private:
-  TrainConfig c_;
-  std::mt19937_64 rng_;
 };
 
 template <class T>
-class CopyTask final : public Task<T> {
+class CopyTask final : public GeneratedTask<T> {
+  using GeneratedTask<T>::c_;
+  using GeneratedTask<T>::rng_;
+
  public:
-  explicit CopyTask(const TrainConfig& c) : c_(c), rng_(derive_seed(c.seed, kPurposeTrain)) {
+  explicit CopyTask(const TrainConfig& c) : GeneratedTask<T>(c) {
     const std::int64_t least = 2 * std::int64_t{c.copy_symbols} + 1;
     if (c.length < least)
       throw TrainError(fmt::format("--length {} is too short for --task copy with --copy-symbols {}: allowed is {} or more "
@@ -280,12 +294,6 @@ class CopyTask final : public Task<T> {
            static_cast<double>(c_.length);
   }
   std::string baseline_name() const override { return "memoryless: blank, then a uniform guess; K ln(A) / T"; }
-  nlohmann::json state() const override { return {{"rng", rng_state(rng_)}}; }
-  void restore(const nlohmann::json& j) override {
-    if (!j.is_object() || !j.contains("rng") || !j["rng"].is_string())
-      throw TrainError("the data state has no random generator state 'rng'");
-    set_rng_state(rng_, j["rng"].get<std::string>());
-  }
   EvalResult evaluate(const Params<T>& p, const NetShape& shape, std::int64_t sequences) const override {
     std::mt19937_64 g(derive_seed(c_.seed, kPurposeHeldOut));
     Forward<T> fw(shape);
@@ -333,9 +341,6 @@ class CopyTask final : public Task<T> {
     }
   }
 
- private:
-  TrainConfig c_;
-  std::mt19937_64 rng_;
 };
 
 template <class T>
