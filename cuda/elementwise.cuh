@@ -35,18 +35,20 @@ MEMBPTT_HD T sigmoid(T x) {
   return T(1) / (T(1) + fexp(-x));
 }
 
-// LSTM: act = (i, f, g, o) = (sig, sig, tanh, sig)(pre + (b_ih + b_hh)); c' = f*c + i*g;
-// h' = o * tanh(c').
+// LSTM: px = x W_ih^T, ph = h W_hh^T ([B][4H] each, computed apart so that the two GEMMs can
+// run at once); act = (i, f, g, o) = (sig, sig, tanh, sig)((px + ph) + (b_ih + b_hh));
+// c' = f*c + i*g; h' = o * tanh(c').
 struct LstmFwd {
   template <class T>
-  static MEMBPTT_HD void run(int b, int j, int H, const T* pre, const T* b_ih, const T* b_hh, const T* c_in, T* act,
-                             T* h_out, T* c_out) {
+  static MEMBPTT_HD void run(int b, int j, int H, const T* px, const T* ph, const T* b_ih, const T* b_hh,
+                             const T* c_in, T* act, T* h_out, T* c_out) {
     const long G = 4L * H, k = long(b) * H + j;
-    const T* p = pre + b * G;
-    const T i = sigmoid(p[j] + (b_ih[j] + b_hh[j]));
-    const T f = sigmoid(p[H + j] + (b_ih[H + j] + b_hh[H + j]));
-    const T g = ftanh(p[2 * H + j] + (b_ih[2 * H + j] + b_hh[2 * H + j]));
-    const T o = sigmoid(p[3 * H + j] + (b_ih[3 * H + j] + b_hh[3 * H + j]));
+    const T* x = px + b * G;
+    const T* h = ph + b * G;
+    const T i = sigmoid((x[j] + h[j]) + (b_ih[j] + b_hh[j]));
+    const T f = sigmoid((x[H + j] + h[H + j]) + (b_ih[H + j] + b_hh[H + j]));
+    const T g = ftanh((x[2 * H + j] + h[2 * H + j]) + (b_ih[2 * H + j] + b_hh[2 * H + j]));
+    const T o = sigmoid((x[3 * H + j] + h[3 * H + j]) + (b_ih[3 * H + j] + b_hh[3 * H + j]));
     const T c = f * c_in[k] + i * g;
     T* a = act + b * G;
     a[j] = i;
@@ -140,12 +142,12 @@ struct GruBwd {
   }
 };
 
-// tanh RNN: h' = tanh(pre + (b_ih + b_hh)).
+// tanh RNN: h' = tanh((px + ph) + (b_ih + b_hh)), px = x W_ih^T, ph = h W_hh^T ([B][H] each).
 struct RnnFwd {
   template <class T>
-  static MEMBPTT_HD void run(int b, int j, int H, const T* pre, const T* b_ih, const T* b_hh, T* h_out) {
+  static MEMBPTT_HD void run(int b, int j, int H, const T* px, const T* ph, const T* b_ih, const T* b_hh, T* h_out) {
     const long k = long(b) * H + j;
-    h_out[k] = ftanh(pre[k] + (b_ih[j] + b_hh[j]));
+    h_out[k] = ftanh((px[k] + ph[k]) + (b_ih[j] + b_hh[j]));
   }
 };
 

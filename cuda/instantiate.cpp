@@ -32,10 +32,22 @@ StateSizes cuda_state_sizes(const NetShape& shape, std::size_t scalar_bytes, con
 
 namespace {
 
-// Median seconds per step of `f` run over `steps` steps, the stream synchronised around each.
+// Median seconds per step of `f` run over `steps` steps, the stream synchronised around each; as
+// the executor runs it: replayed from a graph when Options::graphs is on.
 template <class F>
 double median_per_step(int reps, int steps, F&& f) {
-  return median_seconds(reps, std::forward<F>(f), [] { synchronize(); }) / steps;
+  const auto sync = [] { synchronize(); };
+  if (!options().graphs) return median_seconds(reps, std::forward<F>(f), sync) / steps;
+  synchronize();
+  Graph::begin_capture();
+  try {
+    f();
+  } catch (...) {
+    Graph::abort_capture();
+    throw;
+  }
+  const Graph g = Graph::end_capture();
+  return median_seconds(reps, [&] { g.launch(); }, sync) / steps;
 }
 
 }  // namespace
@@ -75,8 +87,9 @@ StepTimes time_steps_cuda(const NetShape& shape, LossKind loss, int reps) {
         head.step_xent(p, net.top_hidden(net.record_carry_out(record.data())), targets.data(), T(1e-3), dh_top, g);
       net.backward(p, x_at(k), record.data(), dcarry.data(), dcarry.data(), g);
     }
-    (void)head.finish();
+    g.complete();
   });
+  (void)head.finish();
   return t;
 }
 

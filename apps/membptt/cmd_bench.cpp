@@ -6,6 +6,7 @@
 #include <chrono>
 #include <functional>
 #include <iostream>
+#include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -31,6 +32,8 @@ struct BenchOptions {
   int batch = 32, input = 64, hidden = 256, layers = 1, output = 64, reps = 3;
   bool tf32 = false;      // CUDA: TF32 tensor-core GEMMs
   int defer_steps = 8;    // CUDA: backward steps per weight-gradient GEMM
+  bool no_graphs = false; // CUDA: issue every kernel instead of replaying a captured graph
+  bool one_stream = false; // CUDA: the input projection on the main stream too
 };
 
 
@@ -40,18 +43,23 @@ struct Timed {
   RunStats stats;
   std::size_t held_bytes = 0;           // workspace + peak arena
   std::int64_t device_taken_bytes = -1;  // CUDA: what constructing the executor took (cudaMemGetInfo)
+  std::int64_t graph_bytes = -1;         // CUDA: what the driver took for the pass's graph
+  std::size_t graph_nodes = 0;
 };
 
 #ifdef MEMBPTT_HAVE_CUDA
-// Inputs, targets, parameters and gradients on the device, uploaded once.
+// Inputs, targets, parameters and gradients on the device, uploaded once. The host inputs may
+// cover fewer steps than T (long sequences): they are repeated to fill the device's.
 template <class T>
 struct CudaBenchData {
   cuda::DeviceBuffer<T> x;
   cuda::DeviceBuffer<std::int64_t> cls;
   cuda::CudaParams<T> params, grads;
-  CudaBenchData(const NetShape& shape, const std::vector<T>& hx, const std::vector<std::int64_t>& hcls, const Params<T>& hp)
-      : x(hx.size()), cls(hcls.size()), params(shape), grads(shape) {
-    cuda::upload(x.data(), hx.data(), hx.size());
+  CudaBenchData(const NetShape& shape, std::size_t x_elems, const std::vector<T>& hx,
+                const std::vector<std::int64_t>& hcls, const Params<T>& hp)
+      : x(x_elems), cls(hcls.size()), params(shape), grads(shape) {
+    for (std::size_t at = 0; at < x_elems; at += hx.size())
+      cuda::upload(x.data() + at, hx.data(), std::min(hx.size(), x_elems - at));
     cuda::upload(cls.data(), hcls.data(), hcls.size());
     params.upload(hp);
   }
@@ -76,6 +84,8 @@ struct Config {
   RunStats stats;
   std::size_t held_bytes = 0;
   std::int64_t device_taken_bytes = -1;
+  std::int64_t graph_bytes = -1;
+  std::size_t graph_nodes = 0;
 };
 
 double median(std::vector<double> v) {
@@ -102,9 +112,14 @@ int run_bench(const BenchOptions& o) {
     cuda::Options co = cuda::options();
     co.tf32 = o.tf32;
     co.defer_steps = o.defer_steps;
+    co.graphs = !o.no_graphs;
+    co.two_streams = !o.one_stream;
     cuda::set_options(co);
-    fmt::print("device {}: {}; TF32 {}, weight gradients every {} steps; cuBLAS workspace {} B (the process's, not counted)\n", dev.text(),
-               cuda::device_description(), o.tf32 ? "on" : "off", o.defer_steps, co.blas_workspace_bytes);
+    fmt::print("device {}: {}; TF32 {}, weight gradients every {} steps, {}, {}; cuBLAS workspaces 2 x {} B (the "
+               "process's, not counted)\n",
+               dev.text(), cuda::device_description(), o.tf32 ? "on" : "off", o.defer_steps,
+               co.graphs ? "passes replayed from CUDA graphs" : "no graphs",
+               co.two_streams ? "input projection on a second stream" : "one stream", co.blas_workspace_bytes);
     sizes = cuda::cuda_state_sizes(shape, sizeof(T));
     st = cuda::time_steps_cuda<T>(shape, LossKind::Xent);
 #endif
@@ -117,8 +132,11 @@ int run_bench(const BenchOptions& o) {
              "(record {:.3f}, beta {:.3f})\n",
              1e3 * st.advance, 1e3 * st.record, 1e3 * st.backward, model.record, model.beta);
 
-  // Data: random inputs and classes.
-  std::vector<T> x(static_cast<std::size_t>(o.length) * static_cast<std::size_t>(o.batch) * static_cast<std::size_t>(o.input));
+  // Data: random inputs and classes. On a device a long sequence repeats its first 4096 steps'
+  // inputs (the time per step does not depend on the values; generating them would).
+  const std::size_t x_step = static_cast<std::size_t>(o.batch) * static_cast<std::size_t>(o.input);
+  const std::int64_t host_steps = dev.cuda ? std::min<std::int64_t>(o.length, 4096) : o.length;
+  std::vector<T> x(static_cast<std::size_t>(host_steps) * x_step);
   fill_uniform(std::span<T>(x), T(1), 3);
   std::vector<std::int64_t> cls(static_cast<std::size_t>(o.length) * static_cast<std::size_t>(o.batch));
   for (std::size_t i = 0; i < cls.size(); ++i) cls[i] = static_cast<std::int64_t>((i * 7919) % static_cast<std::size_t>(o.output));
@@ -140,21 +158,34 @@ int run_bench(const BenchOptions& o) {
 #ifdef MEMBPTT_HAVE_CUDA
   std::unique_ptr<CudaBenchData<T>> cd;
   if (dev.cuda) {
-    cd = std::make_unique<CudaBenchData<T>>(shape, x, cls, params);
-    run_one = [&](const Plan& plan) {
-      cuda::synchronize();
-      const cuda::MemInfo before = cuda::mem_info();
-      cuda::CudaExecutor<T> exec(shape, LossKind::Xent, plan);
+    cd = std::make_unique<CudaBenchData<T>>(shape, static_cast<std::size_t>(o.length) * x_step, x, cls, params);
+    // One executor per plan, kept across rounds (a graph is captured in its first, warm-up, round).
+    struct Kept {
+      std::unique_ptr<cuda::CudaExecutor<T>> exec;
+      std::int64_t taken = 0;
+    };
+    auto kept = std::make_shared<std::map<const Plan*, Kept>>();
+    run_one = [&, kept](const Plan& plan) {
+      Kept& k = (*kept)[&plan];
+      if (!k.exec) {
+        cuda::synchronize();
+        const cuda::MemInfo before = cuda::mem_info();
+        k.exec = std::make_unique<cuda::CudaExecutor<T>>(shape, LossKind::Xent, plan);
+        cuda::synchronize();
+        k.taken = static_cast<std::int64_t>(before.free_bytes) - static_cast<std::int64_t>(cuda::mem_info().free_bytes);
+      }
+      cuda::CudaExecutor<T>& exec = *k.exec;
       cd->grads.zero();
       cuda::synchronize();
-      const cuda::MemInfo after = cuda::mem_info();
       Timed r;
       const auto t0 = std::chrono::steady_clock::now();
       r.stats = exec.run(cd->params, {o.length, cd->x.data(), cd->cls.data(), nullptr, nullptr}, cd->grads);
       cuda::synchronize();
       r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       r.held_bytes = exec.workspace_bytes() + r.stats.peak_arena_bytes;
-      r.device_taken_bytes = static_cast<std::int64_t>(before.free_bytes) - static_cast<std::int64_t>(after.free_bytes);
+      r.device_taken_bytes = k.taken;
+      r.graph_bytes = exec.graphs() ? exec.graph_bytes() : -1;
+      r.graph_nodes = exec.graph_nodes();
       return r;
     };
   }
@@ -162,7 +193,7 @@ int run_bench(const BenchOptions& o) {
 
   std::vector<Config> configs;
   auto add = [&](Policy p, const std::string& text, double bytes) {
-    Config c{p, text, bytes, nullptr, {}, {}, 0, -1};
+    Config c{p, text, bytes, nullptr, {}, {}, 0, -1, -1, 0};
     try {
       const Plan plan = plan_for_bytes(p, o.length, bytes, sizes, model.beta);
       Plan calibrated = plan;
@@ -193,6 +224,8 @@ int run_bench(const BenchOptions& o) {
       c.stats = t.stats;
       c.held_bytes = t.held_bytes;
       c.device_taken_bytes = t.device_taken_bytes;
+      c.graph_bytes = t.graph_bytes;
+      c.graph_nodes = t.graph_nodes;
     }
   const Config* base = nullptr;
   for (const Config& c : configs)
@@ -200,7 +233,8 @@ int run_bench(const BenchOptions& o) {
   const double base_s = base ? median(base->seconds) : 0;
 
   fmt::print("\n{:>15} {:>8} {:>10} {:>9} {:>9} {:>9} {:>10} {:>10} {:>7}{}\n", "policy", "budget", "held MiB", "% plain",
-             "fwd/step", "s/iter", "measured", "predicted", "diff", dev.cuda ? fmt::format(" {:>10}", "taken MiB") : "");
+             "fwd/step", "s/iter", "measured", "predicted", "diff",
+             dev.cuda ? fmt::format(" {:>10} {:>9} {:>7}", "taken MiB", "graph MiB", "kernels") : "");
   nlohmann::json rows = nlohmann::json::array();
   std::string csv = "cell,length,batch,input,hidden,layers,dtype,policy,budget,held_bytes,plain_bytes,forward_steps,median_seconds,measured_ratio,predicted_ratio\n";
   for (const Config& c : configs) {
@@ -211,11 +245,18 @@ int run_bench(const BenchOptions& o) {
                static_cast<double>(c.stats.forward_steps) / static_cast<double>(o.length),
                dev.cuda ? fmt::format("{:.4f}", s) : fmt::format("{:.3f}", s), measured, predicted,
                base_s > 0 ? 100.0 * (measured - predicted) / predicted : 0.0,
-               dev.cuda ? fmt::format(" {:>10.2f}", static_cast<double>(c.device_taken_bytes) / (1 << 20)) : "");
+               dev.cuda ? fmt::format(" {:>10.2f} {:>9} {:>7}", static_cast<double>(c.device_taken_bytes) / (1 << 20),
+                                      c.graph_bytes >= 0 ? fmt::format("{:.2f}", static_cast<double>(c.graph_bytes) / (1 << 20)) : "-",
+                                      c.graph_nodes)
+                        : "");
     rows.push_back({{"policy", std::string(policy_name(c.policy))}, {"budget", c.budget_text}, {"held_bytes", c.held_bytes},
                     {"plain_bytes", plain}, {"forward_steps", c.stats.forward_steps}, {"median_seconds", s},
                     {"seconds", c.seconds}, {"measured_ratio", measured}, {"predicted_ratio", predicted}});
     if (c.device_taken_bytes >= 0) rows.back()["device_taken_bytes"] = c.device_taken_bytes;
+    if (c.graph_bytes >= 0) {
+      rows.back()["graph_bytes"] = c.graph_bytes;
+      rows.back()["graph_nodes"] = c.graph_nodes;
+    }
     csv += fmt::format("{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n", o.cell, o.length, o.batch, o.input, o.hidden, o.layers,
                        o.dtype, policy_name(c.policy), c.budget_text, c.held_bytes, plain, c.stats.forward_steps, s, measured,
                        predicted);
@@ -226,6 +267,7 @@ int run_bench(const BenchOptions& o) {
                      {"layers", o.layers}, {"dtype", o.dtype}, {"reps", o.reps},
                      {"calibration", {{"advance_s", st.advance}, {"record_s", st.record}, {"backward_s", st.backward}}},
                      {"device", dev.text()}, {"tf32", dev.cuda && o.tf32}, {"defer_steps", o.defer_steps},
+                     {"graphs", dev.cuda && !o.no_graphs}, {"two_streams", dev.cuda && !o.one_stream},
                      {"workspace_bytes", sizes.workspace_bytes}, {"hidden_bytes", sizes.hidden_bytes},
                      {"internal_bytes", sizes.internal_bytes}, {"plain_bptt_bytes", plain},
                      {"rows", rows}};
@@ -256,6 +298,8 @@ void add_bench_commands(CLI::App& app, std::function<int()>& action) {
   b->add_flag("--tf32", o.tf32, "CUDA: TF32 tensor-core GEMMs for float32 (default: full float32 products)");
   b->add_option("--defer-steps", o.defer_steps, "CUDA: backward steps whose weight gradients one GEMM sums")
       ->capture_default_str();
+  b->add_flag("--no-graphs", o.no_graphs, "CUDA: issue every kernel of a pass instead of replaying it from a CUDA graph");
+  b->add_flag("--one-stream", o.one_stream, "CUDA: run the input projection on the main stream, not beside it");
   b->callback([&action] {
     if (o.dtype != "float32" && o.dtype != "float64") throw UsageError("--dtype '" + o.dtype + "' is not allowed: use float32 or float64");
     action = [] { return o.dtype == "float64" ? run_bench<double>(o) : run_bench<float>(o); };

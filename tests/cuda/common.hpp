@@ -87,17 +87,22 @@ std::vector<U> to_host(const typename Ops::template Buffer<U>& b) {
   return v;
 }
 
-template <class T, class Ops>
-Outcome<T> run_device(const Problem<T>& pr, const Plan& plan) {
+// One pass on a device (`runs` passes on the same buffers with the gradients zeroed between them:
+// with a CudaExecutor the first captures a graph and the others replay it); the last one's results.
+template <class T, class Ops, class Exec = BasicExecutor<BasicDeviceBackend<T, Ops>>>
+Outcome<T> run_device(const Problem<T>& pr, const Plan& plan, int runs = 1) {
   using Backend = BasicDeviceBackend<T, Ops>;
-  BasicExecutor<Backend> ex(pr.shape, pr.loss, plan);
+  Exec ex(pr.shape, pr.loss, plan);
   typename Backend::Params params(pr.shape), grads(pr.shape);
   params.upload(pr.params);
   const auto x = to_device<Ops>(pr.x), y = to_device<Ops>(pr.y), h0 = to_device<Ops>(pr.h0);
   const auto cls = to_device<Ops>(pr.cls);
   typename Ops::template Buffer<T> dh0(ex.net().carry_elems()), fc(ex.net().carry_elems());
   Outcome<T> out;
-  out.stats = ex.run(params, {pr.T_len, x.data(), cls.data(), y.data(), h0.data()}, grads, fc.data(), dh0.data());
+  for (int r = 0; r < runs; ++r) {
+    grads.zero();
+    out.stats = ex.run(params, {pr.T_len, x.data(), cls.data(), y.data(), h0.data()}, grads, fc.data(), dh0.data());
+  }
   Params<T> g(pr.shape);
   grads.download(g);
   out.grads.assign(g.data(), g.data() + g.size());

@@ -24,8 +24,14 @@ struct OptionsGuard {
   ~OptionsGuard() { set_options(saved); }
 };
 
+// As users run it: CudaExecutor, twice (the first run captures the graph, the second replays it).
 template <class T>
 Outcome<T> run_gpu(const Problem<T>& pr, const Plan& plan) {
+  return run_device<T, CudaOps, CudaExecutor<T>>(pr, plan, 2);
+}
+// Kernel by kernel, no graph.
+template <class T>
+Outcome<T> run_stream(const Problem<T>& pr, const Plan& plan) {
   return run_device<T, CudaOps>(pr, plan);
 }
 
@@ -150,6 +156,66 @@ TEST(Cuda, WorkspaceAndDeviceMemoryAreWhatThePlannerIsTold) {
   const double taken = static_cast<double>(before.free_bytes) - static_cast<double>(after.free_bytes);
   // cudaMalloc rounds each buffer up (2 MiB pages at most): allow that slack per buffer.
   EXPECT_LE(taken, held + 40.0 * (2 << 20)) << "held " << held << " taken " << taken;
+}
+
+// A replayed graph reads what the buffers hold now: new inputs and parameters at the same
+// addresses give the bits a kernel-by-kernel pass gives on them. New addresses capture anew.
+TEST(Cuda, GraphReplayEqualsKernelByKernelOnNewData) {
+  MEMBPTT_NEED_GPU();
+  OptionsGuard guard(true);
+  const NetShape shape{CellType::Lstm, 24, 64, 2, 8, 12};
+  const StateSizes sizes = cuda_state_sizes(shape, sizeof(float));
+  const Plan plan = plan_for_bytes(Policy::Msm, 60, 0.2 * static_cast<double>(sizes.plain_bptt_bytes(60)), sizes, 2.0);
+  CudaExecutor<float> ex(shape, LossKind::Xent, plan, true);
+  ASSERT_TRUE(ex.graphs());
+  CudaParams<float> params(shape), grads(shape);
+  Problem<float> pr(shape, LossKind::Xent, 60, 1);
+  auto x = to_device<CudaOps>(pr.x);
+  const auto cls = to_device<CudaOps>(pr.cls);
+  const auto y = to_device<CudaOps>(pr.y);
+  DeviceBuffer<float> fc(ex.net().carry_elems());
+  for (std::uint64_t seed = 1; seed <= 3; ++seed) {
+    SCOPED_TRACE("seed " + std::to_string(seed));
+    Problem<float> now(shape, LossKind::Xent, 60, seed);
+    now.cls = pr.cls;
+    params.upload(now.params);
+    upload(x.data(), now.x.data(), now.x.size());
+    grads.zero();
+    const RunStats st = ex.run(params, {60, x.data(), cls.data(), y.data(), nullptr}, grads, fc.data());
+    EXPECT_EQ(ex.captures(), 1);
+    EXPECT_GT(ex.graph_nodes(), static_cast<std::size_t>(plan.forward_steps));
+    Params<float> g(shape);
+    grads.download(g);
+    now.h0.assign(now.h0.size(), 0.0f);
+    const Outcome<float> ref = run_stream(now, plan);
+    EXPECT_TRUE(same_bits(std::vector<float>(g.data(), g.data() + g.size()), ref.grads));
+    EXPECT_TRUE(same_bits(to_host<CudaOps, float>(fc), ref.final_carry));
+    EXPECT_EQ(std::memcmp(&st.loss, &ref.stats.loss, sizeof(double)), 0);
+    EXPECT_EQ(st.forward_steps, plan.forward_steps);
+  }
+  Params<float> g1(shape), g2(shape);
+  grads.download(g1);
+  CudaParams<float> grads2(shape);
+  ex.run(params, {60, x.data(), cls.data(), y.data(), nullptr}, grads2, fc.data());
+  EXPECT_EQ(ex.captures(), 2) << "a new gradient buffer needs a new graph";
+  grads2.download(g2);
+  EXPECT_EQ(std::memcmp(g1.data(), g2.data(), g1.size() * sizeof(float)), 0);
+}
+
+// With graphs off (or over Options::graph_max_steps) CudaExecutor issues kernel by kernel.
+TEST(Cuda, GraphsCanBeTurnedOff) {
+  MEMBPTT_NEED_GPU();
+  OptionsGuard guard;
+  const NetShape shape{CellType::Gru, 8, 16, 1, 4, 5};
+  const Plan plan = plain_plan(20, cuda_state_sizes(shape, sizeof(float)));
+  EXPECT_FALSE(CudaExecutor<float>(shape, LossKind::Xent, plan, false).graphs());
+  Options o = options();
+  o.graph_max_steps = 39;
+  set_options(o);
+  EXPECT_FALSE(CudaExecutor<float>(shape, LossKind::Xent, plan).graphs());
+  o.graph_max_steps = 40;
+  set_options(o);
+  EXPECT_TRUE(CudaExecutor<float>(shape, LossKind::Xent, plan).graphs());
 }
 
 TEST(Cuda, BadTargetsThrow) {

@@ -48,6 +48,9 @@ struct HostOps {
     copy(dst, src, n);
   }
   static std::size_t blas_workspace_bytes() { return 0; }
+  static void side_begin() {}  // one host thread: everything is in order already
+  static void side_end() {}
+  static void side_join() {}
 
   static CBLAS_TRANSPOSE tr(bool t) { return t ? CblasTrans : CblasNoTrans; }
   static void gemm_cm(bool ta, bool tb, int m, int n, int k, float alpha, const float* a, int lda, const float* b,
@@ -71,9 +74,9 @@ struct HostOps {
       for (int j = 0; j < H; ++j) F::run(b, j, H, a...);
   }
   template <class T>
-  static void lstm_fwd(int B, int H, const T* pre, const T* b_ih, const T* b_hh, const T* c_in, T* act, T* h_out,
-                       T* c_out) {
-    each<ew::LstmFwd>(B, H, pre, b_ih, b_hh, c_in, act, h_out, c_out);
+  static void lstm_fwd(int B, int H, const T* px, const T* ph, const T* b_ih, const T* b_hh, const T* c_in, T* act,
+                       T* h_out, T* c_out) {
+    each<ew::LstmFwd>(B, H, px, ph, b_ih, b_hh, c_in, act, h_out, c_out);
   }
   template <class T>
   static void lstm_bwd(int B, int H, const T* act, const T* c_in, const T* c_out, const T* dh_a, const T* dh_b,
@@ -91,8 +94,8 @@ struct HostOps {
     each<ew::GruBwd>(B, H, act, h_in, dh_a, dh_b, dgx, dgh, dh_in, hp, x_in, xin);
   }
   template <class T>
-  static void rnn_fwd(int B, int H, const T* pre, const T* b_ih, const T* b_hh, T* h_out) {
-    each<ew::RnnFwd>(B, H, pre, b_ih, b_hh, h_out);
+  static void rnn_fwd(int B, int H, const T* px, const T* ph, const T* b_ih, const T* b_hh, T* h_out) {
+    each<ew::RnnFwd>(B, H, px, ph, b_ih, b_hh, h_out);
   }
   template <class T>
   static void rnn_bwd(int B, int H, const T* h_out, const T* dh_a, const T* dh_b, T* dg, const T* h_prev, T* hp,

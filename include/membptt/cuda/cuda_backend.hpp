@@ -36,6 +36,7 @@ struct BasicDeviceBackend {
   using Params = BasicDeviceParams<T, Ops>;
   static void copy(T* dst, const T* src, std::size_t n) { Ops::copy(dst, src, n); }
   static void zero(T* dst, std::size_t n) { Ops::zero(dst, n); }
+  static void complete(Params& grads) { grads.complete(); }
   static T finish_loss(const Head& head, T) { return head.finish(); }
 };
 
@@ -54,8 +55,71 @@ StateSizes device_state_sizes(const NetShape& shape, const Options& o) {
 
 template <class T>
 using CudaBackend = BasicDeviceBackend<T, CudaOps>;
+// The executor on the device. The first run() with given pointers (parameters, gradients, the
+// batch's arrays, final_carry, dh0) captures the pass as one CUDA graph (Options::graphs, plans of
+// at most Options::graph_max_steps steps); a run() with the same pointers replays it: the same
+// kernels with the same arguments, so the same bits, reading whatever the arrays hold now and
+// adding into grads. Other pointers capture anew. The graph's own device memory (the kernels'
+// arguments, taken by the driver) is not activation memory; graph_bytes() reports it.
 template <class T>
-using CudaExecutor = BasicExecutor<CudaBackend<T>>;
+class CudaExecutor : public BasicExecutor<CudaBackend<T>> {
+  using Base = BasicExecutor<CudaBackend<T>>;
+
+ public:
+  using ParamsT = BasicDeviceParams<T, CudaOps>;
+  CudaExecutor(const NetShape& shape, LossKind loss, Plan plan, bool graphs = options().graphs)
+      : Base(shape, loss, std::move(plan)),
+        graphs_(graphs && this->plan().forward_steps + this->plan().length <= options().graph_max_steps) {}
+
+  RunStats run(const ParamsT& params, const SequenceBatch<T>& batch, ParamsT& grads, T* final_carry = nullptr,
+               T* dh0 = nullptr) {
+    if (!graphs_) return Base::run(params, batch, grads, final_carry, dh0);
+    params.complete();  // contributions held back from before must not be captured into the replay
+    grads.complete();
+    const Key key{params.raw_const(), grads.raw(), batch.inputs, batch.class_targets, batch.regression_targets,
+                  batch.h0, final_carry, dh0, batch.length};
+    if (!graph_ || !(key == key_)) {
+      graph_ = Graph();
+      synchronize();
+      const MemInfo before = mem_info();
+      Graph::begin_capture();
+      try {
+        stats_ = Base::enqueue(params, batch, grads, final_carry, dh0);
+      } catch (...) {
+        Graph::abort_capture();
+        throw;
+      }
+      graph_ = Graph::end_capture();
+      synchronize();
+      graph_bytes_ = static_cast<std::int64_t>(before.free_bytes) - static_cast<std::int64_t>(mem_info().free_bytes);
+      key_ = key;
+      ++captures_;
+    }
+    graph_.launch();
+    RunStats s = stats_;
+    s.loss = Base::finish();
+    return s;
+  }
+
+  bool graphs() const { return graphs_; }
+  std::size_t graph_nodes() const { return graph_.nodes(); }
+  // Device memory the driver took for the current graph (cudaMemGetInfo across its instantiation).
+  std::int64_t graph_bytes() const { return graph_bytes_; }
+  int captures() const { return captures_; }
+
+ private:
+  struct Key {
+    const void *params, *grads, *x, *cls, *reg, *h0, *final_carry, *dh0;
+    std::int64_t length;
+    bool operator==(const Key&) const = default;
+  };
+  bool graphs_;
+  Graph graph_;
+  Key key_{};
+  RunStats stats_;
+  std::int64_t graph_bytes_ = 0;
+  int captures_ = 0;
+};
 template <class T>
 using CudaRecurrentNet = BasicDeviceNet<T, CudaOps>;
 template <class T>

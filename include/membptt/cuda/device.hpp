@@ -39,6 +39,17 @@ struct Options {
   // Workspace given to cuBLAS: one for the process, allocated with the device (like the CUDA
   // context, not counted in an executor's workspace; `membptt bench` reports it).
   std::size_t blas_workspace_bytes = std::size_t{32} << 20;
+  // CudaExecutor captures a pass as one CUDA graph the first time it runs with given pointers and
+  // replays it after (one launch instead of thousands; same kernels, same bits). Off: every pass
+  // is issued kernel by kernel.
+  bool graphs = true;
+  // Plans with more cell steps (forward + backward) than this run without a graph: a graph's
+  // capture and instantiation cost host time and memory in proportion to its kernels.
+  std::int64_t graph_max_steps = 200000;
+  // Each forward step's input projection x W_ih^T runs on a second stream (with its own cuBLAS
+  // handle and workspace) beside h W_hh^T: small GEMMs leave most of the GPU idle. The same
+  // kernels run either way, so the bits do not change.
+  bool two_streams = true;
 };
 // Options read by networks and heads when they are constructed (change them before).
 void set_options(const Options& o);
@@ -51,6 +62,39 @@ struct MemInfo {
 };
 // cudaMemGetInfo of the current device.
 MemInfo mem_info();
+
+// --- CUDA graphs ---------------------------------------------------------------------------------
+
+// Work captured from the stream (cudaStreamBeginCapture ... EndCapture) and instantiated once:
+//   Graph::begin_capture();  ...queue work on stream()...;  Graph g = Graph::end_capture();
+//   g.launch();  // queues all of it again, with the same pointers
+// While capturing nothing runs, and nothing may synchronise the stream (download_bytes, for one,
+// fails). Move-only.
+class Graph {
+ public:
+  Graph() = default;
+  Graph(const Graph&) = delete;
+  Graph& operator=(const Graph&) = delete;
+  Graph(Graph&& o) noexcept;
+  Graph& operator=(Graph&& o) noexcept;
+  ~Graph();
+
+  static void begin_capture();
+  // Ends the capture and instantiates the graph; throws (the capture ended) if it was invalidated.
+  static Graph end_capture();
+  // Ends a capture whose work is dropped (after an exception), never throws.
+  static void abort_capture() noexcept;
+
+  void launch() const;  // async, on stream()
+  explicit operator bool() const { return exec_ != nullptr; }
+  std::size_t nodes() const { return nodes_; }
+
+ private:
+  void reset() noexcept;
+  void* graph_ = nullptr;  // cudaGraph_t
+  void* exec_ = nullptr;   // cudaGraphExec_t
+  std::size_t nodes_ = 0;
+};
 
 // --- Raw memory (bytes) ----------------------------------------------------------------------
 
@@ -132,8 +176,18 @@ struct CudaOps {
   static void download(U* host, const U* src, std::size_t n) {
     download_bytes(host, src, n * sizeof(U));
   }
-  // Bytes of the process's cuBLAS workspace (Options::blas_workspace_bytes).
+  // Bytes of the process's cuBLAS workspace (Options::blas_workspace_bytes), per stream.
   static std::size_t blas_workspace_bytes();
+
+  // A second stream for work independent of what the main stream does meanwhile (the input
+  // projection beside the recurrent one). side_begin(): the side stream waits for everything
+  // queued so far, and the calls that follow go to it; side_end(): calls go to the main stream
+  // again; side_join(): the main stream waits for the side stream's work. Works inside a graph
+  // capture (the side work becomes a parallel branch). Without Options::two_streams all three do
+  // nothing and everything stays on the main stream.
+  static void side_begin();
+  static void side_end();
+  static void side_join();
 
   // C = alpha op(A) op(B) + beta C, column-major (cublas<t>gemm). tf32 selects TF32 tensor cores
   // (float only).
@@ -146,15 +200,15 @@ struct CudaOps {
   static void gemv_cm(int m, int n, double alpha, const double* a, int lda, const double* x, double beta, double* y);
 
 #define MEMBPTT_CUDA_OPS_DECL(T)                                                                                   \
-  static void lstm_fwd(int B, int H, const T* pre, const T* b_ih, const T* b_hh, const T* c_in, T* act, T* h_out,  \
-                       T* c_out);                                                                                  \
+  static void lstm_fwd(int B, int H, const T* px, const T* ph, const T* b_ih, const T* b_hh, const T* c_in,       \
+                       T* act, T* h_out, T* c_out);                                                                \
   static void lstm_bwd(int B, int H, const T* act, const T* c_in, const T* c_out, const T* dh_a, const T* dh_b,   \
                        const T* dc_out, T* dg, T* dc_in, const T* h_prev, T* hp, const T* x_in, T* xin);          \
   static void gru_fwd(int B, int H, const T* px, const T* ph, const T* b_ih, const T* b_hh, const T* h_in, T* act, \
                       T* h_out);                                                                                   \
   static void gru_bwd(int B, int H, const T* act, const T* h_in, const T* dh_a, const T* dh_b, T* dgx, T* dgh,     \
                       T* dh_in, T* hp, const T* x_in, T* xin);                                                     \
-  static void rnn_fwd(int B, int H, const T* pre, const T* b_ih, const T* b_hh, T* h_out);                         \
+  static void rnn_fwd(int B, int H, const T* px, const T* ph, const T* b_ih, const T* b_hh, T* h_out);            \
   static void rnn_bwd(int B, int H, const T* h_out, const T* dh_a, const T* dh_b, T* dg, const T* h_prev, T* hp,   \
                       const T* x_in, T* xin);                                                                      \
   /* Cross-entropy of one step: z = logits + bias per row; row_loss[b] += CE_b (double);               */         \

@@ -7,8 +7,8 @@
 // unchanged between devices, and the CPU float64 cell is the reference.
 //
 // Per step (all on the stream, nothing allocated after construction):
-//   forward, per layer: pre = in W_ih^T (GEMM), (+)= h W_hh^T (GEMM), one fused elementwise kernel
-//     (gates, c', h'; bias added inside);
+//   forward, per layer: in W_ih^T (GEMM, on the side stream: Options::two_streams) beside h W_hh^T
+//     (GEMM), one fused elementwise kernel (their sum, the biases, gates, c', h');
 //   backward, per layer: one fused elementwise kernel (dL/dpre, dL/dc, copies of h_{t-1} and the
 //     layer input into a ring), dL/dh_{t-1} = dg W_hh (GEMM), dL/d(input) = dg W_ih (GEMM, layers
 //     above 0). The weight and bias gradients are DEFERRED: the dg of `defer_steps` consecutive
@@ -105,6 +105,7 @@ class BasicDeviceParams {
 
   // --- For the cells: accumulation without completing, and the deferred registry.
   T* raw() { return data_.data(); }
+  const T* raw_const() const { return data_.data(); }
   void defer(Deferred* d) const {
     if (std::find(pending_.begin(), pending_.end(), d) == pending_.end()) pending_.push_back(d);
   }
@@ -329,7 +330,7 @@ class BasicDeviceNet final : public Deferred {
     const std::size_t bh = detail::ubh(s), G = static_cast<std::size_t>(gate_count(s.cell)),
                       L = static_cast<std::size_t>(s.num_layers), k = static_cast<std::size_t>(K);
     z.pre = G * bh;
-    z.pre_h = s.cell == CellType::Gru ? G * bh : 0;
+    z.pre_h = G * bh;
     z.act = s.cell == CellType::Rnn ? 0 : 4 * bh;
     z.dh = L > 1 ? bh : 0;
     z.stage = detail::needs_staging(s, scalar_bytes) ? bh : 0;
@@ -370,19 +371,22 @@ class BasicDeviceNet final : public Deferred {
       const T* h_gemm = staged(h_prev, stage_h_);
       T* h_out = carry_out + lo;
       T* act = gates + static_cast<std::size_t>(l) * gates_stride;
+      // x W_ih^T on the side stream while h W_hh^T runs on the main one; the cell's kernel adds them.
+      Ops::side_begin();
       gemm_rm(false, true, B, GH, o.in, T(1), in, o.in, w + o.w_ih, o.in, T(0), pre_.data(), GH);
+      Ops::side_end();
+      gemm_rm(false, true, B, GH, H, T(1), h_gemm, H, w + o.w_hh, H, T(0), pre_h_.data(), GH);
+      Ops::side_join();
       switch (s_.cell) {
         case CellType::Lstm:
-          gemm_rm(false, true, B, GH, H, T(1), h_gemm, H, w + o.w_hh, H, T(1), pre_.data(), GH);
-          Ops::lstm_fwd(B, H, pre_.data(), w + o.b_ih, w + o.b_hh, carry_in + LBH + lo, act, h_out, carry_out + LBH + lo);
+          Ops::lstm_fwd(B, H, pre_.data(), pre_h_.data(), w + o.b_ih, w + o.b_hh, carry_in + LBH + lo, act, h_out,
+                        carry_out + LBH + lo);
           break;
         case CellType::Gru:
-          gemm_rm(false, true, B, GH, H, T(1), h_gemm, H, w + o.w_hh, H, T(0), pre_h_.data(), GH);
           Ops::gru_fwd(B, H, pre_.data(), pre_h_.data(), w + o.b_ih, w + o.b_hh, h_prev, act, h_out);
           break;
         case CellType::Rnn:
-          gemm_rm(false, true, B, GH, H, T(1), h_gemm, H, w + o.w_hh, H, T(1), pre_.data(), GH);
-          Ops::rnn_fwd(B, H, pre_.data(), w + o.b_ih, w + o.b_hh, h_out);
+          Ops::rnn_fwd(B, H, pre_.data(), pre_h_.data(), w + o.b_ih, w + o.b_hh, h_out);
           break;
       }
     }
@@ -393,8 +397,8 @@ class BasicDeviceNet final : public Deferred {
   bool tf32_ = false, stage_ = false;
   std::size_t bh_ = 0, carry_ = 0, record_ = 0, extra_ = 0, top_off_ = 0, nparams_ = 0;
   std::vector<Lay> lay_;
-  Buf pre_;       // [B x G*H] pre-activations (x W_ih^T + h W_hh^T; GRU: x W_ih^T only)
-  Buf pre_h_;     // GRU: [B x 3H] h W_hh^T
+  Buf pre_;       // [B x G*H] x W_ih^T
+  Buf pre_h_;     // [B x G*H] h W_hh^T
   Buf act_;       // advance(): [B x 4H] gates (LSTM, GRU), not kept
   Buf dh_;        // backward: [B x H] dL/d(input) of the layer above, sent down
   Buf stage_h_;   // staging of h_{t-1} (only when pointers need it)

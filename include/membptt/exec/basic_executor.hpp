@@ -13,15 +13,22 @@
 // BasicExecutor is written once for every device. A Backend supplies:
 //   Scalar, Net (advance, advance_record, backward, record_carry_out, top_hidden, carry_elems,
 //   record_elems, scratch_bytes), Head (step_xent, last_mse, scratch_bytes), Buffer (a fixed
-//   array: Buffer(n), data(), size()), Params; and static copy(dst, src, n), zero(dst, n) and
-//   finish_loss(head, sum) (the loss once the run is over: the sum of what the head returned, or
-//   what a device head accumulated itself). All pointers in a batch live where the Backend computes.
+//   array: Buffer(n), data(), size()), Params; and static copy(dst, src, n), zero(dst, n),
+//   complete(grads) (adds whatever gradient contributions a device still holds back into grads)
+//   and finish_loss(head, sum) (the loss once the run is over: the sum of what the head returned,
+//   or what a device head accumulated itself). All pointers in a batch live where the Backend
+//   computes.
+//
+// run() = enqueue() + finish(). enqueue() issues the whole pass, up to complete gradients, without
+// reading anything back, so that a device can capture it once as a graph and replay it
+// (cuda_backend.hpp); on the CPU it simply computes.
 #pragma once
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "membptt/cells/params.hpp"
@@ -73,7 +80,17 @@ class BasicExecutor {
   // `final_carry` (optional) receives h_T (for truncated BPTT over a stream), `dh0` (optional)
   // dL/dh_0.
   RunStats run(const ParamsT& params, const SequenceBatch<T>& batch, ParamsT& grads, T* final_carry = nullptr,
-               T* dh0 = nullptr);
+               T* dh0 = nullptr) {
+    RunStats stats = enqueue(params, batch, grads, final_carry, dh0);
+    stats.loss = finish();
+    return stats;
+  }
+  // The pass without its loss: stats.loss is 0, finish() returns it. The stats depend on the plan
+  // alone, so they hold for every replay of what this issued.
+  RunStats enqueue(const ParamsT& params, const SequenceBatch<T>& batch, ParamsT& grads, T* final_carry = nullptr,
+                   T* dh0 = nullptr);
+  // The loss of the passes issued since the last finish() (on a device: waits for them).
+  double finish() { return static_cast<double>(Backend::finish_loss(head_, std::exchange(loss_sum_, T(0)))); }
 
   const Plan& plan() const { return plan_; }
   std::size_t arena_bytes() const { return arena_.size() * sizeof(T); }
@@ -98,11 +115,12 @@ class BasicExecutor {
   Buffer arena_, cursor_, dcarry_, zeros_;
   std::vector<std::size_t> offset_;     // per stack depth k: where slot k ends (slot 0, h_0: at 0)
   std::vector<std::uint8_t> internal_;  // per stack depth: 1 when it holds an internal state
+  T loss_sum_ = T(0);                   // what the head returned since the last finish()
 };
 
 template <class Backend>
-RunStats BasicExecutor<Backend>::run(const ParamsT& params, const SequenceBatch<T>& batch, ParamsT& grads,
-                                     T* final_carry, T* dh0) {
+RunStats BasicExecutor<Backend>::enqueue(const ParamsT& params, const SequenceBatch<T>& batch, ParamsT& grads,
+                                         T* final_carry, T* dh0) {
   if (batch.length != plan_.length)
     throw std::invalid_argument("sequence length " + std::to_string(batch.length) + " does not match the plan's " +
                                 std::to_string(plan_.length));
@@ -121,7 +139,7 @@ RunStats BasicExecutor<Backend>::run(const ParamsT& params, const SequenceBatch<
   std::size_t top = 0;  // elements the stored states take now
   Backend::copy(cursor_.data(), h0, carry);
   Backend::zero(dcarry_.data(), carry);
-  T loss = 0;
+  T& loss = loss_sum_;
 
   ScheduleGenerator gen = plan_.schedule();
   Op op{};
@@ -170,8 +188,8 @@ RunStats BasicExecutor<Backend>::run(const ParamsT& params, const SequenceBatch<
     }
     stats.peak_arena_bytes = std::max(stats.peak_arena_bytes, top * sizeof(T));
   }
-  stats.loss = static_cast<double>(Backend::finish_loss(head_, loss));
   if (dh0) Backend::copy(dh0, dcarry_.data(), carry);
+  Backend::complete(grads);
   return stats;
 }
 
