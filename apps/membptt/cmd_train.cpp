@@ -1,4 +1,5 @@
-// Training commands: train, eval, sample, plot, demo.
+// Training commands: train, eval, sample, plot, demo. Compiled into each binary (DEVICE_SOURCES):
+// in membptt-cuda (MEMBPTT_HAVE_CUDA) `train --device cuda[:N]` computes its gradients on a GPU.
 #include <fmt/format.h>
 #include <unistd.h>
 
@@ -18,10 +19,15 @@
 
 #include "cli_common.hpp"
 #include "commands.hpp"
+#include "device_option.hpp"
 #include "membptt/exec/calibrate.hpp"
 #include "membptt/plan/planner.hpp"
 #include "membptt/train/checkpoint.hpp"
 #include "membptt/train/trainer.hpp"
+#ifdef MEMBPTT_HAVE_CUDA
+#include "membptt/cuda/device.hpp"
+#include "membptt/cuda/gradient_pass.hpp"
+#endif
 
 namespace membptt::cli {
 namespace {
@@ -160,10 +166,10 @@ std::string task_line(const train::TrainerBase& t) {
 
 struct TrainOptions {
   TrainConfig c;
-  std::string save, resume, log;
+  std::string save, resume, log, device = "cpu";
   std::int64_t save_every = 100;
   std::int64_t eval_sequences = 1024;
-  bool force = false;
+  bool force = false, tf32 = false, compare = false;
   std::map<std::string, CLI::Option*> opt;  // by long name, to see what was given
   bool given(const std::string& name) const {
     auto it = opt.find(name);
@@ -261,7 +267,24 @@ RunOutcome train_loop(train::TrainerBase& t, const fs::path& save_dir, std::int6
   return out;
 }
 
+// Where the gradients are computed: nullptr for the CPU. A CUDA device is selected first of all, so
+// that a missing GPU is the first and only error.
+std::shared_ptr<const train::GradientDevice> train_device(const TrainOptions& o) {
+  const cuda::DeviceSpec dev = device_of(o.device);
+  if (o.tf32 && !dev.cuda) throw UsageError("--tf32 is allowed only with --device cuda (TF32 is a GPU's GEMM mode)");
+#ifdef MEMBPTT_HAVE_CUDA
+  if (dev.cuda) {
+    cuda::Options opts = cuda::options();
+    opts.tf32 = o.tf32;
+    cuda::set_options(opts);
+    return cuda::cuda_gradient_device(dev.index);
+  }
+#endif
+  return nullptr;
+}
+
 int run_train(TrainOptions& o) {
+  const std::shared_ptr<const train::GradientDevice> device = train_device(o);
   TrainConfig c = o.c;
   std::optional<train::ModelSource> ck;
   fs::path save_dir = o.save;
@@ -314,7 +337,7 @@ int run_train(TrainOptions& o) {
   }
 
   auto corpus = user_errors([&] { return train::load_corpus(c); });
-  std::unique_ptr<train::TrainerBase> t = user_errors([&] { return train::make_trainer(c, corpus); });
+  std::unique_ptr<train::TrainerBase> t = user_errors([&] { return train::make_trainer(c, corpus, device); });
   if (ck) user_errors([&] { t->restore(*ck); return 0; });
   if (!save_dir.empty()) fs::create_directories(save_dir);
   LogFile log;
@@ -324,9 +347,23 @@ int run_train(TrainOptions& o) {
   progress.baseline = t->baseline();
   progress.text = c.task == "text";
   fmt::print("{}\n", task_line(*t));
+  fmt::print("device: {}{}\n", t->device(), o.tf32 ? ", TF32 GEMMs" : "");
   if (ck) fmt::print("resuming from {} at step {} of {}\n", ck->file.string(), ck->step, c.steps);
   fmt::print("{}\n", plan_line(*t));
   std::fflush(stdout);
+  if (o.compare) {
+    const train::PlainComparison pc = t->compare_with_plain(3);
+    fmt::print("check batch: plain BPTT {:.3f} ms, {} {:.3f} ms ({:.3f}x), {} vs {} forward steps, activation memory "
+               "held {} vs {}; gradients vs plain BPTT: {}\n",
+               1e3 * pc.plain_seconds, policy_name(t->plan().policy), 1e3 * pc.chosen_seconds,
+               pc.chosen_seconds / pc.plain_seconds, pc.plain_forward_steps, pc.chosen_forward_steps,
+               mib(static_cast<double>(pc.plain_held_bytes)), mib(static_cast<double>(pc.chosen_held_bytes)),
+               pc.bitwise_equal ? "identical, bit for bit" : "DIFFERENT");
+    std::fflush(stdout);
+    if (!pc.bitwise_equal)
+      throw std::runtime_error(fmt::format("the {} plan's gradients differ from plain BPTT's on the check batch ({})",
+                                           policy_name(t->plan().policy), t->device()));
+  }
   install_signal_handlers();
   const RunOutcome out = train_loop(*t, save_dir, o.save_every, log, ck ? ck->elapsed_seconds : 0.0, progress);
   if (out.status != 0) return out.status;
@@ -648,6 +685,14 @@ void add_train_commands(CLI::App& app, std::function<int()>& action) {
   add("--log", to.log, "append one JSON object per step to this file");
   add("--eval-sequences", to.eval_sequences, "held-out sequences for the final evaluation (adding, copy)");
   tr->add_flag("--force", to.force, "replace a checkpoint already in --save");
+  tr->add_option("--device", to.device,
+                 "where the gradients are computed: cpu, cuda or cuda:N (CUDA builds; the parameters, optimizer and "
+                 "data stay on the host; not a setting of the checkpoint)")
+      ->capture_default_str();
+  tr->add_flag("--tf32", to.tf32, "with --device cuda and float32: TF32 tensor-core GEMMs (faster, other bits)");
+  tr->add_flag("--compare", to.compare,
+               "before training, run plain BPTT and the chosen plan on one check batch on the device; stop (exit 1) "
+               "unless their gradients are identical bit for bit");
   tr->callback([&action] { action = [] { return run_train(to); }; });
 
   // eval
@@ -684,7 +729,8 @@ void add_train_commands(CLI::App& app, std::function<int()>& action) {
 
   // demo
   static DemoCli dm;
-  auto* de = app.add_subcommand("demo", "train an LSTM on a long adding problem in 5% of plain BPTT's memory, and compare");
+  auto* de = app.add_subcommand(
+      "demo", "train an LSTM on a long adding problem in 5% of plain BPTT's memory, and compare (on the CPU only)");
   de->add_option("--out", dm.out, "directory for the log, the loss curve and the model")->capture_default_str();
   de->add_option("--steps", dm.steps, "training steps")->capture_default_str();
   de->add_option("--length", dm.length, "sequence length")->capture_default_str();

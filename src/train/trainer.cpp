@@ -91,8 +91,9 @@ std::vector<T> read_floats(const SafeTensors& st, const std::string& name, const
 template <class T>
 class Trainer final : public TrainerBase {
  public:
-  Trainer(const TrainConfig& c, std::shared_ptr<const Corpus> corpus)
+  Trainer(const TrainConfig& c, std::shared_ptr<const Corpus> corpus, std::shared_ptr<const GradientDevice> device)
       : cfg_(c),
+        device_(std::move(device)),
         corpus_(std::move(corpus)),
         info_(task_info(c, corpus_.get())),
         shape_{parse_cell(c.cell), info_.input_size, c.hidden, c.layers, c.batch, info_.output_size},
@@ -100,7 +101,7 @@ class Trainer final : public TrainerBase {
         params_(shape_),
         grads_(shape_),
         opt_(make_optimizer<T>(c.optimizer, shape_, c.lr)),
-        sizes_(state_sizes(shape_, sizeof(T))) {
+        sizes_(device_->sizes(shape_, sizeof(T))) {
     init_pytorch_default(params_, c.seed);
     if (c.init == "chrono") chrono_init(params_, c.length, derive_seed(c.seed, 4));
     const std::size_t carry = carry_elems(shape_);
@@ -110,10 +111,11 @@ class Trainer final : public TrainerBase {
   }
 
   const TrainConfig& config() const override { return cfg_; }
-  const Plan& plan() const override { return exec_->plan(); }
+  const Plan& plan() const override { return pass_->plan(); }
   const StateSizes& sizes() const override { return sizes_; }
   std::int64_t step_count() const override { return step_; }
   std::size_t parameter_count() const override { return params_.size(); }
+  std::string device() const override { return device_->name(); }
   double baseline() const override { return task_->baseline(); }
   std::string baseline_name() const override { return task_->baseline_name(); }
   bool params_finite() const override { return all_finite(params_); }
@@ -126,7 +128,7 @@ class Trainer final : public TrainerBase {
     }
     const double bytes = parse_budget(memory).bytes(sizes_, cfg_.length);
     Plan plan = plan_for_bytes(pol, cfg_.length, bytes, sizes_, 2.0);
-    exec_ = std::make_unique<Executor<T>>(shape_, info_.loss, std::move(plan));
+    pass_ = device_->make_pass<T>(shape_, info_.loss, std::move(plan));
     cfg_.memory = memory;
     cfg_.policy = policy;
   }
@@ -135,11 +137,10 @@ class Trainer final : public TrainerBase {
     const auto t0 = Clock::now();
     const std::int64_t k = step_ + 1;
     task_->next_batch(batch_);
-    grads_.zero();
     const T* h0 = batch_.continues ? carry_.data() : nullptr;
     StepResult r;
     r.step = k;
-    r.stats = exec_->run(params_, batch_.view(cfg_.length, h0), grads_, next_carry_.data());
+    r.stats = pass_->run(params_, batch_.view(cfg_.length, h0), grads_, next_carry_.data());  // grads_ overwritten
     r.loss = r.stats.loss;
     if (!std::isfinite(r.loss)) throw Diverged(k, fmt::format("the loss is {} at step {}", nonfinite_word(r.loss), k));
     r.grad_norm = clip_global_norm(grads_, cfg_.clip);
@@ -150,7 +151,7 @@ class Trainer final : public TrainerBase {
       throw Diverged(k, fmt::format("the update of step {} made a parameter nan or inf", k));
     carry_.swap(next_carry_);
     step_ = k;
-    r.held_bytes = exec_->workspace_bytes() + r.stats.peak_arena_bytes;
+    r.held_bytes = pass_->workspace_bytes() + r.stats.peak_arena_bytes;
     r.seconds = seconds_since(t0);
     return r;
   }
@@ -229,31 +230,26 @@ class Trainer final : public TrainerBase {
     Batch<T> b;
     fresh->next_batch(b);
     const SequenceBatch<T> view = b.view(cfg_.length, nullptr);
-    Executor<T> full(shape_, info_.loss,
-                     plan_for_bytes(Policy::Full, cfg_.length, static_cast<double>(plain_bytes()), sizes_, 2.0));
+    // On the trainer's device: a second pass with plain BPTT's plan beside the chosen one.
+    const auto full = device_->make_pass<T>(
+        shape_, info_.loss, plan_for_bytes(Policy::Full, cfg_.length, static_cast<double>(plain_bytes()), sizes_, 2.0));
     Params<T> g_full(shape_), g_chosen(shape_);
     const std::size_t carry = carry_elems(shape_);
     std::vector<T> c_full(carry), c_chosen(carry);
-    const RunStats s_full = full.run(params_, view, g_full, c_full.data());
-    const RunStats s_chosen = exec_->run(params_, view, g_chosen, c_chosen.data());
+    const RunStats s_full = full->run(params_, view, g_full, c_full.data());
+    const RunStats s_chosen = pass_->run(params_, view, g_chosen, c_chosen.data());
     PlainComparison pc;
     pc.bitwise_equal = std::memcmp(g_full.data(), g_chosen.data(), g_full.size() * sizeof(T)) == 0 &&
                        std::memcmp(c_full.data(), c_chosen.data(), carry * sizeof(T)) == 0 &&
                        std::memcmp(&s_full.loss, &s_chosen.loss, sizeof(double)) == 0;
-    pc.plain_held_bytes = full.workspace_bytes() + s_full.peak_arena_bytes;
-    pc.chosen_held_bytes = exec_->workspace_bytes() + s_chosen.peak_arena_bytes;
+    pc.plain_held_bytes = full->workspace_bytes() + s_full.peak_arena_bytes;
+    pc.chosen_held_bytes = pass_->workspace_bytes() + s_chosen.peak_arena_bytes;
     pc.plain_forward_steps = s_full.forward_steps;
     pc.chosen_forward_steps = s_chosen.forward_steps;
     std::vector<double> tf, tc;
-    for (int r = 0; r < repeats; ++r) {
-      g_full.zero();
-      auto t0 = Clock::now();
-      full.run(params_, view, g_full);
-      tf.push_back(seconds_since(t0));
-      g_chosen.zero();
-      t0 = Clock::now();
-      exec_->run(params_, view, g_chosen);
-      tc.push_back(seconds_since(t0));
+    for (int r = 0; r < repeats; ++r) {  // the passes alone, without transfers to or from a device
+      tf.push_back(full->time_again());
+      tc.push_back(pass_->time_again());
     }
     auto median = [](std::vector<double> v) {
       if (v.empty()) return 0.0;
@@ -271,6 +267,7 @@ class Trainer final : public TrainerBase {
   }
 
   TrainConfig cfg_;
+  std::shared_ptr<const GradientDevice> device_;
   std::shared_ptr<const Corpus> corpus_;
   TaskInfo info_;
   NetShape shape_;
@@ -278,7 +275,7 @@ class Trainer final : public TrainerBase {
   Params<T> params_, grads_;
   std::unique_ptr<Optimizer<T>> opt_;
   StateSizes sizes_;
-  std::unique_ptr<Executor<T>> exec_;
+  std::unique_ptr<GradientPass<T>> pass_;
   backend::AlignedBuffer<T> carry_, next_carry_;
   Batch<T> batch_;
   std::int64_t step_ = 0;
@@ -308,10 +305,12 @@ std::shared_ptr<const Corpus> load_corpus(const TrainConfig& c) {
   return std::make_shared<const Corpus>(Corpus::load(c.text));
 }
 
-std::unique_ptr<TrainerBase> make_trainer(const TrainConfig& c, std::shared_ptr<const Corpus> corpus) {
+std::unique_ptr<TrainerBase> make_trainer(const TrainConfig& c, std::shared_ptr<const Corpus> corpus,
+                                          std::shared_ptr<const GradientDevice> device) {
   validate(c);
-  if (c.dtype == "float64") return std::make_unique<Trainer<double>>(c, std::move(corpus));
-  return std::make_unique<Trainer<float>>(c, std::move(corpus));
+  if (!device) device = cpu_device();
+  if (c.dtype == "float64") return std::make_unique<Trainer<double>>(c, std::move(corpus), std::move(device));
+  return std::make_unique<Trainer<float>>(c, std::move(corpus), std::move(device));
 }
 
 std::string result_difference(const TrainConfig& a, const TrainConfig& b) {

@@ -2,9 +2,12 @@
 // for the memory budget; one call of step() is one optimizer step on one batch (a window, for the
 // text task, carrying the hidden state from the last one).
 //
-// A run is a deterministic function of its configuration: same seed, same bits, whatever the
-// memory budget or policy (the executor's gradients are bitwise those of plain BPTT), and a run
-// restored from the checkpoint of step k continues exactly as if it had not stopped.
+// A run is a deterministic function of its configuration and its device: same seed, same bits,
+// whatever the memory budget or policy (the executor's gradients are bitwise those of plain BPTT),
+// and a run restored from the checkpoint of step k on the same device continues exactly as if it
+// had not stopped. The device (gradient_pass.hpp) is not part of the configuration: the CPU and a
+// GPU compute the same gradients to rounding, not to the bit, so a run resumed on another device
+// continues correctly but with other bits.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -17,6 +20,7 @@
 #include "membptt/exec/executor.hpp"
 #include "membptt/train/checkpoint.hpp"
 #include "membptt/train/config.hpp"
+#include "membptt/train/gradient_pass.hpp"
 #include "membptt/train/tasks.hpp"
 
 namespace membptt::train {
@@ -58,6 +62,8 @@ class TrainerBase {
   std::size_t plain_bytes() const { return sizes().plain_bptt_bytes(config().length); }
   virtual std::int64_t step_count() const = 0;
   virtual std::size_t parameter_count() const = 0;
+  // Where the gradient passes run: GradientDevice::name() ("cpu", "cuda:0 (NVIDIA ...)").
+  virtual std::string device() const = 0;
   // One optimizer step. Throws Diverged (nothing is updated when the loss or the norm is bad).
   virtual StepResult step() = 0;
   // Re-plans for another budget (does not change the results).
@@ -72,7 +78,8 @@ class TrainerBase {
   // Restores the state of a checkpoint whose config equals this trainer's in everything that
   // decides the result. Throws TrainError when its tensors do not fit.
   virtual void restore(const ModelSource& ck) = 0;
-  // Plain BPTT and the chosen plan on one check batch, `repeats` timed runs each.
+  // Plain BPTT and the chosen plan on one check batch, on the trainer's device, `repeats` timed runs
+  // each (the passes alone: a device's transfers are not timed).
   virtual PlainComparison compare_with_plain(int repeats) = 0;
 };
 
@@ -80,8 +87,10 @@ class TrainerBase {
 std::shared_ptr<const Corpus> load_corpus(const TrainConfig& c);
 
 // Validates the configuration, initialises the parameters (PyTorch's default, from the seed) and
-// plans for the budget. Throws TrainError or PlanError (budget too small: names the least).
-std::unique_ptr<TrainerBase> make_trainer(const TrainConfig& c, std::shared_ptr<const Corpus> corpus);
+// plans for the budget, with the state sizes of `device` (nullptr: the CPU), whose passes then
+// compute the gradients. Throws TrainError or PlanError (budget too small: names the least).
+std::unique_ptr<TrainerBase> make_trainer(const TrainConfig& c, std::shared_ptr<const Corpus> corpus,
+                                          std::shared_ptr<const GradientDevice> device = nullptr);
 
 // The first field that decides the result and differs ("lr 0.001 in the checkpoint, 0.01 given"),
 // or "" when none does.

@@ -1,0 +1,139 @@
+// The trainer's gradient pass on a device (train/gradient_pass.hpp): `membptt train --device cuda`.
+//
+// The host parameters stay the truth (the optimizer, checkpoints and resume never see the device).
+// Each run():
+//   upload   the parameters (P scalars) into device parameters allocated once, the batch's inputs
+//            [T x B x I], its targets ([T x B] int64 classes or [B x O] values) and h_0 (the carry)
+//            into device buffers allocated once;
+//   run      the device executor on them (every pointer the same at every step, so an executor
+//            that captures the pass as a graph replays it);
+//   download the gradients (P scalars), h_T (the carry) and, inside the executor, the loss.
+// The gradients are complete and the stream idle when run() returns.
+//
+// Written over an Ops type like the device cells (device_net.hpp): CudaOps on a GPU
+// (cuda_gradient_device, cuda/gradient_pass.cpp), the tests' HostOps on the host, so CI checks
+// this logic without a GPU.
+#pragma once
+#include <chrono>
+#include <cstddef>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <utility>
+
+#include "membptt/cuda/cuda_backend.hpp"
+#include "membptt/train/gradient_pass.hpp"
+
+namespace membptt::cuda {
+
+// The executor a device pass runs: BasicExecutor over the device backend; CudaExecutor on a GPU.
+template <class T, class Ops>
+struct DeviceExecutorOf {
+  using type = BasicExecutor<BasicDeviceBackend<T, Ops>>;
+};
+template <class T>
+struct DeviceExecutorOf<T, CudaOps> {
+  using type = CudaExecutor<T>;
+};
+
+template <class T, class Ops>
+class BasicDeviceGradientPass final : public train::GradientPass<T> {
+ public:
+  using Exec = typename DeviceExecutorOf<T, Ops>::type;
+
+  BasicDeviceGradientPass(const NetShape& shape, LossKind loss, Plan plan)
+      : shape_(shape),
+        loss_(loss),
+        length_(plan.length),
+        exec_(shape, loss, std::move(plan)),
+        params_(shape),
+        grads_(shape),
+        x_(static_cast<std::size_t>(length_) * ubatch() * static_cast<std::size_t>(shape.input_size)),
+        cls_(loss == LossKind::Xent ? static_cast<std::size_t>(length_) * ubatch() : 0),
+        y_(loss == LossKind::MseLast ? ubatch() * static_cast<std::size_t>(shape.output_size) : 0),
+        h0_(membptt::carry_elems(shape)),
+        carry_(membptt::carry_elems(shape)) {}
+
+  RunStats run(const Params<T>& params, const SequenceBatch<T>& batch, Params<T>& grads, T* final_carry) override {
+    if (batch.length != length_)
+      throw std::invalid_argument("sequence length " + std::to_string(batch.length) + " does not match the plan's " +
+                                  std::to_string(length_));
+    params_.upload(params);
+    Ops::upload(x_.data(), batch.inputs, x_.size());
+    if (loss_ == LossKind::Xent)
+      Ops::upload(cls_.data(), batch.class_targets, cls_.size());
+    else
+      Ops::upload(y_.data(), batch.regression_targets, y_.size());
+    // Always h0_ and carry_, zeros when the batch starts afresh: the executor then sees the same
+    // pointers at every step (the same values as its own zero h_0, so the same bits).
+    if (batch.h0)
+      Ops::upload(h0_.data(), batch.h0, h0_.size());
+    else
+      Ops::zero(h0_.data(), h0_.size());
+    grads_.zero();
+    device_batch_ = SequenceBatch<T>{length_, x_.data(), cls_.data(), y_.data(), h0_.data()};
+    const RunStats stats = exec_.run(params_, device_batch_, grads_, carry_.data());
+    grads_.download(grads);
+    if (final_carry) Ops::download(final_carry, carry_.data(), carry_.size());
+    ran_ = true;
+    return stats;
+  }
+
+  double time_again() override {
+    if (!ran_) throw std::logic_error("GradientPass::time_again before run");
+    grads_.zero();
+    const auto t0 = std::chrono::steady_clock::now();
+    exec_.run(params_, device_batch_, grads_, carry_.data());  // returns once the loss is read back
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  }
+
+  const Plan& plan() const override { return exec_.plan(); }
+  std::size_t workspace_bytes() const override { return exec_.workspace_bytes(); }
+  const Exec& executor() const { return exec_; }
+
+ private:
+  std::size_t ubatch() const { return static_cast<std::size_t>(shape_.batch); }
+  template <class U>
+  using Buf = typename Ops::template Buffer<U>;
+
+  NetShape shape_;
+  LossKind loss_;
+  std::int64_t length_;
+  Exec exec_;
+  BasicDeviceParams<T, Ops> params_, grads_;
+  Buf<T> x_;
+  Buf<std::int64_t> cls_;
+  Buf<T> y_, h0_, carry_;
+  SequenceBatch<T> device_batch_;
+  bool ran_ = false;
+};
+
+// A device for the trainer: state sizes from device_state_sizes (the options() now), passes over Ops.
+template <class Ops>
+class BasicGradientDevice final : public train::GradientDevice {
+ public:
+  explicit BasicGradientDevice(std::string name) : name_(std::move(name)) {}
+  std::string name() const override { return name_; }
+  StateSizes sizes(const NetShape& shape, std::size_t scalar_bytes) const override {
+    return scalar_bytes == sizeof(float) ? device_state_sizes<float, Ops>(shape, options())
+                                         : device_state_sizes<double, Ops>(shape, options());
+  }
+  std::unique_ptr<train::GradientPass<float>> make_pass_f32(const NetShape& shape, LossKind loss,
+                                                            Plan plan) const override {
+    return std::make_unique<BasicDeviceGradientPass<float, Ops>>(shape, loss, std::move(plan));
+  }
+  std::unique_ptr<train::GradientPass<double>> make_pass_f64(const NetShape& shape, LossKind loss,
+                                                             Plan plan) const override {
+    return std::make_unique<BasicDeviceGradientPass<double, Ops>>(shape, loss, std::move(plan));
+  }
+
+ private:
+  std::string name_;
+};
+
+// Selects CUDA device `index` (cuda::select_device: throws std::runtime_error naming the reason
+// when there is none) and returns it as the trainer's device, named "cuda:N (description)".
+// Set cuda::set_options (TF32, ...) before: the passes read them when they are made.
+std::shared_ptr<const train::GradientDevice> cuda_gradient_device(int index);
+
+}  // namespace membptt::cuda

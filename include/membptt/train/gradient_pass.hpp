@@ -1,0 +1,66 @@
+// Where a training step's forward and backward pass runs.
+//
+// The trainer keeps everything else on the host: the parameters (the truth: checkpoints, resume
+// and the optimizer read and write them there), the optimizer's moments, the data and the carried
+// hidden state. Each step it hands the parameters and a batch, both in host memory, to a
+// GradientPass, which returns the loss and the executor's stats and writes the gradients (and h_T)
+// back into host memory. The CPU pass (cpu_device()) wraps Executor<T> and computes in place; the
+// CUDA pass (include/membptt/cuda/gradient_pass.hpp, in membptt_cuda) uploads the parameters and
+// the batch into device buffers allocated once, runs the device executor and downloads the
+// gradients.
+//
+// The trainer library links no device code: a device is a GradientDevice given to make_trainer
+// (nullptr: the CPU). It also supplies the state sizes the planner is told (the device executor's
+// workspace differs from the CPU's).
+#pragma once
+#include <cstddef>
+#include <memory>
+#include <string>
+#include <type_traits>
+
+#include "membptt/exec/basic_executor.hpp"
+#include "membptt/exec/budget.hpp"
+
+namespace membptt::train {
+
+template <class T>
+class GradientPass {
+ public:
+  virtual ~GradientPass() = default;
+  // One forward and backward pass of the plan on `batch` at `params`, everything in host memory:
+  // returns the loss and the executor's stats (forward steps, peak arena bytes); `grads` receives
+  // the gradients (overwritten, not added to), `final_carry` (optional) h_T in the carry layout.
+  virtual RunStats run(const Params<T>& params, const SequenceBatch<T>& batch, Params<T>& grads, T* final_carry) = 0;
+  // Seconds of the same forward and backward pass again, on the parameters and batch of the last
+  // run() (which must still be alive), without transfers (a device is waited for); for timing.
+  virtual double time_again() = 0;
+  virtual const Plan& plan() const = 0;
+  // Activation memory besides the arena: the executor's workspace (budget.hpp), on its device.
+  virtual std::size_t workspace_bytes() const = 0;
+};
+
+class GradientDevice {
+ public:
+  virtual ~GradientDevice() = default;
+  // "cpu", or e.g. "cuda:0 (NVIDIA H200 (sm_90, 132 SMs, 139.8 GiB))".
+  virtual std::string name() const = 0;
+  // What the planner is told: one hidden state, one internal state, and this device executor's
+  // workspace, for `shape` with scalars of `scalar_bytes` (4 or 8).
+  virtual StateSizes sizes(const NetShape& shape, std::size_t scalar_bytes) const = 0;
+  virtual std::unique_ptr<GradientPass<float>> make_pass_f32(const NetShape& shape, LossKind loss, Plan plan) const = 0;
+  virtual std::unique_ptr<GradientPass<double>> make_pass_f64(const NetShape& shape, LossKind loss, Plan plan) const = 0;
+
+  template <class T>
+  std::unique_ptr<GradientPass<T>> make_pass(const NetShape& shape, LossKind loss, Plan plan) const {
+    static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>);
+    if constexpr (std::is_same_v<T, float>)
+      return make_pass_f32(shape, loss, std::move(plan));
+    else
+      return make_pass_f64(shape, loss, std::move(plan));
+  }
+};
+
+// The CPU: Executor<T> on the host's parameters and batch, no copies.
+std::shared_ptr<const GradientDevice> cpu_device();
+
+}  // namespace membptt::train

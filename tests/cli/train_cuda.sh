@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# membptt train --device cuda. Everywhere: a device that cannot be used (no GPU, no CUDA build, a
+# device number out of range, --tf32 without cuda) is one line "membptt: error: ..." and a non-zero
+# exit. With a GPU and membptt-cuda: a float64 LSTM on the adding task trained for a few steps on the
+# CPU and on the GPU with the same seed logs the same losses to 1e-9 (relative), and --compare finds
+# the GPU's gradients under the chosen plan identical to plain BPTT's on the GPU; else exit 77 (skip).
+# Usage: train_cuda.sh MEMBPTT_BINARY REPO_ROOT
+set -euo pipefail
+bin=$1
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+fail() { echo "FAIL: $*" >&2; exit 1; }
+
+# expect_error EXPECTED_TEXT COMMAND...: non-zero exit, one line on stderr starting "membptt: error:"
+# and containing the text.
+expect_error() {
+  local want=$1
+  shift
+  local rc=0
+  "$@" >"$tmp/out" 2>"$tmp/err" || rc=$?
+  [ "$rc" -ne 0 ] || fail "expected failure: $*"
+  [ "$(wc -l <"$tmp/err")" -eq 1 ] || { cat "$tmp/err"; fail "expected one line on stderr: $*"; }
+  grep -q "^membptt: error: " "$tmp/err" || { cat "$tmp/err"; fail "no 'membptt: error:' prefix: $*"; }
+  grep -qF -- "$want" "$tmp/err" || { cat "$tmp/err"; fail "expected '$want' in the message: $*"; }
+  echo "ok ($rc): $(cat "$tmp/err")"
+}
+
+tiny=(--task adding --length 100 --hidden 16 --batch 8 --lr 0.01 --dtype float64 --eval-sequences 16 --memory 20%)
+cuda_bin="$(dirname "$bin")/membptt-cuda"
+gpu=0
+if [ -x "$cuda_bin" ] && nvidia-smi -L >/dev/null 2>&1; then gpu=1; fi
+
+expect_error "device 'gpu' is not allowed" "$bin" train "${tiny[@]}" --steps 2 --device gpu
+expect_error "--tf32 is allowed only with --device cuda" "$bin" train "${tiny[@]}" --steps 2 --tf32
+if [ -x "$cuda_bin" ]; then
+  expect_error "CUDA device 99 does not exist" "$bin" train "${tiny[@]}" --steps 2 --device cuda:99
+  if [ "$gpu" -eq 0 ]; then
+    expect_error "CUDA device 0 does not exist" "$bin" train "${tiny[@]}" --steps 2 --device cuda
+  fi
+else
+  expect_error "built without CUDA" "$bin" train "${tiny[@]}" --steps 2 --device cuda
+fi
+# Nothing was trained or saved by the failures above.
+[ -z "$(ls -A "$tmp" | grep -v -e '^out$' -e '^err$')" ] || fail "a failing run wrote files"
+
+if [ ! -x "$cuda_bin" ]; then
+  echo "SKIP: this build has no CUDA backend ($cuda_bin is missing); the GPU training check did not run"
+  exit 77
+fi
+if [ "$gpu" -eq 0 ]; then
+  echo "SKIP: no GPU (nvidia-smi -L fails); the GPU training check did not run"
+  exit 77
+fi
+
+steps=12
+"$bin" train "${tiny[@]}" --steps $steps --seed 5 --device cpu --log "$tmp/cpu.jsonl" >"$tmp/cpu.out"
+"$bin" train "${tiny[@]}" --steps $steps --seed 5 --device cuda --compare --log "$tmp/gpu.jsonl" >"$tmp/gpu.out" \
+  || { cat "$tmp/gpu.out"; fail "training on cuda"; }
+cat "$tmp/gpu.out"
+grep -q "^device: cuda:0 (" "$tmp/gpu.out" || fail "the summary does not name the CUDA device"
+grep -q "^device: cpu" "$tmp/cpu.out" || fail "the summary does not name the CPU"
+grep -q "gradients vs plain BPTT: identical, bit for bit" "$tmp/gpu.out" || fail "--compare on cuda"
+losses() { sed -E 's/.*"loss":([^,}]*).*/\1/' "$1"; }
+losses "$tmp/cpu.jsonl" >"$tmp/cpu.loss"
+losses "$tmp/gpu.jsonl" >"$tmp/gpu.loss"
+[ "$(wc -l <"$tmp/gpu.loss")" -eq $steps ] || fail "the cuda log should have $steps lines"
+paste "$tmp/cpu.loss" "$tmp/gpu.loss" | awk '
+  { d = $1 - $2; if (d < 0) d = -d; r = d / ($1 < 0 ? -$1 : $1); if (r > worst) worst = r
+    printf "step %2d  cpu %.15g  cuda %.15g  rel %.2e\n", NR, $1, $2, r }
+  END { printf "largest relative difference %.2e (allowed 1e-9)\n", worst; exit !(worst <= 1e-9) }' \
+  || fail "cpu and cuda losses differ by more than 1e-9"
+echo "PASS"
