@@ -13,20 +13,12 @@
 namespace membptt::cuda {
 namespace {
 
-// One stream with its cuBLAS handle and workspace (cuBLAS's kernels must not share a workspace
-// while they run at once).
-struct Lane {
+struct State {
+  int device = -1;
   cudaStream_t stream = nullptr;
   cublasHandle_t blas = nullptr;
   void* ws = nullptr;
   std::size_t ws_bytes = 0;
-};
-
-struct State {
-  int device = -1;
-  Lane main, side;
-  cudaEvent_t fork = nullptr, join = nullptr;
-  bool on_side = false;  // between CudaOps::side_begin and side_end
 };
 
 // Never destroyed: the CUDA runtime may already be gone when static destructors run.
@@ -69,29 +61,23 @@ void check_blas(cublasStatus_t s, const char* what) {
 
 cudaStream_t stream() {
   ensure();
-  return state().on_side ? state().side.stream : state().main.stream;
+  return state().stream;
 }
-
-namespace {
-void set_workspace(Lane& l) {
-  if (l.ws_bytes == opts().blas_workspace_bytes) return;
-  check(cudaStreamSynchronize(l.stream), "cudaStreamSynchronize");
-  if (l.ws) check(cudaFree(l.ws), "cudaFree (cuBLAS workspace)");
-  l.ws = nullptr;
-  l.ws_bytes = 0;
-  const std::size_t want = opts().blas_workspace_bytes;
-  if (want > 0) l.ws = device_alloc(want);
-  l.ws_bytes = want;
-  check_blas(cublasSetWorkspace(l.blas, l.ws, l.ws_bytes), "cublasSetWorkspace");
-}
-}  // namespace
 
 cublasHandle_t blas() {
   ensure();
   State& s = state();
-  Lane& l = s.on_side ? s.side : s.main;
-  set_workspace(l);  // allocated on first use, and again when the option changed
-  return l.blas;
+  if (s.ws_bytes != opts().blas_workspace_bytes) {  // the option changed: a new workspace
+    check(cudaStreamSynchronize(s.stream), "cudaStreamSynchronize");
+    if (s.ws) check(cudaFree(s.ws), "cudaFree (cuBLAS workspace)");
+    s.ws = nullptr;
+    s.ws_bytes = 0;
+    const std::size_t want = opts().blas_workspace_bytes;
+    if (want > 0) s.ws = device_alloc(want);
+    s.ws_bytes = want;
+    check_blas(cublasSetWorkspace(s.blas, s.ws, s.ws_bytes), "cublasSetWorkspace");
+  }
+  return s.blas;
 }
 
 }  // namespace internal
@@ -130,31 +116,22 @@ void select_device(int index) {
                                      : std::to_string(n) + " device(s), numbered 0 to " + std::to_string(n - 1)));
   if (s.device >= 0) {  // leave the previous device's objects behind cleanly
     check(cudaSetDevice(s.device), "cudaSetDevice");
-    for (Lane* l : {&s.main, &s.side}) {
-      check(cudaStreamSynchronize(l->stream), "cudaStreamSynchronize");
-      cublasDestroy(l->blas);
-      if (l->ws) cudaFree(l->ws);
-      cudaStreamDestroy(l->stream);
-    }
-    cudaEventDestroy(s.fork);
-    cudaEventDestroy(s.join);
+    check(cudaStreamSynchronize(s.stream), "cudaStreamSynchronize");
+    cublasDestroy(s.blas);
+    if (s.ws) cudaFree(s.ws);
+    cudaStreamDestroy(s.stream);
     s = State{};
   }
   check(cudaSetDevice(index), "cudaSetDevice");
-  for (Lane* l : {&s.main, &s.side}) {
-    check(cudaStreamCreateWithFlags(&l->stream, cudaStreamNonBlocking), "cudaStreamCreateWithFlags");
-    check_blas(cublasCreate(&l->blas), "cublasCreate");
-    check_blas(cublasSetStream(l->blas, l->stream), "cublasSetStream");
-    check_blas(cublasSetMathMode(l->blas, CUBLAS_DEFAULT_MATH), "cublasSetMathMode");
-    check_blas(cublasSetPointerMode(l->blas, CUBLAS_POINTER_MODE_HOST), "cublasSetPointerMode");
-    check_blas(cublasSetAtomicsMode(l->blas, CUBLAS_ATOMICS_NOT_ALLOWED), "cublasSetAtomicsMode");
-    l->ws_bytes = static_cast<std::size_t>(-1);  // allocated on first use (internal::blas)
-  }
-  check(cudaEventCreateWithFlags(&s.fork, cudaEventDisableTiming), "cudaEventCreateWithFlags");
-  check(cudaEventCreateWithFlags(&s.join, cudaEventDisableTiming), "cudaEventCreateWithFlags");
+  check(cudaStreamCreateWithFlags(&s.stream, cudaStreamNonBlocking), "cudaStreamCreateWithFlags");
+  check_blas(cublasCreate(&s.blas), "cublasCreate");
+  check_blas(cublasSetStream(s.blas, s.stream), "cublasSetStream");
+  check_blas(cublasSetMathMode(s.blas, CUBLAS_DEFAULT_MATH), "cublasSetMathMode");
+  check_blas(cublasSetPointerMode(s.blas, CUBLAS_POINTER_MODE_HOST), "cublasSetPointerMode");
+  check_blas(cublasSetAtomicsMode(s.blas, CUBLAS_ATOMICS_NOT_ALLOWED), "cublasSetAtomicsMode");
   s.device = index;
-  internal::set_workspace(s.main);
-  internal::set_workspace(s.side);
+  s.ws_bytes = static_cast<std::size_t>(-1);  // allocated on first use (internal::blas)
+  (void)internal::blas();
 }
 
 int current_device() {
@@ -273,12 +250,12 @@ Graph Graph::end_capture() {
 
 void Graph::abort_capture() noexcept {
   cudaStreamCaptureStatus st = cudaStreamCaptureStatusNone;
-  if (cudaStreamIsCapturing(state().main.stream, &st) != cudaSuccess || st == cudaStreamCaptureStatusNone) {
+  if (cudaStreamIsCapturing(state().stream, &st) != cudaSuccess || st == cudaStreamCaptureStatusNone) {
     (void)cudaGetLastError();
     return;
   }
   cudaGraph_t g = nullptr;
-  if (cudaStreamEndCapture(state().main.stream, &g) == cudaSuccess && g) (void)cudaGraphDestroy(g);
+  if (cudaStreamEndCapture(state().stream, &g) == cudaSuccess && g) (void)cudaGraphDestroy(g);
   (void)cudaGetLastError();
 }
 
@@ -291,27 +268,6 @@ void Graph::launch() const {
 
 std::size_t CudaOps::blas_workspace_bytes() { return opts().blas_workspace_bytes; }
 
-void CudaOps::side_begin() {
-  if (!opts().two_streams) return;
-  State& s = state();
-  s.on_side = false;  // (left set only by an exception between side_begin and side_end)
-  check(cudaEventRecord(s.fork, internal::stream()), "cudaEventRecord (fork)");
-  check(cudaStreamWaitEvent(s.side.stream, s.fork, 0), "cudaStreamWaitEvent (fork)");
-  s.on_side = true;
-}
-
-void CudaOps::side_end() {
-  if (!opts().two_streams) return;
-  State& s = state();
-  check(cudaEventRecord(s.join, s.side.stream), "cudaEventRecord (join)");
-  s.on_side = false;
-}
-
-void CudaOps::side_join() {
-  if (!opts().two_streams) return;
-  State& s = state();
-  check(cudaStreamWaitEvent(s.main.stream, s.join, 0), "cudaStreamWaitEvent (join)");
-}
 
 namespace {
 cublasOperation_t op(bool t) { return t ? CUBLAS_OP_T : CUBLAS_OP_N; }

@@ -187,6 +187,17 @@ if [ $trc -ne 0 ]; then
   [ $trc -eq 124 ] && say "(test_cuda timed out)"
 fi
 
+if [ -n "${GPU_CHECK_QUICK:-}" ]; then  # a probe: membptt alone at T = 1000, each way of issuing work
+  SHAPE=(--batch 64 --input 1024 --hidden 1024 --output 64)
+  for v in "" --no-graphs; do
+    say "quick: membptt at T=1000 ${v:-(graphs)} ..."
+    timeout "$(upto 5)" "$BIN" bench --device cuda --tf32 $v --cell lstm --length 1000 "${SHAPE[@]}" \
+      --policies full,msm,hsm --budgets 5% --reps 5 2>&1 | sed 's/^/  /' | tee -a "$RES"
+  done
+  say "done (quick)"
+  exit 0
+fi
+
 # ---- membptt grad --device cuda against PyTorch (CPU, float64 reference) ------------------------------
 say "membptt grad --device cuda against PyTorch ..."
 timeout 90 python3 - "$BIN" "$RES_DIR/oracle" <<'EOF' 2>&1 | tee -a "$RES"

@@ -33,7 +33,6 @@ struct BenchOptions {
   bool tf32 = false;      // CUDA: TF32 tensor-core GEMMs
   int defer_steps = 8;    // CUDA: backward steps per weight-gradient GEMM
   bool no_graphs = false; // CUDA: issue every kernel instead of replaying a captured graph
-  bool one_stream = false; // CUDA: the input projection on the main stream too
 };
 
 
@@ -113,13 +112,11 @@ int run_bench(const BenchOptions& o) {
     co.tf32 = o.tf32;
     co.defer_steps = o.defer_steps;
     co.graphs = !o.no_graphs;
-    co.two_streams = !o.one_stream;
     cuda::set_options(co);
-    fmt::print("device {}: {}; TF32 {}, weight gradients every {} steps, {}, {}; cuBLAS workspaces 2 x {} B (the "
-               "process's, not counted)\n",
+    fmt::print("device {}: {}; TF32 {}, weight gradients every {} steps, {}; cuBLAS workspace {} B (the process's, not "
+               "counted)\n",
                dev.text(), cuda::device_description(), o.tf32 ? "on" : "off", o.defer_steps,
-               co.graphs ? "passes replayed from CUDA graphs" : "no graphs",
-               co.two_streams ? "input projection on a second stream" : "one stream", co.blas_workspace_bytes);
+               co.graphs ? "passes replayed from CUDA graphs" : "no graphs", co.blas_workspace_bytes);
     sizes = cuda::cuda_state_sizes(shape, sizeof(T));
     st = cuda::time_steps_cuda<T>(shape, LossKind::Xent);
 #endif
@@ -267,7 +264,7 @@ int run_bench(const BenchOptions& o) {
                      {"layers", o.layers}, {"dtype", o.dtype}, {"reps", o.reps},
                      {"calibration", {{"advance_s", st.advance}, {"record_s", st.record}, {"backward_s", st.backward}}},
                      {"device", dev.text()}, {"tf32", dev.cuda && o.tf32}, {"defer_steps", o.defer_steps},
-                     {"graphs", dev.cuda && !o.no_graphs}, {"two_streams", dev.cuda && !o.one_stream},
+                     {"graphs", dev.cuda && !o.no_graphs},
                      {"workspace_bytes", sizes.workspace_bytes}, {"hidden_bytes", sizes.hidden_bytes},
                      {"internal_bytes", sizes.internal_bytes}, {"plain_bptt_bytes", plain},
                      {"rows", rows}};
@@ -299,7 +296,6 @@ void add_bench_commands(CLI::App& app, std::function<int()>& action) {
   b->add_option("--defer-steps", o.defer_steps, "CUDA: backward steps whose weight gradients one GEMM sums")
       ->capture_default_str();
   b->add_flag("--no-graphs", o.no_graphs, "CUDA: issue every kernel of a pass instead of replaying it from a CUDA graph");
-  b->add_flag("--one-stream", o.one_stream, "CUDA: run the input projection on the main stream, not beside it");
   b->callback([&action] {
     if (o.dtype != "float32" && o.dtype != "float64") throw UsageError("--dtype '" + o.dtype + "' is not allowed: use float32 or float64");
     action = [] { return o.dtype == "float64" ? run_bench<double>(o) : run_bench<float>(o); };

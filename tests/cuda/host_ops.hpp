@@ -48,9 +48,6 @@ struct HostOps {
     copy(dst, src, n);
   }
   static std::size_t blas_workspace_bytes() { return 0; }
-  static void side_begin() {}  // one host thread: everything is in order already
-  static void side_end() {}
-  static void side_join() {}
 
   static CBLAS_TRANSPOSE tr(bool t) { return t ? CblasTrans : CblasNoTrans; }
   static void gemm_cm(bool ta, bool tb, int m, int n, int k, float alpha, const float* a, int lda, const float* b,

@@ -46,10 +46,6 @@ struct Options {
   // Plans with more cell steps (forward + backward) than this run without a graph: a graph's
   // capture and instantiation cost host time and memory in proportion to its kernels.
   std::int64_t graph_max_steps = 200000;
-  // Each forward step's input projection x W_ih^T runs on a second stream (with its own cuBLAS
-  // handle and workspace) beside h W_hh^T: small GEMMs leave most of the GPU idle. The same
-  // kernels run either way, so the bits do not change.
-  bool two_streams = true;
 };
 // Options read by networks and heads when they are constructed (change them before).
 void set_options(const Options& o);
@@ -176,18 +172,8 @@ struct CudaOps {
   static void download(U* host, const U* src, std::size_t n) {
     download_bytes(host, src, n * sizeof(U));
   }
-  // Bytes of the process's cuBLAS workspace (Options::blas_workspace_bytes), per stream.
+  // Bytes of the process's cuBLAS workspace (Options::blas_workspace_bytes).
   static std::size_t blas_workspace_bytes();
-
-  // A second stream for work independent of what the main stream does meanwhile (the input
-  // projection beside the recurrent one). side_begin(): the side stream waits for everything
-  // queued so far, and the calls that follow go to it; side_end(): calls go to the main stream
-  // again; side_join(): the main stream waits for the side stream's work. Works inside a graph
-  // capture (the side work becomes a parallel branch). Without Options::two_streams all three do
-  // nothing and everything stays on the main stream.
-  static void side_begin();
-  static void side_end();
-  static void side_join();
 
   // C = alpha op(A) op(B) + beta C, column-major (cublas<t>gemm). tf32 selects TF32 tensor cores
   // (float only).

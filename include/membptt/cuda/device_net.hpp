@@ -7,8 +7,8 @@
 // unchanged between devices, and the CPU float64 cell is the reference.
 //
 // Per step (all on the stream, nothing allocated after construction):
-//   forward, per layer: in W_ih^T (GEMM, on the side stream: Options::two_streams) beside h W_hh^T
-//     (GEMM), one fused elementwise kernel (their sum, the biases, gates, c', h');
+//   forward, per layer: in W_ih^T (GEMM), h W_hh^T (GEMM), one fused elementwise kernel (their sum,
+//     the biases, gates, c', h');
 //   backward, per layer: one fused elementwise kernel (dL/dpre, dL/dc, copies of h_{t-1} and the
 //     layer input into a ring), dL/dh_{t-1} = dg W_hh (GEMM), dL/d(input) = dg W_ih (GEMM, layers
 //     above 0). The weight and bias gradients are DEFERRED: the dg of `defer_steps` consecutive
@@ -371,12 +371,10 @@ class BasicDeviceNet final : public Deferred {
       const T* h_gemm = staged(h_prev, stage_h_);
       T* h_out = carry_out + lo;
       T* act = gates + static_cast<std::size_t>(l) * gates_stride;
-      // x W_ih^T on the side stream while h W_hh^T runs on the main one; the cell's kernel adds them.
-      Ops::side_begin();
+      // The two products apart; the cell's kernel adds them. (Running the first on a second stream
+      // beside the second gained 1% on an H200 and took 3.5x the graph memory: not done.)
       gemm_rm(false, true, B, GH, o.in, T(1), in, o.in, w + o.w_ih, o.in, T(0), pre_.data(), GH);
-      Ops::side_end();
       gemm_rm(false, true, B, GH, H, T(1), h_gemm, H, w + o.w_hh, H, T(0), pre_h_.data(), GH);
-      Ops::side_join();
       switch (s_.cell) {
         case CellType::Lstm:
           Ops::lstm_fwd(B, H, pre_.data(), pre_h_.data(), w + o.b_ih, w + o.b_hh, carry_in + LBH + lo, act, h_out,
