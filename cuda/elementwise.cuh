@@ -7,14 +7,16 @@
 // term for term, so that float64 agrees with the CPU reference to rounding.
 //
 // In-place calls: every functor reads all of its element's inputs before it writes, and reads and
-// writes only its own element (b, j) of the carry / carry gradient, so carry_out == carry_in and
-// dcarry_in == dcarry_out are safe (the executor calls both in place).
+// writes only its own element (b, j) of the carry / carry gradient, so carry_out == carry_in,
+// h_out2 == h_in and dcarry_in == dcarry_out are safe (the executor calls them in place).
 //
 // Backward functors also copy what the deferred weight-gradient GEMMs need later into ring slots
 // owned by the net (the step's record may be freed before the GEMM runs): h_prev -> hp, and for
 // layers above 0 the layer's input -> xin (null when not wanted).
 #pragma once
 #include <math.h>
+
+#include "membptt/cuda/device.hpp"  // CarryCopies
 
 #if defined(__CUDACC__)
 #define MEMBPTT_HD __host__ __device__ __forceinline__
@@ -41,22 +43,32 @@ MEMBPTT_HD T sigmoid(T x) {
 struct LstmFwd {
   template <class T>
   static MEMBPTT_HD void run(int b, int j, int H, const T* px, const T* ph, const T* b_ih, const T* b_hh,
-                             const T* c_in, T* act, T* h_out, T* c_out) {
+                             const T* h_in, const T* c_in, T* act, T* h_out, T* c_out, CarryCopies<T> cc) {
     const long G = 4L * H, k = long(b) * H + j;
     const T* x = px + b * G;
     const T* h = ph + b * G;
+    const T hi = cc.h_save ? h_in[k] : T(0), ci = c_in[k];
     const T i = sigmoid((x[j] + h[j]) + (b_ih[j] + b_hh[j]));
     const T f = sigmoid((x[H + j] + h[H + j]) + (b_ih[H + j] + b_hh[H + j]));
     const T g = ftanh((x[2 * H + j] + h[2 * H + j]) + (b_ih[2 * H + j] + b_hh[2 * H + j]));
     const T o = sigmoid((x[3 * H + j] + h[3 * H + j]) + (b_ih[3 * H + j] + b_hh[3 * H + j]));
-    const T c = f * c_in[k] + i * g;
+    const T c = f * ci + i * g;
+    const T hn = o * ftanh(c);
     T* a = act + b * G;
     a[j] = i;
     a[H + j] = f;
     a[2 * H + j] = g;
     a[3 * H + j] = o;
     c_out[k] = c;
-    h_out[k] = o * ftanh(c);
+    h_out[k] = hn;
+    if (cc.h_save) {
+      cc.h_save[k] = hi;
+      cc.c_save[k] = ci;
+    }
+    if (cc.h_out2) {
+      cc.h_out2[k] = hn;
+      cc.c_out2[k] = c;
+    }
   }
 };
 
@@ -94,7 +106,7 @@ struct LstmBwd {
 struct GruFwd {
   template <class T>
   static MEMBPTT_HD void run(int b, int j, int H, const T* px, const T* ph, const T* b_ih, const T* b_hh,
-                             const T* h_in, T* act, T* h_out) {
+                             const T* h_in, T* act, T* h_out, CarryCopies<T> cc) {
     const long G3 = 3L * H, G4 = 4L * H, k = long(b) * H + j;
     const T* x = px + b * G3;
     const T* h = ph + b * G3;
@@ -108,7 +120,10 @@ struct GruFwd {
     a[H + j] = z;
     a[2 * H + j] = n;
     a[3 * H + j] = hn;
-    h_out[k] = n + z * (hi - n);
+    const T out = n + z * (hi - n);
+    h_out[k] = out;
+    if (cc.h_save) cc.h_save[k] = hi;
+    if (cc.h_out2) cc.h_out2[k] = out;
   }
 };
 
@@ -145,9 +160,14 @@ struct GruBwd {
 // tanh RNN: h' = tanh((px + ph) + (b_ih + b_hh)), px = x W_ih^T, ph = h W_hh^T ([B][H] each).
 struct RnnFwd {
   template <class T>
-  static MEMBPTT_HD void run(int b, int j, int H, const T* px, const T* ph, const T* b_ih, const T* b_hh, T* h_out) {
+  static MEMBPTT_HD void run(int b, int j, int H, const T* px, const T* ph, const T* b_ih, const T* b_hh, const T* h_in,
+                             T* h_out, CarryCopies<T> cc) {
     const long k = long(b) * H + j;
-    h_out[k] = ftanh((px[k] + ph[k]) + (b_ih[j] + b_hh[j]));
+    const T hi = cc.h_save ? h_in[k] : T(0);
+    const T out = ftanh((px[k] + ph[k]) + (b_ih[j] + b_hh[j]));
+    h_out[k] = out;
+    if (cc.h_save) cc.h_save[k] = hi;
+    if (cc.h_out2) cc.h_out2[k] = out;
   }
 };
 

@@ -126,9 +126,9 @@ __global__ void __launch_bounds__(kReduce)
 }  // namespace
 
 #define MEMBPTT_CUDA_OPS_DEF(T)                                                                                    \
-  void CudaOps::lstm_fwd(int B, int H, const T* px, const T* ph, const T* b_ih, const T* b_hh, const T* c_in,    \
-                         T* act, T* h_out, T* c_out) {                                                             \
-    launch_each<ew::LstmFwd>("lstm_fwd", B, H, px, ph, b_ih, b_hh, c_in, act, h_out, c_out);                       \
+  void CudaOps::lstm_fwd(int B, int H, const T* px, const T* ph, const T* b_ih, const T* b_hh, const T* h_in,    \
+                         const T* c_in, T* act, T* h_out, T* c_out, CarryCopies<T> cc) {                       \
+    launch_each<ew::LstmFwd>("lstm_fwd", B, H, px, ph, b_ih, b_hh, h_in, c_in, act, h_out, c_out, cc);             \
   }                                                                                                                \
   void CudaOps::lstm_bwd(int B, int H, const T* act, const T* c_in, const T* c_out, const T* dh_a, const T* dh_b, \
                          const T* dc_out, T* dg, T* dc_in, const T* h_prev, T* hp, const T* x_in, T* xin) {        \
@@ -136,15 +136,16 @@ __global__ void __launch_bounds__(kReduce)
                              xin);                                                                                 \
   }                                                                                                                \
   void CudaOps::gru_fwd(int B, int H, const T* px, const T* ph, const T* b_ih, const T* b_hh, const T* h_in,       \
-                        T* act, T* h_out) {                                                                        \
-    launch_each<ew::GruFwd>("gru_fwd", B, H, px, ph, b_ih, b_hh, h_in, act, h_out);                                \
+                        T* act, T* h_out, CarryCopies<T> cc) {                                                 \
+    launch_each<ew::GruFwd>("gru_fwd", B, H, px, ph, b_ih, b_hh, h_in, act, h_out, cc);                            \
   }                                                                                                                \
   void CudaOps::gru_bwd(int B, int H, const T* act, const T* h_in, const T* dh_a, const T* dh_b, T* dgx, T* dgh,   \
                         T* dh_in, T* hp, const T* x_in, T* xin) {                                                  \
     launch_each<ew::GruBwd>("gru_bwd", B, H, act, h_in, dh_a, dh_b, dgx, dgh, dh_in, hp, x_in, xin);               \
   }                                                                                                                \
-  void CudaOps::rnn_fwd(int B, int H, const T* px, const T* ph, const T* b_ih, const T* b_hh, T* h_out) {        \
-    launch_each<ew::RnnFwd>("rnn_fwd", B, H, px, ph, b_ih, b_hh, h_out);                                           \
+  void CudaOps::rnn_fwd(int B, int H, const T* px, const T* ph, const T* b_ih, const T* b_hh, const T* h_in,       \
+                        T* h_out, CarryCopies<T> cc) {                                                         \
+    launch_each<ew::RnnFwd>("rnn_fwd", B, H, px, ph, b_ih, b_hh, h_in, h_out, cc);                                 \
   }                                                                                                                \
   void CudaOps::rnn_bwd(int B, int H, const T* h_out, const T* dh_a, const T* dh_b, T* dg, const T* h_prev, T* hp, \
                         const T* x_in, T* xin) {                                                                   \

@@ -71,9 +71,9 @@ struct HostOps {
       for (int j = 0; j < H; ++j) F::run(b, j, H, a...);
   }
   template <class T>
-  static void lstm_fwd(int B, int H, const T* px, const T* ph, const T* b_ih, const T* b_hh, const T* c_in, T* act,
-                       T* h_out, T* c_out) {
-    each<ew::LstmFwd>(B, H, px, ph, b_ih, b_hh, c_in, act, h_out, c_out);
+  static void lstm_fwd(int B, int H, const T* px, const T* ph, const T* b_ih, const T* b_hh, const T* h_in,
+                       const T* c_in, T* act, T* h_out, T* c_out, CarryCopies<T> cc) {
+    each<ew::LstmFwd>(B, H, px, ph, b_ih, b_hh, h_in, c_in, act, h_out, c_out, cc);
   }
   template <class T>
   static void lstm_bwd(int B, int H, const T* act, const T* c_in, const T* c_out, const T* dh_a, const T* dh_b,
@@ -82,8 +82,8 @@ struct HostOps {
   }
   template <class T>
   static void gru_fwd(int B, int H, const T* px, const T* ph, const T* b_ih, const T* b_hh, const T* h_in, T* act,
-                      T* h_out) {
-    each<ew::GruFwd>(B, H, px, ph, b_ih, b_hh, h_in, act, h_out);
+                      T* h_out, CarryCopies<T> cc) {
+    each<ew::GruFwd>(B, H, px, ph, b_ih, b_hh, h_in, act, h_out, cc);
   }
   template <class T>
   static void gru_bwd(int B, int H, const T* act, const T* h_in, const T* dh_a, const T* dh_b, T* dgx, T* dgh,
@@ -91,8 +91,9 @@ struct HostOps {
     each<ew::GruBwd>(B, H, act, h_in, dh_a, dh_b, dgx, dgh, dh_in, hp, x_in, xin);
   }
   template <class T>
-  static void rnn_fwd(int B, int H, const T* px, const T* ph, const T* b_ih, const T* b_hh, T* h_out) {
-    each<ew::RnnFwd>(B, H, px, ph, b_ih, b_hh, h_out);
+  static void rnn_fwd(int B, int H, const T* px, const T* ph, const T* b_ih, const T* b_hh, const T* h_in, T* h_out,
+                      CarryCopies<T> cc) {
+    each<ew::RnnFwd>(B, H, px, ph, b_ih, b_hh, h_in, h_out, cc);
   }
   template <class T>
   static void rnn_bwd(int B, int H, const T* h_out, const T* dh_a, const T* dh_b, T* dg, const T* h_prev, T* hp,

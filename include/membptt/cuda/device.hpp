@@ -14,6 +14,17 @@
 
 namespace membptt::cuda {
 
+// Where a recording step also writes its carries (BasicDeviceNet::advance_record): the carry it
+// starts from into the record (h_save, c_save), the carry it produces into the cursor (h_out2,
+// c_out2), so that no separate copies are needed. Null: not wanted (c_*: LSTM only).
+template <class T>
+struct CarryCopies {
+  T* h_save = nullptr;
+  T* c_save = nullptr;
+  T* h_out2 = nullptr;
+  T* c_out2 = nullptr;
+};
+
 // --- Device and options --------------------------------------------------------------------
 
 // Devices visible; 0 when there is none or no usable driver (never throws).
@@ -186,15 +197,16 @@ struct CudaOps {
   static void gemv_cm(int m, int n, double alpha, const double* a, int lda, const double* x, double beta, double* y);
 
 #define MEMBPTT_CUDA_OPS_DECL(T)                                                                                   \
-  static void lstm_fwd(int B, int H, const T* px, const T* ph, const T* b_ih, const T* b_hh, const T* c_in,       \
-                       T* act, T* h_out, T* c_out);                                                                \
+  static void lstm_fwd(int B, int H, const T* px, const T* ph, const T* b_ih, const T* b_hh, const T* h_in,       \
+                       const T* c_in, T* act, T* h_out, T* c_out, CarryCopies<T> cc);                         \
   static void lstm_bwd(int B, int H, const T* act, const T* c_in, const T* c_out, const T* dh_a, const T* dh_b,   \
                        const T* dc_out, T* dg, T* dc_in, const T* h_prev, T* hp, const T* x_in, T* xin);          \
   static void gru_fwd(int B, int H, const T* px, const T* ph, const T* b_ih, const T* b_hh, const T* h_in, T* act, \
-                      T* h_out);                                                                                   \
+                      T* h_out, CarryCopies<T> cc);                                                            \
   static void gru_bwd(int B, int H, const T* act, const T* h_in, const T* dh_a, const T* dh_b, T* dgx, T* dgh,     \
                       T* dh_in, T* hp, const T* x_in, T* xin);                                                     \
-  static void rnn_fwd(int B, int H, const T* px, const T* ph, const T* b_ih, const T* b_hh, T* h_out);            \
+  static void rnn_fwd(int B, int H, const T* px, const T* ph, const T* b_ih, const T* b_hh, const T* h_in,        \
+                      T* h_out, CarryCopies<T> cc);                                                            \
   static void rnn_bwd(int B, int H, const T* h_out, const T* dh_a, const T* dh_b, T* dg, const T* h_prev, T* hp,   \
                       const T* x_in, T* xin);                                                                      \
   /* Cross-entropy of one step: z = logits + bias per row; row_loss[b] += CE_b (double);               */         \

@@ -219,10 +219,12 @@ class BasicDeviceNet final : public Deferred {
     check(p, "advance");
     step(p.data(), x_t, carry_in, carry_out, act_.data(), 0);  // gates of every layer to one scratch
   }
-  void advance_record(const ParamsT& p, const T* x_t, const T* carry_in, T* record) {
+  // The record is (carry_in, carry_out, gates). The step's kernels write carry_in into it as they
+  // read it, and carry_out also to `carry_copy` when given (the executor's cursor, which may be
+  // carry_in): no separate copies.
+  void advance_record(const ParamsT& p, const T* x_t, const T* carry_in, T* record, T* carry_copy = nullptr) {
     check(p, "advance_record");
-    if (carry_in != record) Ops::copy(record, carry_in, carry_);
-    step(p.data(), x_t, record, record + carry_, record + 2 * carry_, extra_);
+    step(p.data(), x_t, carry_in, record + carry_, record + 2 * carry_, extra_, record, carry_copy);
   }
 
   const T* record_carry_in(const T* record) const { return record; }
@@ -360,7 +362,9 @@ class BasicDeviceNet final : public Deferred {
     return buf.data();
   }
 
-  void step(const T* w, const T* x_t, const T* carry_in, T* carry_out, T* gates, std::size_t gates_stride) {
+  // save_in: where carry_in is copied (null: nowhere); out2: a second destination of carry_out.
+  void step(const T* w, const T* x_t, const T* carry_in, T* carry_out, T* gates, std::size_t gates_stride,
+            T* save_in = nullptr, T* out2 = nullptr) {
     const int B = s_.batch, H = s_.hidden_size, GH = G_ * H;
     const std::size_t LBH = bh_ * static_cast<std::size_t>(s_.num_layers);
     for (int l = 0; l < s_.num_layers; ++l) {
@@ -375,16 +379,21 @@ class BasicDeviceNet final : public Deferred {
       // beside the second gained 1% on an H200 and took 3.5x the graph memory: not done.)
       gemm_rm(false, true, B, GH, o.in, T(1), in, o.in, w + o.w_ih, o.in, T(0), pre_.data(), GH);
       gemm_rm(false, true, B, GH, H, T(1), h_gemm, H, w + o.w_hh, H, T(0), pre_h_.data(), GH);
+      CarryCopies<T> cc;
+      if (save_in) cc.h_save = save_in + lo;
+      if (out2) cc.h_out2 = out2 + lo;
       switch (s_.cell) {
         case CellType::Lstm:
-          Ops::lstm_fwd(B, H, pre_.data(), pre_h_.data(), w + o.b_ih, w + o.b_hh, carry_in + LBH + lo, act, h_out,
-                        carry_out + LBH + lo);
+          if (save_in) cc.c_save = save_in + LBH + lo;
+          if (out2) cc.c_out2 = out2 + LBH + lo;
+          Ops::lstm_fwd(B, H, pre_.data(), pre_h_.data(), w + o.b_ih, w + o.b_hh, h_prev, carry_in + LBH + lo, act, h_out,
+                        carry_out + LBH + lo, cc);
           break;
         case CellType::Gru:
-          Ops::gru_fwd(B, H, pre_.data(), pre_h_.data(), w + o.b_ih, w + o.b_hh, h_prev, act, h_out);
+          Ops::gru_fwd(B, H, pre_.data(), pre_h_.data(), w + o.b_ih, w + o.b_hh, h_prev, act, h_out, cc);
           break;
         case CellType::Rnn:
-          Ops::rnn_fwd(B, H, pre_.data(), pre_h_.data(), w + o.b_ih, w + o.b_hh, h_out);
+          Ops::rnn_fwd(B, H, pre_.data(), pre_h_.data(), w + o.b_ih, w + o.b_hh, h_prev, h_out, cc);
           break;
       }
     }

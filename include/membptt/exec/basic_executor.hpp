@@ -164,8 +164,12 @@ RunStats BasicExecutor<Backend>::enqueue(const ParamsT& params, const SequenceBa
       }
       case OpKind::AdvanceRecord: {
         T* rec = push(op.slot, net_.record_elems(), true);
-        net_.advance_record(params, x_at(op.t), cursor_.data(), rec);
-        Backend::copy(cursor_.data(), net_.record_carry_out(rec), carry);
+        if constexpr (requires { net_.advance_record(params, x_at(op.t), cursor_.data(), rec, cursor_.data()); }) {
+          net_.advance_record(params, x_at(op.t), cursor_.data(), rec, cursor_.data());  // writes the cursor too
+        } else {
+          net_.advance_record(params, x_at(op.t), cursor_.data(), rec);
+          Backend::copy(cursor_.data(), net_.record_carry_out(rec), carry);
+        }
         stats.forward_steps += 1;
         top = offset_[op.slot];
         break;
