@@ -149,6 +149,8 @@ std::string device_description() {
 
 void set_options(const Options& o) {
   if (o.defer_steps < 1) throw std::invalid_argument("cuda::Options::defer_steps must be >= 1, got " + std::to_string(o.defer_steps));
+  if (o.input_chunk_steps < 1)
+    throw std::invalid_argument("cuda::Options::input_chunk_steps must be >= 1, got " + std::to_string(o.input_chunk_steps));
   opts() = o;
 }
 const Options& options() { return opts(); }

@@ -95,6 +95,39 @@ TEST(DeviceLogic, DeferredGroupsOfAnySizeAgree) {
   EXPECT_THROW(set_options(bad), std::invalid_argument);
 }
 
+// Layer 0's input projection by blocks of C steps: any C agrees with the CPU cell to rounding, is
+// counted in the workspace, and keeps every policy (MSM and HSM at a tight budget, where
+// recomputation starts inside blocks) bitwise equal to plain BPTT, for every cell.
+TEST(DeviceLogic, InputProjectionBlocksOfAnySizeAgree) {
+  OptionsGuard guard;
+  for (const CellType cell : {CellType::Lstm, CellType::Gru, CellType::Rnn}) {
+    const NetShape shape{cell, 3, 6, 2, 2, 4};
+    const Problem<double> pr(shape, LossKind::Xent, 23, 4);
+    const Outcome<double> ref = run_cpu(pr, plain_plan(pr.T_len, state_sizes(shape, sizeof(double))));
+    for (int c : {1, 2, 5, 8, 23, 40}) {
+      SCOPED_TRACE(std::string(cell_name(cell)) + " input_chunk_steps " + std::to_string(c));
+      Options o = options();
+      o.input_chunk_steps = c;
+      set_options(o);
+      const StateSizes sizes = emu_sizes<double>(shape);
+      const Outcome<double> plain = run_device<double, HostOps>(pr, plain_plan(pr.T_len, sizes));
+      expect_close(plain, ref, shape, 1e-12);
+      EXPECT_EQ(plain.workspace_bytes, sizes.workspace_bytes);
+      const CostModel model{sizes.alpha(), 2.0};
+      for (const Policy p : {Policy::Msm, Policy::Hsm}) {
+        const Plan tight = make_plan(p, pr.T_len, least_budget(p, pr.T_len, model) + 1, model);
+        const Outcome<double> t = run_device<double, HostOps>(pr, tight);
+        EXPECT_TRUE(same_bits(t.grads, plain.grads)) << policy_name(p);
+        EXPECT_TRUE(same_bits(t.final_carry, plain.final_carry)) << policy_name(p);
+        EXPECT_EQ(std::memcmp(&t.stats.loss, &plain.stats.loss, sizeof(double)), 0) << policy_name(p);
+      }
+    }
+  }
+  Options bad = options();
+  bad.input_chunk_steps = 0;
+  EXPECT_THROW(set_options(bad), std::invalid_argument);
+}
+
 TEST(DeviceLogic, StagingShapesAndAlignedShapes) {
   // B*H*4 bytes a multiple of 256 (no staging) and not (staging), for float and double.
   EXPECT_FALSE(detail::needs_staging(NetShape{CellType::Lstm, 4, 16, 1, 4, 2}, sizeof(float)));

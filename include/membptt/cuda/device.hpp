@@ -57,6 +57,11 @@ struct Options {
   // Plans with more cell steps (forward + backward) than this run without a graph: a graph's
   // capture and instantiation cost host time and memory in proportion to its kernels.
   std::int64_t graph_max_steps = 200000;
+  // Layer 0's input projection x W_ih^T is computed for this many consecutive steps by one GEMM
+  // (steps [kC+1, kC+C], always the same block whichever step asks first, so the bits are the same
+  // under every policy), kept while the pass advances through them. 1: one GEMM per step. The
+  // block's buffer is part of the executor's workspace.
+  int input_chunk_steps = 8;
 };
 // Options read by networks and heads when they are constructed (change them before).
 void set_options(const Options& o);

@@ -145,6 +145,11 @@ inline std::size_t ubh(const NetShape& s) {
 inline bool needs_staging(const NetShape& s, std::size_t scalar_bytes) {
   return (ubh(s) * scalar_bytes) % 256 != 0;
 }
+inline int chunk_of(const Options& o) {
+  if (o.input_chunk_steps < 1)
+    throw std::invalid_argument("cuda::Options::input_chunk_steps must be >= 1, got " + std::to_string(o.input_chunk_steps));
+  return o.input_chunk_steps;
+}
 inline int defer_of(const Options& o) {
   if (o.defer_steps < 1) throw std::invalid_argument("cuda::Options::defer_steps must be >= 1, got " + std::to_string(o.defer_steps));
   return o.defer_steps;
@@ -163,6 +168,7 @@ class BasicDeviceNet final : public Deferred {
       : s_(s),
         G_(gate_count(s.cell)),
         K_(detail::defer_of(o)),
+        C_(detail::chunk_of(o)),
         tf32_(o.tf32),
         stage_(detail::needs_staging(s, sizeof(T))),
         bh_(detail::ubh(s)),
@@ -176,8 +182,9 @@ class BasicDeviceNet final : public Deferred {
       const auto* v = &views[static_cast<std::size_t>(4 * l)];
       lay_.push_back({v[0].offset, v[1].offset, v[2].offset, v[3].offset, l == 0 ? s.input_size : s.hidden_size});
     }
-    const Sizes z = sizes(s, K_, sizeof(T));
+    const Sizes z = sizes(s, K_, C_, sizeof(T));
     pre_ = Buf(z.pre);
+    xproj_ = Buf(z.xproj);
     pre_h_ = Buf(z.pre_h);
     act_ = Buf(z.act);
     dh_ = Buf(z.dh);
@@ -210,9 +217,20 @@ class BasicDeviceNet final : public Deferred {
   bool tf32() const { return tf32_; }
   // Device bytes this instance allocated (all of its working memory). The cuBLAS workspace is the
   // process's, allocated once with the device like the CUDA context, and is not counted here.
-  std::size_t scratch_bytes() const { return sizes(s_, K_, sizeof(T)).total * sizeof(T); }
+  std::size_t scratch_bytes() const { return sizes(s_, K_, C_, sizeof(T)).total * sizeof(T); }
   static std::size_t scratch_bytes_for(const NetShape& s, const Options& o) {
-    return sizes(s, detail::defer_of(o), sizeof(T)).total * sizeof(T);
+    return sizes(s, detail::defer_of(o), detail::chunk_of(o), sizeof(T)).total * sizeof(T);
+  }
+  int input_chunk_steps() const { return C_; }
+
+  // The inputs of the pass that starts (the executor calls this first): advance() and
+  // advance_record() given x_t inside [x, x + length steps) take layer 0's input projection from
+  // the block of input_chunk_steps() steps it lies in, computed once per block and pass. Null:
+  // every step computes its own.
+  void begin_pass(const T* x, std::int64_t length) {
+    x_base_ = x;
+    length_ = length;
+    chunk_ = -1;
   }
 
   void advance(const ParamsT& p, const T* x_t, const T* carry_in, T* carry_out) {
@@ -325,14 +343,15 @@ class BasicDeviceNet final : public Deferred {
     int in;
   };
   struct Sizes {
-    std::size_t pre = 0, pre_h = 0, act = 0, dh = 0, stage = 0, dg = 0, dgh = 0, hp = 0, xin = 0, ones = 0, total = 0;
+    std::size_t pre = 0, pre_h = 0, xproj = 0, act = 0, dh = 0, stage = 0, dg = 0, dgh = 0, hp = 0, xin = 0, ones = 0, total = 0;
   };
-  static Sizes sizes(const NetShape& s, int K, std::size_t scalar_bytes) {
+  static Sizes sizes(const NetShape& s, int K, int C, std::size_t scalar_bytes) {
     Sizes z;
     const std::size_t bh = detail::ubh(s), G = static_cast<std::size_t>(gate_count(s.cell)),
                       L = static_cast<std::size_t>(s.num_layers), k = static_cast<std::size_t>(K);
     z.pre = G * bh;
     z.pre_h = G * bh;
+    z.xproj = C > 1 ? static_cast<std::size_t>(C) * G * bh : 0;
     z.act = s.cell == CellType::Rnn ? 0 : 4 * bh;
     z.dh = L > 1 ? bh : 0;
     z.stage = detail::needs_staging(s, scalar_bytes) ? bh : 0;
@@ -341,7 +360,7 @@ class BasicDeviceNet final : public Deferred {
     z.hp = k * bh;
     z.xin = L > 1 ? k * bh : 0;
     z.ones = k * static_cast<std::size_t>(s.batch);
-    z.total = z.pre + z.pre_h + z.act + z.dh + 2 * z.stage + L * (z.dg + z.dgh + z.hp) + (L - 1) * z.xin + z.ones;
+    z.total = z.pre + z.pre_h + z.xproj + z.act + z.dh + 2 * z.stage + L * (z.dg + z.dgh + z.hp) + (L - 1) * z.xin + z.ones;
     return z;
   }
 
@@ -362,6 +381,24 @@ class BasicDeviceNet final : public Deferred {
     return buf.data();
   }
 
+  // Layer 0's x_t W_ih^T from its block of C_ steps (one GEMM when the block is not the one held),
+  // or null when x_t is not in the pass's inputs (or C_ is 1): then the caller computes it.
+  const T* projected(const T* w, const T* x_t) {
+    if (C_ == 1 || !x_base_ || x_t < x_base_) return nullptr;
+    const std::size_t xstep = static_cast<std::size_t>(s_.batch) * static_cast<std::size_t>(s_.input_size);
+    const auto t = static_cast<std::int64_t>(static_cast<std::size_t>(x_t - x_base_) / xstep);  // 0-based
+    if (t >= length_ || x_t != x_base_ + static_cast<std::size_t>(t) * xstep) return nullptr;
+    const std::int64_t c = t / C_, first = c * C_;
+    const int GH = G_ * s_.hidden_size, I = s_.input_size;
+    if (c != chunk_) {
+      const auto rows = static_cast<int>(std::min<std::int64_t>(C_, length_ - first) * s_.batch);
+      gemm_rm(false, true, rows, GH, I, T(1), x_base_ + static_cast<std::size_t>(first) * xstep, I,
+              w + lay_[0].w_ih, I, T(0), xproj_.data(), GH);
+      chunk_ = c;
+    }
+    return xproj_.data() + static_cast<std::size_t>(t - first) * static_cast<std::size_t>(s_.batch) * GH;
+  }
+
   // save_in: where carry_in is copied (null: nowhere); out2: a second destination of carry_out.
   void step(const T* w, const T* x_t, const T* carry_in, T* carry_out, T* gates, std::size_t gates_stride,
             T* save_in = nullptr, T* out2 = nullptr) {
@@ -377,7 +414,11 @@ class BasicDeviceNet final : public Deferred {
       T* act = gates + static_cast<std::size_t>(l) * gates_stride;
       // The two products apart; the cell's kernel adds them. (Running the first on a second stream
       // beside the second gained 1% on an H200 and took 3.5x the graph memory: not done.)
-      gemm_rm(false, true, B, GH, o.in, T(1), in, o.in, w + o.w_ih, o.in, T(0), pre_.data(), GH);
+      const T* px = l == 0 ? projected(w, x_t) : nullptr;
+      if (!px) {
+        gemm_rm(false, true, B, GH, o.in, T(1), in, o.in, w + o.w_ih, o.in, T(0), pre_.data(), GH);
+        px = pre_.data();
+      }
       gemm_rm(false, true, B, GH, H, T(1), h_gemm, H, w + o.w_hh, H, T(0), pre_h_.data(), GH);
       CarryCopies<T> cc;
       if (save_in) cc.h_save = save_in + lo;
@@ -386,25 +427,28 @@ class BasicDeviceNet final : public Deferred {
         case CellType::Lstm:
           if (save_in) cc.c_save = save_in + LBH + lo;
           if (out2) cc.c_out2 = out2 + LBH + lo;
-          Ops::lstm_fwd(B, H, pre_.data(), pre_h_.data(), w + o.b_ih, w + o.b_hh, h_prev, carry_in + LBH + lo, act, h_out,
+          Ops::lstm_fwd(B, H, px, pre_h_.data(), w + o.b_ih, w + o.b_hh, h_prev, carry_in + LBH + lo, act, h_out,
                         carry_out + LBH + lo, cc);
           break;
         case CellType::Gru:
-          Ops::gru_fwd(B, H, pre_.data(), pre_h_.data(), w + o.b_ih, w + o.b_hh, h_prev, act, h_out, cc);
+          Ops::gru_fwd(B, H, px, pre_h_.data(), w + o.b_ih, w + o.b_hh, h_prev, act, h_out, cc);
           break;
         case CellType::Rnn:
-          Ops::rnn_fwd(B, H, pre_.data(), pre_h_.data(), w + o.b_ih, w + o.b_hh, h_prev, h_out, cc);
+          Ops::rnn_fwd(B, H, px, pre_h_.data(), w + o.b_ih, w + o.b_hh, h_prev, h_out, cc);
           break;
       }
     }
   }
 
   NetShape s_;
-  int G_ = 1, K_ = 1;
+  int G_ = 1, K_ = 1, C_ = 1;
   bool tf32_ = false, stage_ = false;
   std::size_t bh_ = 0, carry_ = 0, record_ = 0, extra_ = 0, top_off_ = 0, nparams_ = 0;
   std::vector<Lay> lay_;
-  Buf pre_;       // [B x G*H] x W_ih^T
+  Buf pre_;       // [B x G*H] x W_ih^T (layers above 0, or an x outside the pass's inputs)
+  Buf xproj_;     // [C][B x G*H] x W_ih^T of layer 0 for the block of steps chunk_
+  const T* x_base_ = nullptr;  // the pass's inputs (begin_pass)
+  std::int64_t length_ = 0, chunk_ = -1;
   Buf pre_h_;     // [B x G*H] h W_hh^T
   Buf act_;       // advance(): [B x 4H] gates (LSTM, GRU), not kept
   Buf dh_;        // backward: [B x H] dL/d(input) of the layer above, sent down

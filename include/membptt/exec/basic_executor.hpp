@@ -137,6 +137,7 @@ RunStats BasicExecutor<Backend>::enqueue(const ParamsT& params, const SequenceBa
 
   RunStats stats;
   std::size_t top = 0;  // elements the stored states take now
+  if constexpr (requires { net_.begin_pass(batch.inputs, batch.length); }) net_.begin_pass(batch.inputs, batch.length);
   Backend::copy(cursor_.data(), h0, carry);
   Backend::zero(dcarry_.data(), carry);
   T& loss = loss_sum_;
@@ -193,6 +194,7 @@ RunStats BasicExecutor<Backend>::enqueue(const ParamsT& params, const SequenceBa
     stats.peak_arena_bytes = std::max(stats.peak_arena_bytes, top * sizeof(T));
   }
   if (dh0) Backend::copy(dh0, dcarry_.data(), carry);
+  if constexpr (requires { net_.begin_pass(batch.inputs, batch.length); }) net_.begin_pass(nullptr, 0);  // pass over
   Backend::complete(grads);
   return stats;
 }
