@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # The CUDA backend's one prepared check on a GPU machine, from the repository root:
 #
-#   scripts/gpu_check.sh            build (Release, CUDA, sm_90), run test_cuda, check `membptt grad
-#                                   --device cuda` against PyTorch, benchmark membptt against
-#                                   PyTorch's cuDNN LSTM at T = 1000 (then T = 4000 if time allows),
-#                                   print a table. Ends within 8 minutes (GPU_CHECK_LIMIT seconds,
-#                                   default 470). Results go to $OUT/gpu_results.txt (and the logs
-#                                   and JSON beside it) when OUT is set, else to build-gpu/results/.
+#   scripts/gpu_check.sh            build (Release, CUDA, sm_90), run test_cuda, train on cuda against
+#                                   cpu (tests/cli/train_cuda.sh), check `membptt grad --device cuda`
+#                                   against PyTorch, benchmark membptt against PyTorch's cuDNN LSTM at
+#                                   T = 1000 (at 5%, 10% and each checkpointing run's memory), what
+#                                   graphs / input blocks / deferred dW buy, T = 4000, one iteration at
+#                                   T = 100000 within 1 GiB; print a table. Ends within 8 minutes
+#                                   (GPU_CHECK_LIMIT seconds, default 470). GPU_CHECK_QUICK=1: tests
+#                                   and the T = 1000 comparison of membptt's variants only. Results go
+#                                   to $OUT/gpu_results.txt (and the logs and JSON beside it) when OUT
+#                                   is set, else to build-gpu/results/.
 #   scripts/gpu_check.sh --prepare-prebuilt
 #                                   (on a machine WITHOUT a GPU, with the toolkit and the Debian -dev
 #                                   packages) builds build-gpu-prebuilt/: membptt and test_cuda with
@@ -187,13 +191,28 @@ if [ $trc -ne 0 ]; then
   [ $trc -eq 124 ] && say "(test_cuda timed out)"
 fi
 
-if [ -n "${GPU_CHECK_QUICK:-}" ]; then  # a probe: membptt alone at T = 1000, each way of issuing work
-  SHAPE=(--batch 64 --input 1024 --hidden 1024 --output 64)
-  for v in "" --no-graphs; do
-    say "quick: membptt at T=1000 ${v:-(graphs)} ..."
-    timeout "$(upto 5)" "$BIN" bench --device cuda --tf32 $v --cell lstm --length 1000 "${SHAPE[@]}" \
-      --policies full,msm,hsm --budgets 5% --reps 5 2>&1 | sed 's/^/  /' | tee -a "$RES"
+# ---- membptt train --device cuda against the CPU -------------------------------------------------
+say "membptt train --device cuda against --device cpu (tests/cli/train_cuda.sh) ..."
+timeout 120 bash tests/cli/train_cuda.sh "$BIN" . 2>&1 | sed 's/^/  /' | tee -a "$RES"
+
+SHAPE=(--batch 64 --input 1024 --hidden 1024 --output 64)
+# What each way of issuing the work buys: membptt alone at T = 1000, full and msm 5%, the defaults
+# against one change each (tag, flags).
+ablation() {
+  local tag flags
+  for v in "nographs:--no-graphs" "chunk1:--input-chunk 1" "defer8:--defer-steps 8" "defer32:--defer-steps 32"; do
+    tag=${v%%:*} flags=${v#*:}
+    [ "$(left)" -gt "$1" ] || { say "no time left for the $tag run"; continue; }
+    say "membptt at T=1000, $flags ..."
+    timeout "$(upto 10)" "$BIN" bench --device cuda --tf32 $flags --cell lstm --length 1000 "${SHAPE[@]}" \
+      --policies full,msm --budgets 5% --reps 5 --json "$RES_DIR/membptt_T1000_$tag.json" 2>&1 | sed 's/^/  /' | tee -a "$RES"
   done
+}
+if [ -n "${GPU_CHECK_QUICK:-}" ]; then  # a probe: the defaults and the ablation only
+  say "membptt at T=1000 (defaults) ..."
+  timeout "$(upto 5)" "$BIN" bench --device cuda --tf32 --cell lstm --length 1000 "${SHAPE[@]}" \
+    --policies full,msm --budgets 5% --reps 5 2>&1 | sed 's/^/  /' | tee -a "$RES"
+  ablation 20
   say "done (quick)"
   exit 0
 fi
@@ -240,7 +259,6 @@ print(f"  oracle: {3 * len(cases) - bad} ok, {bad} failed")
 EOF
 
 # ---- benchmarks ----------------------------------------------------------------------------------
-SHAPE=(--batch 64 --input 1024 --hidden 1024 --output 64)
 bench_at() {  # $1: T
   local T=$1 tj="$RES_DIR/torch_T$1.json" mj="$RES_DIR/membptt_T$1.json" reps=$2
   say "PyTorch cuDNN LSTM at T=$T ..."
@@ -268,14 +286,16 @@ for T in sorted({int(re.search(r"_T(\d+)", f).group(1)) for f in glob.glob(os.pa
             rows.append((r["name"], 1e3 * r["median_seconds"], r["activation_bytes"] / 2**20, ""))
             if r["mode"] == "ckpt":
                 ckpt = rows[-1]
-    for tag in ("", "_nographs", "_long"):
+    for tag in ("", "_nographs", "_chunk1", "_defer8", "_defer32", "_long"):
         mp = os.path.join(d, f"membptt_T{T}{tag}.json")
         if not os.path.exists(mp):
             continue
         j = json.load(open(mp))
         for r in j["rows"]:
-            name = f"membptt {r['policy']} {r['budget']}" + (" (TF32)" if j.get("tf32") else " (fp32)") + \
-                   (" no graphs" if not j.get("graphs") else "")
+            name = f"membptt {r['policy']} {r['budget']}" + (" (TF32)" if j.get("tf32") else " (fp32)")
+            if tag and tag != "_long":
+                name += " | " + {"_nographs": "no graphs", "_chunk1": "input GEMM per step",
+                                 "_defer8": "dW every 8 steps", "_defer32": "dW every 32 steps"}[tag]
             extra = f"fwd {r['forward_steps']}, {100 * r['held_bytes'] / r['plain_bytes']:.1f}% of plain"
             if "device_taken_bytes" in r:
                 extra += f", cudaMemGetInfo {r['device_taken_bytes'] / 2**20:.1f} MiB"
@@ -288,7 +308,7 @@ for T in sorted({int(re.search(r"_T(\d+)", f).group(1)) for f in glob.glob(os.pa
     print(f"  {'':44s} {'ms/iter':>9s} {'act. MiB':>10s}")
     for n, ms, mib, extra in rows:
         print(f"  {n:44s} {ms:9.1f} {mib:10.1f}  {extra}")
-    ours = [r for r in rows if r[0].startswith("membptt") and "TF32" in r[0] and "graphs" not in r[0]]
+    ours = [r for r in rows if r[0].startswith("membptt") and "TF32" in r[0] and " | " not in r[0]]
     five = [r for r in ours if r[0].startswith("membptt msm 5%")]
     if five:
         print(f"  membptt msm at 5%: {five[0][1]:.1f} ms/iter, {five[0][2]:.1f} MiB (issue's target at T=1000: <= 69 ms)")
@@ -302,11 +322,7 @@ EOF
 }
 
 bench_at 1000 7 full,msm,hsm
-if [ "$(left)" -gt 120 ]; then
-  say "membptt at T=1000 without graphs (every kernel issued), full and msm 5% ..."
-  timeout "$(upto 15)" "$BIN" bench --device cuda --tf32 --no-graphs --cell lstm --length 1000 "${SHAPE[@]}" \
-    --policies full,msm --budgets 5% --reps 3 --json "$RES_DIR/membptt_T1000_nographs.json" 2>&1 | sed 's/^/  /' | tee -a "$RES"
-fi
+ablation 200
 if [ "$(left)" -gt 150 ]; then
   bench_at 4000 3 full,msm
 else

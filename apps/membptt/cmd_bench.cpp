@@ -14,6 +14,7 @@
 #include "cli_common.hpp"
 #include "commands.hpp"
 #include "device_option.hpp"
+#include "membptt/cuda/device.hpp"  // Options' defaults (no CUDA header)
 #include "membptt/cuda/device_spec.hpp"
 #include "membptt/exec/budget.hpp"
 #include "membptt/exec/calibrate.hpp"
@@ -31,8 +32,9 @@ struct BenchOptions {
   std::int64_t length = 1000;
   int batch = 32, input = 64, hidden = 256, layers = 1, output = 64, reps = 3;
   bool tf32 = false;      // CUDA: TF32 tensor-core GEMMs
-  int defer_steps = 8;    // CUDA: backward steps per weight-gradient GEMM
+  int defer_steps = cuda::Options{}.defer_steps;  // CUDA: backward steps per weight-gradient GEMM
   bool no_graphs = false; // CUDA: issue every kernel instead of replaying a captured graph
+  int input_chunk = cuda::Options{}.input_chunk_steps;  // CUDA: steps per input-projection GEMM
 };
 
 
@@ -99,6 +101,7 @@ int run_bench(const BenchOptions& o) {
   if (o.length <= 0) throw UsageError(fmt::format("sequence length {} is not allowed: it must be a positive integer", o.length));
   if (o.reps < 1) throw UsageError(fmt::format("--reps {} is not allowed: use 1 or more", o.reps));
   if (o.defer_steps < 1) throw UsageError(fmt::format("--defer-steps {} is not allowed: use 1 or more", o.defer_steps));
+  if (o.input_chunk < 1) throw UsageError(fmt::format("--input-chunk {} is not allowed: use 1 or more", o.input_chunk));
   const cuda::DeviceSpec dev = device_of(o.device);
   StateSizes sizes;
   StepTimes st;
@@ -112,10 +115,11 @@ int run_bench(const BenchOptions& o) {
     co.tf32 = o.tf32;
     co.defer_steps = o.defer_steps;
     co.graphs = !o.no_graphs;
+    co.input_chunk_steps = o.input_chunk;
     cuda::set_options(co);
-    fmt::print("device {}: {}; TF32 {}, weight gradients every {} steps, {}; cuBLAS workspace {} B (the process's, not "
-               "counted)\n",
-               dev.text(), cuda::device_description(), o.tf32 ? "on" : "off", o.defer_steps,
+    fmt::print("device {}: {}; TF32 {}, weight gradients every {} steps, input projection every {} steps, {}; cuBLAS "
+               "workspace {} B (the process's, not counted)\n",
+               dev.text(), cuda::device_description(), o.tf32 ? "on" : "off", o.defer_steps, o.input_chunk,
                co.graphs ? "passes replayed from CUDA graphs" : "no graphs", co.blas_workspace_bytes);
     sizes = cuda::cuda_state_sizes(shape, sizeof(T));
     st = cuda::time_steps_cuda<T>(shape, LossKind::Xent);
@@ -263,7 +267,7 @@ int run_bench(const BenchOptions& o) {
     nlohmann::json j{{"cell", o.cell}, {"length", o.length}, {"batch", o.batch}, {"input", o.input}, {"hidden", o.hidden},
                      {"layers", o.layers}, {"dtype", o.dtype}, {"reps", o.reps},
                      {"calibration", {{"advance_s", st.advance}, {"record_s", st.record}, {"backward_s", st.backward}}},
-                     {"device", dev.text()}, {"tf32", dev.cuda && o.tf32}, {"defer_steps", o.defer_steps},
+                     {"device", dev.text()}, {"tf32", dev.cuda && o.tf32}, {"defer_steps", o.defer_steps}, {"input_chunk_steps", o.input_chunk},
                      {"graphs", dev.cuda && !o.no_graphs},
                      {"workspace_bytes", sizes.workspace_bytes}, {"hidden_bytes", sizes.hidden_bytes},
                      {"internal_bytes", sizes.internal_bytes}, {"plain_bptt_bytes", plain},
@@ -294,6 +298,8 @@ void add_bench_commands(CLI::App& app, std::function<int()>& action) {
   b->add_option("--device", o.device, "cpu, cuda or cuda:N (CUDA builds)")->capture_default_str();
   b->add_flag("--tf32", o.tf32, "CUDA: TF32 tensor-core GEMMs for float32 (default: full float32 products)");
   b->add_option("--defer-steps", o.defer_steps, "CUDA: backward steps whose weight gradients one GEMM sums")
+      ->capture_default_str();
+  b->add_option("--input-chunk", o.input_chunk, "CUDA: steps whose layer-0 input projection one GEMM computes")
       ->capture_default_str();
   b->add_flag("--no-graphs", o.no_graphs, "CUDA: issue every kernel of a pass instead of replaying it from a CUDA graph");
   b->callback([&action] {

@@ -46,7 +46,7 @@ struct Options {
   // Backward steps whose weight gradients are summed by one GEMM (1 = one GEMM per step). The
   // grouping is by backward step count, which every policy shares, so gradients stay bitwise
   // equal across policies for any value; only speed and workspace change.
-  int defer_steps = 8;
+  int defer_steps = 16;
   // Workspace given to cuBLAS: one for the process, allocated with the device (like the CUDA
   // context, not counted in an executor's workspace; `membptt bench` reports it).
   std::size_t blas_workspace_bytes = std::size_t{32} << 20;
