@@ -276,15 +276,17 @@ cublasOperation_t op(bool t) { return t ? CUBLAS_OP_T : CUBLAS_OP_N; }
 }  // namespace
 
 void CudaOps::gemm_cm(bool ta, bool tb, int m, int n, int k, float alpha, const float* a, int lda, const float* b,
-                      int ldb, float beta, float* c, int ldc, bool tf32) {
+                      int ldb, float beta, float* c, int ldc, GemmMath math) {
+  const cublasComputeType_t compute = math == GemmMath::Bf16   ? CUBLAS_COMPUTE_32F_FAST_16BF
+                                      : math == GemmMath::Tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32
+                                                               : CUBLAS_COMPUTE_32F;
   check_blas(cublasGemmEx(internal::blas(), op(ta), op(tb), m, n, k, &alpha, a, CUDA_R_32F, lda, b, CUDA_R_32F, ldb,
-                          &beta, c, CUDA_R_32F, ldc, tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F,
-                          CUBLAS_GEMM_DEFAULT),
+                          &beta, c, CUDA_R_32F, ldc, compute, CUBLAS_GEMM_DEFAULT),
              "cublasGemmEx (float)");
 }
 
 void CudaOps::gemm_cm(bool ta, bool tb, int m, int n, int k, double alpha, const double* a, int lda, const double* b,
-                      int ldb, double beta, double* c, int ldc, bool) {
+                      int ldb, double beta, double* c, int ldc, GemmMath) {
   check_blas(cublasDgemm(internal::blas(), op(ta), op(tb), m, n, k, &alpha, a, lda, b, ldb, &beta, c, ldc),
              "cublasDgemm");
 }

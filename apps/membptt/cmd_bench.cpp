@@ -32,6 +32,7 @@ struct BenchOptions {
   std::int64_t length = 1000;
   int batch = 32, input = 64, hidden = 256, layers = 1, output = 64, reps = 3;
   bool tf32 = false;      // CUDA: TF32 tensor-core GEMMs
+  bool bf16 = false;      // CUDA: bf16 tensor-core GEMMs
   int defer_steps = cuda::Options{}.defer_steps;  // CUDA: backward steps per weight-gradient GEMM
   bool no_graphs = false; // CUDA: issue every kernel instead of replaying a captured graph
   int input_chunk = cuda::Options{}.input_chunk_steps;  // CUDA: steps per input-projection GEMM
@@ -102,6 +103,11 @@ int run_bench(const BenchOptions& o) {
   if (o.reps < 1) throw UsageError(fmt::format("--reps {} is not allowed: use 1 or more", o.reps));
   if (o.defer_steps < 1) throw UsageError(fmt::format("--defer-steps {} is not allowed: use 1 or more", o.defer_steps));
   if (o.input_chunk < 1) throw UsageError(fmt::format("--input-chunk {} is not allowed: use 1 or more", o.input_chunk));
+  if (o.tf32 && o.bf16) throw UsageError("--tf32 and --bf16 are not allowed together: choose one GEMM mode");
+  if ((o.tf32 || o.bf16) && o.dtype != "float32")
+    throw UsageError(fmt::format("--{} is allowed only with --dtype float32 (got {})", o.bf16 ? "bf16" : "tf32", o.dtype));
+  if ((o.tf32 || o.bf16) && o.device.rfind("cuda", 0) != 0)
+    throw UsageError(fmt::format("--{} is allowed only with --device cuda (a GPU's GEMM mode)", o.bf16 ? "bf16" : "tf32"));
   const cuda::DeviceSpec dev = device_of(o.device);
   StateSizes sizes;
   StepTimes st;
@@ -113,13 +119,15 @@ int run_bench(const BenchOptions& o) {
     cuda::select_device(dev.index);
     cuda::Options co = cuda::options();
     co.tf32 = o.tf32;
+    co.bf16 = o.bf16;
     co.defer_steps = o.defer_steps;
     co.graphs = !o.no_graphs;
     co.input_chunk_steps = o.input_chunk;
     cuda::set_options(co);
-    fmt::print("device {}: {}; TF32 {}, weight gradients every {} steps, input projection every {} steps, {}; cuBLAS "
+    fmt::print("device {}: {}; {} GEMMs, weight gradients every {} steps, input projection every {} steps, {}; cuBLAS "
                "workspace {} B (the process's, not counted)\n",
-               dev.text(), cuda::device_description(), o.tf32 ? "on" : "off", o.defer_steps, o.input_chunk,
+               dev.text(), cuda::device_description(),
+               sizeof(T) == sizeof(double) ? "float64" : cuda::gemm_math_name(cuda::gemm_math(co)), o.defer_steps, o.input_chunk,
                co.graphs ? "passes replayed from CUDA graphs" : "no graphs", co.blas_workspace_bytes);
     sizes = cuda::cuda_state_sizes(shape, sizeof(T));
     st = cuda::time_steps_cuda<T>(shape, LossKind::Xent);
@@ -267,7 +275,7 @@ int run_bench(const BenchOptions& o) {
     nlohmann::json j{{"cell", o.cell}, {"length", o.length}, {"batch", o.batch}, {"input", o.input}, {"hidden", o.hidden},
                      {"layers", o.layers}, {"dtype", o.dtype}, {"reps", o.reps},
                      {"calibration", {{"advance_s", st.advance}, {"record_s", st.record}, {"backward_s", st.backward}}},
-                     {"device", dev.text()}, {"tf32", dev.cuda && o.tf32}, {"defer_steps", o.defer_steps}, {"input_chunk_steps", o.input_chunk},
+                     {"device", dev.text()}, {"tf32", dev.cuda && o.tf32 && !o.bf16}, {"bf16", dev.cuda && o.bf16}, {"defer_steps", o.defer_steps}, {"input_chunk_steps", o.input_chunk},
                      {"graphs", dev.cuda && !o.no_graphs},
                      {"workspace_bytes", sizes.workspace_bytes}, {"hidden_bytes", sizes.hidden_bytes},
                      {"internal_bytes", sizes.internal_bytes}, {"plain_bptt_bytes", plain},
@@ -297,6 +305,7 @@ void add_bench_commands(CLI::App& app, std::function<int()>& action) {
   b->add_option("--json", o.json, "write the rows as JSON");
   b->add_option("--device", o.device, "cpu, cuda or cuda:N (CUDA builds)")->capture_default_str();
   b->add_flag("--tf32", o.tf32, "CUDA: TF32 tensor-core GEMMs for float32 (default: full float32 products)");
+  b->add_flag("--bf16", o.bf16, "CUDA: bf16 tensor-core GEMMs for float32 (float32 storage and accumulation)");
   b->add_option("--defer-steps", o.defer_steps, "CUDA: backward steps whose weight gradients one GEMM sums")
       ->capture_default_str();
   b->add_option("--input-chunk", o.input_chunk, "CUDA: steps whose layer-0 input projection one GEMM computes")

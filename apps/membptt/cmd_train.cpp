@@ -169,7 +169,7 @@ struct TrainOptions {
   std::string save, resume, log, device = "cpu";
   std::int64_t save_every = 100;
   std::int64_t eval_sequences = 1024;
-  bool force = false, tf32 = false, compare = false;
+  bool force = false, tf32 = false, bf16 = false, compare = false;
   std::map<std::string, CLI::Option*> opt;  // by long name, to see what was given
   bool given(const std::string& name) const {
     auto it = opt.find(name);
@@ -272,10 +272,13 @@ RunOutcome train_loop(train::TrainerBase& t, const fs::path& save_dir, std::int6
 std::shared_ptr<const train::GradientDevice> train_device(const TrainOptions& o) {
   const cuda::DeviceSpec dev = device_of(o.device);
   if (o.tf32 && !dev.cuda) throw UsageError("--tf32 is allowed only with --device cuda (TF32 is a GPU's GEMM mode)");
+  if (o.bf16 && !dev.cuda) throw UsageError("--bf16 is allowed only with --device cuda (bf16 GEMMs are a GPU's mode)");
+  if (o.tf32 && o.bf16) throw UsageError("--tf32 and --bf16 are not allowed together: choose one GEMM mode");
 #ifdef MEMBPTT_HAVE_CUDA
   if (dev.cuda) {
     cuda::Options opts = cuda::options();
     opts.tf32 = o.tf32;
+    opts.bf16 = o.bf16;
     cuda::set_options(opts);
     return cuda::cuda_gradient_device(dev.index);
   }
@@ -347,7 +350,7 @@ int run_train(TrainOptions& o) {
   progress.baseline = t->baseline();
   progress.text = c.task == "text";
   fmt::print("{}\n", task_line(*t));
-  fmt::print("device: {}{}\n", t->device(), o.tf32 ? ", TF32 GEMMs" : "");
+  fmt::print("device: {}{}\n", t->device(), o.bf16 ? ", bf16 GEMMs" : o.tf32 ? ", TF32 GEMMs" : "");
   if (ck) fmt::print("resuming from {} at step {} of {}\n", ck->file.string(), ck->step, c.steps);
   fmt::print("{}\n", plan_line(*t));
   std::fflush(stdout);
@@ -690,6 +693,7 @@ void add_train_commands(CLI::App& app, std::function<int()>& action) {
                  "data stay on the host; not a setting of the checkpoint)")
       ->capture_default_str();
   tr->add_flag("--tf32", to.tf32, "with --device cuda and float32: TF32 tensor-core GEMMs (faster, other bits)");
+  tr->add_flag("--bf16", to.bf16, "with --device cuda and float32: bf16 tensor-core GEMMs (float32 storage and sums)");
   tr->add_flag("--compare", to.compare,
                "before training, run plain BPTT and the chosen plan on one check batch on the device; stop (exit 1) "
                "unless their gradients are identical bit for bit");

@@ -32,6 +32,9 @@ if [ -x "$cuda_bin" ] && nvidia-smi -L >/dev/null 2>&1; then gpu=1; fi
 
 expect_error "device 'gpu' is not allowed" "$bin" train "${tiny[@]}" --steps 2 --device gpu
 expect_error "--tf32 is allowed only with --device cuda" "$bin" train "${tiny[@]}" --steps 2 --tf32
+expect_error "--bf16 is allowed only with --device cuda" "$bin" train "${tiny[@]}" --steps 2 --bf16
+expect_error "--bf16 is allowed only with --device cuda" "$bin" bench --length 10 --bf16
+expect_error "not allowed together" "$bin" bench --length 10 --device cuda --tf32 --bf16
 if [ -x "$cuda_bin" ]; then
   expect_error "CUDA device 99 does not exist" "$bin" train "${tiny[@]}" --steps 2 --device cuda:99
   if [ "$gpu" -eq 0 ]; then

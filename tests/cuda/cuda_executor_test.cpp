@@ -15,9 +15,10 @@ namespace {
 
 struct OptionsGuard {
   Options saved = options();
-  explicit OptionsGuard(bool tf32 = false, int defer = 8) {
+  explicit OptionsGuard(bool tf32 = false, int defer = 8, bool bf16 = false) {
     Options o = saved;
     o.tf32 = tf32;
+    o.bf16 = bf16;
     o.defer_steps = defer;
     set_options(o);
   }
@@ -80,6 +81,21 @@ TEST(Cuda, EveryPolicyBitwiseEqualToPlainBpttDoubleAndTf32) {
     const Problem<float> pr(shape, LossKind::Xent, 23, 4);
     check_all_policies(pr, cuda_state_sizes(shape, sizeof(float)), run_gpu<float>);
   }
+}
+
+// bf16 GEMMs: every policy bitwise equal to plain BPTT in that mode too, and within bf16's
+// precision (8-bit mantissa inputs, float32 sums) of the CPU float64 reference.
+TEST(Cuda, Bf16GemmsBitwiseAcrossPoliciesAndNearFloat64) {
+  MEMBPTT_NEED_GPU();
+  OptionsGuard guard(/*tf32=*/false, /*defer=*/8, /*bf16=*/true);
+  const NetShape shape{CellType::Lstm, 32, 64, 1, 8, 10};
+  const Problem<double> pr(shape, LossKind::Xent, 30, 6);
+  check_all_policies(pr.as<float>(), cuda_state_sizes(shape, sizeof(float)), run_gpu<float>);
+  const Plan plan = plain_plan(pr.T_len, cuda_state_sizes(shape, sizeof(float)));
+  const Outcome<float> bf = run_gpu(pr.as<float>(), plan);
+  expect_close(bf, run_cpu(pr, plan), shape, 3e-2);
+  OptionsGuard full;  // and bf16 is not float32: the bits differ from full products
+  EXPECT_FALSE(same_bits(bf.grads, run_gpu(pr.as<float>(), plan).grads));
 }
 
 TEST(Cuda, Float32MatchesCpuFloat64Within1e4) {

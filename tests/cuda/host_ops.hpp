@@ -51,11 +51,11 @@ struct HostOps {
 
   static CBLAS_TRANSPOSE tr(bool t) { return t ? CblasTrans : CblasNoTrans; }
   static void gemm_cm(bool ta, bool tb, int m, int n, int k, float alpha, const float* a, int lda, const float* b,
-                      int ldb, float beta, float* c, int ldc, bool) {
+                      int ldb, float beta, float* c, int ldc, GemmMath) {  // full products whatever the math
     cblas_sgemm(CblasColMajor, tr(ta), tr(tb), m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
   }
   static void gemm_cm(bool ta, bool tb, int m, int n, int k, double alpha, const double* a, int lda, const double* b,
-                      int ldb, double beta, double* c, int ldc, bool) {
+                      int ldb, double beta, double* c, int ldc, GemmMath) {
     cblas_dgemm(CblasColMajor, tr(ta), tr(tb), m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
   }
   static void gemv_cm(int m, int n, float alpha, const float* a, int lda, const float* x, float beta, float* y) {

@@ -39,10 +39,21 @@ int current_device();
 // "NVIDIA H200 (sm_90, 132 SMs, 139.8 GiB)".
 std::string device_description();
 
+// How float GEMMs multiply (double GEMMs always in double).
+enum class GemmMath {
+  Fp32,  // full float32 products
+  Tf32,  // TF32 tensor cores: inputs rounded to a 10-bit mantissa, float32 accumulation
+  Bf16,  // bf16 tensor cores: inputs rounded to an 8-bit mantissa, float32 accumulation
+};
+
 struct Options {
   // TF32 tensor-core GEMMs for float (10-bit mantissa inputs, float32 accumulation). Off by
   // default: the bitwise and accuracy tests need full float32 products. Ignored for double.
   bool tf32 = false;
+  // bf16 tensor-core GEMMs for float (cuBLAS's CUBLAS_COMPUTE_32F_FAST_16BF: float32 storage and
+  // accumulation, inputs rounded to bf16 inside the GEMM). Takes precedence over tf32. Off by
+  // default; ignored for double.
+  bool bf16 = false;
   // Backward steps whose weight gradients are summed by one GEMM (1 = one GEMM per step). The
   // grouping is by backward step count, which every policy shares, so gradients stay bitwise
   // equal across policies for any value; only speed and workspace change.
@@ -63,6 +74,10 @@ struct Options {
   // block's buffer is part of the executor's workspace.
   int input_chunk_steps = 8;
 };
+inline GemmMath gemm_math(const Options& o) { return o.bf16 ? GemmMath::Bf16 : o.tf32 ? GemmMath::Tf32 : GemmMath::Fp32; }
+inline const char* gemm_math_name(GemmMath m) {
+  return m == GemmMath::Bf16 ? "bf16" : m == GemmMath::Tf32 ? "TF32" : "float32";
+}
 // Options read by networks and heads when they are constructed (change them before).
 void set_options(const Options& o);
 const Options& options();
@@ -191,12 +206,12 @@ struct CudaOps {
   // Bytes of the process's cuBLAS workspace (Options::blas_workspace_bytes).
   static std::size_t blas_workspace_bytes();
 
-  // C = alpha op(A) op(B) + beta C, column-major (cublas<t>gemm). tf32 selects TF32 tensor cores
-  // (float only).
+  // C = alpha op(A) op(B) + beta C, column-major (cublas<t>gemm). math: how float products are
+  // taken (GemmMath); double ignores it.
   static void gemm_cm(bool ta, bool tb, int m, int n, int k, float alpha, const float* a, int lda, const float* b,
-                      int ldb, float beta, float* c, int ldc, bool tf32);
+                      int ldb, float beta, float* c, int ldc, GemmMath math);
   static void gemm_cm(bool ta, bool tb, int m, int n, int k, double alpha, const double* a, int lda, const double* b,
-                      int ldb, double beta, double* c, int ldc, bool tf32);
+                      int ldb, double beta, double* c, int ldc, GemmMath math);
   // y = alpha A x + beta y, A [m x n] column-major, not transposed (cublas<t>gemv).
   static void gemv_cm(int m, int n, float alpha, const float* a, int lda, const float* x, float beta, float* y);
   static void gemv_cm(int m, int n, double alpha, const double* a, int lda, const double* x, double beta, double* y);

@@ -169,7 +169,7 @@ class BasicDeviceNet final : public Deferred {
         G_(gate_count(s.cell)),
         K_(detail::defer_of(o)),
         C_(detail::chunk_of(o)),
-        tf32_(o.tf32),
+        math_(gemm_math(o)),
         stage_(detail::needs_staging(s, sizeof(T))),
         bh_(detail::ubh(s)),
         carry_(membptt::carry_elems(s)),
@@ -214,7 +214,7 @@ class BasicDeviceNet final : public Deferred {
   std::size_t record_elems() const { return record_; }
   std::size_t param_count() const { return nparams_; }
   int defer_steps() const { return K_; }
-  bool tf32() const { return tf32_; }
+  GemmMath math() const { return math_; }
   // Device bytes this instance allocated (all of its working memory). The cuBLAS workspace is the
   // process's, allocated once with the device like the CUDA context, and is not counted here.
   std::size_t scratch_bytes() const { return sizes(s_, K_, C_, sizeof(T)).total * sizeof(T); }
@@ -372,7 +372,7 @@ class BasicDeviceNet final : public Deferred {
   // Row-major C[m x n] = alpha op(A) op(B) + beta C, as the column-major C^T = op(B)^T op(A)^T.
   void gemm_rm(bool ta, bool tb, int m, int n, int k, T alpha, const T* a, int lda, const T* b, int ldb, T beta, T* c,
                int ldc) const {
-    Ops::gemm_cm(tb, ta, n, m, k, alpha, b, ldb, a, lda, beta, c, ldc, tf32_);
+    Ops::gemm_cm(tb, ta, n, m, k, alpha, b, ldb, a, lda, beta, c, ldc, math_);
   }
   // An aligned pointer to the same B*H values (see the header comment on staging).
   const T* staged(const T* p, Buf& buf) const {
@@ -442,7 +442,8 @@ class BasicDeviceNet final : public Deferred {
 
   NetShape s_;
   int G_ = 1, K_ = 1, C_ = 1;
-  bool tf32_ = false, stage_ = false;
+  GemmMath math_ = GemmMath::Fp32;
+  bool stage_ = false;
   std::size_t bh_ = 0, carry_ = 0, record_ = 0, extra_ = 0, top_off_ = 0, nparams_ = 0;
   std::vector<Lay> lay_;
   Buf pre_;       // [B x G*H] x W_ih^T (layers above 0, or an x outside the pass's inputs)
@@ -475,7 +476,7 @@ class BasicDeviceHead final : public Deferred {
 
   explicit BasicDeviceHead(const NetShape& s) : BasicDeviceHead(s, options()) {}
   BasicDeviceHead(const NetShape& s, const Options& o)
-      : s_(s), K_(detail::defer_of(o)), tf32_(o.tf32), stage_(detail::needs_staging(s, sizeof(T))) {
+      : s_(s), K_(detail::defer_of(o)), math_(gemm_math(o)), stage_(detail::needs_staging(s, sizeof(T))) {
     const auto views = param_layout(s);
     w_off_ = views[views.size() - 2].offset;
     b_off_ = views[views.size() - 1].offset;
@@ -561,7 +562,7 @@ class BasicDeviceHead final : public Deferred {
     const T* dl = dl_.data() + off * static_cast<std::size_t>(B) * static_cast<std::size_t>(O);
     const T* ht = ht_.data() + off * detail::ubh(s_);
     T* gw = t->raw();
-    Ops::gemm_cm(false, true, H, O, rows, T(1), ht, H, dl, O, T(1), gw + w_off_, H, tf32_);  // dW = dl^T ht
+    Ops::gemm_cm(false, true, H, O, rows, T(1), ht, H, dl, O, T(1), gw + w_off_, H, math_);  // dW = dl^T ht
     Ops::gemv_cm(O, rows, T(1), dl, O, ones_.data(), T(1), gw + b_off_);
   }
   void flush_deferred() override { flush(); }
@@ -615,19 +616,20 @@ class BasicDeviceHead final : public Deferred {
       a = stage_h_.data();
     }
     // Row-major out[B x O] = a[B x H] W[O x H]^T, i.e. column-major out^T = W^T(col) a^T.
-    Ops::gemm_cm(true, false, O, B, H, T(1), p.data() + w_off_, H, a, H, T(0), out_.data(), O, tf32_);
+    Ops::gemm_cm(true, false, O, B, H, T(1), p.data() + w_off_, H, a, H, T(0), out_.data(), O, math_);
   }
   // dh_top += dl W, then closes the step's slot.
   void end(const ParamsT& p, const T* dl, T* dh_top) {
     const int B = s_.batch, H = s_.hidden_size, O = s_.output_size;
     // Row-major dh[B x H] += dl[B x O] W[O x H]: column-major dh^T = W^T(col, H x O) dl^T(O x B).
-    Ops::gemm_cm(false, false, H, B, O, T(1), p.data() + w_off_, H, dl, O, T(1), dh_top, H, tf32_);
+    Ops::gemm_cm(false, false, H, B, O, T(1), p.data() + w_off_, H, dl, O, T(1), dh_top, H, math_);
     if (++n_ == K_) flush();
   }
 
   NetShape s_;
   int K_ = 1;
-  bool tf32_ = false, stage_ = false;
+  GemmMath math_ = GemmMath::Fp32;
+  bool stage_ = false;
   std::size_t w_off_ = 0, b_off_ = 0, nparams_ = 0;
   Buf out_;      // [B x O] logits / predictions without the bias
   Buf dl_;       // [K][B x O] dL/dlogits of each step of the open group
