@@ -102,6 +102,23 @@ TEST(ExecBitwise, GruTwoLayersDouble) { check_all_policies<double>(CellType::Gru
 TEST(ExecBitwise, RnnFloatMse) { check_all_policies<float>(CellType::Rnn, 1, LossKind::MseLast); }
 TEST(ExecBitwise, RnnTwoLayersDouble) { check_all_policies<double>(CellType::Rnn, 2, LossKind::Xent); }
 
+// A pass that throws part way (a class target out of range at step 5) leaves nothing behind: the
+// next pass's loss is the loss a fresh executor computes, bit for bit.
+TEST(ExecBitwise, APassThatThrewLeavesNoLossBehind) {
+  const NetShape shape{CellType::Lstm, 3, 8, 1, 2, 4};
+  Problem<double> pr(shape, LossKind::Xent, 12, 9);
+  const Plan plan = plan_for_bytes(Policy::Full, pr.T_len, 1e9, state_sizes(shape, sizeof(double)), 2.0);
+  Executor<double> ex(shape, LossKind::Xent, plan);
+  Params<double> grads(shape);
+  Problem<double> bad = pr;
+  bad.cls[4 * 2] = 99;  // step 5, row 0; the backward pass meets steps 12..6 first
+  EXPECT_THROW(ex.run(bad.params, bad.batch(), grads), std::invalid_argument);
+  grads.zero();
+  const double again = ex.run(pr.params, pr.batch(), grads).loss;
+  const double fresh = run_plan(pr, plan).stats.loss;
+  EXPECT_EQ(std::memcmp(&again, &fresh, sizeof(double)), 0) << again << " vs " << fresh;
+}
+
 TEST(ExecBudget, BytesBudgetNamesTheLeastThatWorks) {
   const NetShape shape{CellType::Lstm, 4, 8, 1, 2, 3};
   const StateSizes sizes = state_sizes(shape, sizeof(float));

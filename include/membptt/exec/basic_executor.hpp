@@ -89,7 +89,7 @@ class BasicExecutor {
   // alone, so they hold for every replay of what this issued.
   RunStats enqueue(const ParamsT& params, const SequenceBatch<T>& batch, ParamsT& grads, T* final_carry = nullptr,
                    T* dh0 = nullptr);
-  // The loss of the passes issued since the last finish() (on a device: waits for them).
+  // The loss of the pass issued last (on a device: waits for it).
   double finish() { return static_cast<double>(Backend::finish_loss(head_, std::exchange(loss_sum_, T(0)))); }
 
   const Plan& plan() const { return plan_; }
@@ -115,7 +115,7 @@ class BasicExecutor {
   Buffer arena_, cursor_, dcarry_, zeros_;
   std::vector<std::size_t> offset_;     // per stack depth k: where slot k ends (slot 0, h_0: at 0)
   std::vector<std::uint8_t> internal_;  // per stack depth: 1 when it holds an internal state
-  T loss_sum_ = T(0);                   // what the head returned since the last finish()
+  T loss_sum_ = T(0);                   // what the head returned in the pass issued last
 };
 
 template <class Backend>
@@ -140,6 +140,7 @@ RunStats BasicExecutor<Backend>::enqueue(const ParamsT& params, const SequenceBa
   if constexpr (requires { net_.begin_pass(batch.inputs, batch.length); }) net_.begin_pass(batch.inputs, batch.length);
   Backend::copy(cursor_.data(), h0, carry);
   Backend::zero(dcarry_.data(), carry);
+  loss_sum_ = T(0);  // (a pass that threw may have left a part)
   T& loss = loss_sum_;
 
   ScheduleGenerator gen = plan_.schedule();
