@@ -25,7 +25,7 @@ expect_error() {
   echo "ok ($rc): $(cat "$tmp/err")"
 }
 
-tiny=(--task adding --length 100 --hidden 16 --batch 8 --lr 0.01 --dtype float64 --eval-sequences 16 --memory 20%)
+tiny=(--task adding --length 100 --hidden 16 --batch 8 --lr 0.01 --dtype float64 --eval-sequences 16 --memory 40%)
 cuda_bin="$(dirname "$bin")/membptt-cuda"
 gpu=0
 if [ -x "$cuda_bin" ] && nvidia-smi -L >/dev/null 2>&1; then gpu=1; fi

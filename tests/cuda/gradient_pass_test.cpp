@@ -23,6 +23,19 @@ namespace {
 namespace fs = std::filesystem;
 using train::TrainConfig;
 
+// Small weight-gradient groups and input blocks: the tiny networks here then leave room for plans
+// besides the device's workspace, whatever the defaults (which are sized for large networks).
+struct SmallWorkspace {
+  Options saved = options();
+  SmallWorkspace() {
+    Options o = saved;
+    o.defer_steps = 4;
+    o.input_chunk_steps = 4;
+    set_options(o);
+  }
+  ~SmallWorkspace() { set_options(saved); }
+};
+
 std::shared_ptr<const train::GradientDevice> emulated() {
   return std::make_shared<const BasicGradientDevice<HostOps>>("host emulation");
 }
@@ -57,6 +70,7 @@ void expect_same_run(const TrainConfig& c, double tol) {
 }
 
 TEST(GradientPassLogic, DeviceTrainerFollowsTheCpuTrainerFloat64) {
+  SmallWorkspace guard;
   {
     SCOPED_TRACE("adding, lstm");
     expect_same_run(small("float64"), 1e-11);
@@ -73,6 +87,7 @@ TEST(GradientPassLogic, DeviceTrainerFollowsTheCpuTrainerFloat64) {
 }
 
 TEST(GradientPassLogic, CarriedStateAcrossWindowsAndWrapAround) {
+  SmallWorkspace guard;
   const fs::path dir = fs::temp_directory_path() / ("membptt_gp_" + std::to_string(::getpid()));
   fs::create_directories(dir);
   std::string text;
@@ -90,6 +105,7 @@ TEST(GradientPassLogic, CarriedStateAcrossWindowsAndWrapAround) {
 }
 
 TEST(GradientPassLogic, DeviceSizesPlanAndComparisonWithPlainBptt) {
+  SmallWorkspace guard;
   TrainConfig c = small("float32");
   auto t = train::make_trainer(c, nullptr, emulated());
   const NetShape shape{CellType::Lstm, 2, c.hidden, c.layers, c.batch, 1};
@@ -106,6 +122,7 @@ TEST(GradientPassLogic, DeviceSizesPlanAndComparisonWithPlainBptt) {
 }
 
 TEST(GradientPassLogic, EveryBudgetGivesTheSameWeightsOnTheDevice) {
+  SmallWorkspace guard;
   TrainConfig a = small("float32"), b = small("float32");
   a.memory = "100%";
   a.policy = "full";
@@ -118,6 +135,7 @@ TEST(GradientPassLogic, EveryBudgetGivesTheSameWeightsOnTheDevice) {
 }
 
 TEST(GradientPassLogic, GradientsAreOverwrittenAndTheBatchChecked) {
+  SmallWorkspace guard;
   const NetShape shape{CellType::Lstm, 3, 5, 2, 4, 3};
   const Problem<double> pr(shape, LossKind::Xent, 11, 7);
   const Plan plan = plain_plan(pr.T_len, device_state_sizes<double, HostOps>(shape, options()));
