@@ -106,9 +106,9 @@ int run_bench(const BenchOptions& o) {
   if (o.tf32 && o.bf16) throw UsageError("--tf32 and --bf16 are not allowed together: choose one GEMM mode");
   if ((o.tf32 || o.bf16) && o.dtype != "float32")
     throw UsageError(fmt::format("--{} is allowed only with --dtype float32 (got {})", o.bf16 ? "bf16" : "tf32", o.dtype));
-  if ((o.tf32 || o.bf16) && o.device.rfind("cuda", 0) != 0)
-    throw UsageError(fmt::format("--{} is allowed only with --device cuda (a GPU's GEMM mode)", o.bf16 ? "bf16" : "tf32"));
   const cuda::DeviceSpec dev = device_of(o.device);
+  if ((o.tf32 || o.bf16) && !dev.cuda)
+    throw UsageError(fmt::format("--{} is allowed only with --device cuda (a GPU's GEMM mode)", o.bf16 ? "bf16" : "tf32"));
   StateSizes sizes;
   StepTimes st;
   if (!dev.cuda) {

@@ -5,22 +5,7 @@
 # Usage: train_errors.sh MEMBPTT_BINARY REPO_ROOT
 set -euo pipefail
 bin=$1
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-fail() { echo "FAIL: $*" >&2; exit 1; }
-
-# expect_error EXPECTED_TEXT COMMAND...: non-zero exit, one line on stderr starting "membptt: error:"
-# and containing the text.
-expect_error() {
-  local want=$1
-  shift
-  local rc=0
-  "$@" >"$tmp/out" 2>"$tmp/err" || rc=$?
-  [ "$rc" -ne 0 ] || fail "expected failure: $*"
-  [ "$(wc -l <"$tmp/err")" -eq 1 ] || { cat "$tmp/err"; fail "expected one line on stderr: $*"; }
-  grep -q "^membptt: error: " "$tmp/err" || { cat "$tmp/err"; fail "no 'membptt: error:' prefix: $*"; }
-  grep -qF -- "$want" "$tmp/err" || { cat "$tmp/err"; fail "expected '$want' in the message: $*"; }
-}
+source "$(dirname "$0")/lib.bash"  # tmp, fail, expect_error
 
 small=(--task adding --length 30 --hidden 8 --batch 4 --lr 0.01 --eval-sequences 8)
 

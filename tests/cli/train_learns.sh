@@ -6,9 +6,7 @@
 set -euo pipefail
 bin=$1
 root=$2
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-fail() { echo "FAIL: $*" >&2; exit 1; }
+source "$(dirname "$0")/lib.bash"  # tmp, fail, expect_error
 
 "$bin" train --task adding --length 50 --hidden 32 --batch 32 --steps 800 --lr 0.01 --memory 20% \
   --save "$tmp/m" --log "$tmp/log.jsonl" --eval-sequences 256 >"$tmp/out"

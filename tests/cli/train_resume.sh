@@ -5,9 +5,7 @@
 # Usage: train_resume.sh MEMBPTT_BINARY REPO_ROOT
 set -euo pipefail
 bin=$1
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-fail() { echo "FAIL: $*" >&2; exit 1; }
+source "$(dirname "$0")/lib.bash"  # tmp, fail, expect_error
 
 # $1: name; rest: the training options (without --save).
 check_resume() {

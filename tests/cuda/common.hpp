@@ -17,6 +17,24 @@
 
 namespace membptt::cuda::test {
 
+// cuda::options() changed for a test's duration (edit: what to change) and restored after.
+class ScopedOptions {
+ public:
+  ScopedOptions() = default;
+  template <class Edit>
+  explicit ScopedOptions(Edit edit) {
+    Options o = saved_;
+    edit(o);
+    set_options(o);
+  }
+  ScopedOptions(const ScopedOptions&) = delete;
+  ScopedOptions& operator=(const ScopedOptions&) = delete;
+  ~ScopedOptions() { set_options(saved_); }
+
+ private:
+  Options saved_ = options();
+};
+
 template <class T>
 struct Problem {
   NetShape shape;

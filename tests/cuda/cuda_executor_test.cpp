@@ -13,16 +13,13 @@ namespace {
     if (device_count() == 0) GTEST_SKIP() << "no CUDA device: " << no_device_reason(); \
   } while (0)
 
-struct OptionsGuard {
-  Options saved = options();
-  explicit OptionsGuard(bool tf32 = false, int defer = 8, bool bf16 = false) {
-    Options o = saved;
-    o.tf32 = tf32;
-    o.bf16 = bf16;
-    o.defer_steps = defer;
-    set_options(o);
-  }
-  ~OptionsGuard() { set_options(saved); }
+struct OptionsGuard : ScopedOptions {
+  explicit OptionsGuard(bool tf32 = false, int defer = 8, bool bf16 = false)
+      : ScopedOptions([&](Options& o) {
+          o.tf32 = tf32;
+          o.bf16 = bf16;
+          o.defer_steps = defer;
+        }) {}
 };
 
 // As users run it: CudaExecutor, twice (the first run captures the graph, the second replays it).

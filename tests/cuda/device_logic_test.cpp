@@ -20,10 +20,7 @@ StateSizes emu_sizes(const NetShape& s) {
 }
 
 // Restores the process-wide options at the end of a test.
-struct OptionsGuard {
-  Options saved = options();
-  ~OptionsGuard() { set_options(saved); }
-};
+using OptionsGuard = ScopedOptions;
 
 struct Case {
   CellType cell;

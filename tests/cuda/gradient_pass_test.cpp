@@ -25,15 +25,12 @@ using train::TrainConfig;
 
 // Small weight-gradient groups and input blocks: the tiny networks here then leave room for plans
 // besides the device's workspace, whatever the defaults (which are sized for large networks).
-struct SmallWorkspace {
-  Options saved = options();
-  SmallWorkspace() {
-    Options o = saved;
-    o.defer_steps = 4;
-    o.input_chunk_steps = 4;
-    set_options(o);
-  }
-  ~SmallWorkspace() { set_options(saved); }
+struct SmallWorkspace : ScopedOptions {
+  SmallWorkspace()
+      : ScopedOptions([](Options& o) {
+          o.defer_steps = 4;
+          o.input_chunk_steps = 4;
+        }) {}
 };
 
 std::shared_ptr<const train::GradientDevice> emulated() {

@@ -101,6 +101,14 @@ class BasicExecutor {
   const Net& net() const { return net_; }
 
  private:
+  // Optional hooks of a device net, found at compile time (the CPU's RecurrentNet has neither):
+  // begin_pass(x, T) announces the pass's inputs (input projection by blocks of steps); a
+  // five-argument advance_record also writes the carry it produces into the cursor.
+  static constexpr bool kNetTakesInputs = requires(Net& n, const T* x) { n.begin_pass(x, std::int64_t{0}); };
+  static constexpr bool kNetRecordsToCursor = requires(Net& n, const ParamsT& p, const T* x, T* c) {
+    n.advance_record(p, x, c, c, c);
+  };
+
   // Slot 0 is the caller's h_0 (only ever read); slot k >= 1 starts where slot k-1 ends.
   T* slot_ptr(std::int32_t slot, const T* h0) {
     if (slot == 0) return const_cast<T*>(h0);
@@ -137,7 +145,7 @@ RunStats BasicExecutor<Backend>::enqueue(const ParamsT& params, const SequenceBa
 
   RunStats stats;
   std::size_t top = 0;  // elements the stored states take now
-  if constexpr (requires { net_.begin_pass(batch.inputs, batch.length); }) net_.begin_pass(batch.inputs, batch.length);
+  if constexpr (kNetTakesInputs) net_.begin_pass(batch.inputs, batch.length);
   Backend::copy(cursor_.data(), h0, carry);
   Backend::zero(dcarry_.data(), carry);
   loss_sum_ = T(0);  // (a pass that threw may have left a part)
@@ -166,8 +174,8 @@ RunStats BasicExecutor<Backend>::enqueue(const ParamsT& params, const SequenceBa
       }
       case OpKind::AdvanceRecord: {
         T* rec = push(op.slot, net_.record_elems(), true);
-        if constexpr (requires { net_.advance_record(params, x_at(op.t), cursor_.data(), rec, cursor_.data()); }) {
-          net_.advance_record(params, x_at(op.t), cursor_.data(), rec, cursor_.data());  // writes the cursor too
+        if constexpr (kNetRecordsToCursor) {
+          net_.advance_record(params, x_at(op.t), cursor_.data(), rec, cursor_.data());
         } else {
           net_.advance_record(params, x_at(op.t), cursor_.data(), rec);
           Backend::copy(cursor_.data(), net_.record_carry_out(rec), carry);
@@ -195,7 +203,7 @@ RunStats BasicExecutor<Backend>::enqueue(const ParamsT& params, const SequenceBa
     stats.peak_arena_bytes = std::max(stats.peak_arena_bytes, top * sizeof(T));
   }
   if (dh0) Backend::copy(dh0, dcarry_.data(), carry);
-  if constexpr (requires { net_.begin_pass(batch.inputs, batch.length); }) net_.begin_pass(nullptr, 0);  // pass over
+  if constexpr (kNetTakesInputs) net_.begin_pass(nullptr, 0);  // the pass is over
   Backend::complete(grads);
   return stats;
 }
