@@ -9,8 +9,8 @@
 #                                   T = 15000 and 100000 within 1 GiB; print a table. Ends within 8 minutes
 #                                   (GPU_CHECK_LIMIT seconds, default 470). GPU_CHECK_QUICK=1: tests
 #                                   and the T = 1000 comparison of membptt's variants only. Results go
-#                                   to $OUT/gpu_results.txt (and the logs and JSON beside it) when OUT
-#                                   is set, else to build-gpu/results/.
+#                                   to build-gpu/results/, and when OUT is set to $OUT/gpu_results.txt
+#                                   and $OUT/gpu_logs.tar.gz (JSON and logs).
 #   scripts/gpu_check.sh --prepare-prebuilt
 #                                   (on a machine WITHOUT a GPU, with the toolkit and the Debian -dev
 #                                   packages) builds build-gpu-prebuilt/: membptt and test_cuda with
@@ -32,6 +32,11 @@ if [ "${1:-}" != "--prepare-prebuilt" ] && [ -z "${GPU_CHECK_INNER:-}" ]; then
   timeout -k 10 "$LIMIT" bash "$0" "$@"
   rc=$?
   [ $rc -eq 124 ] && echo "[gpu_check] stopped by the ${LIMIT} s time guard"
+  # $OUT brings back at most 8 files: the results text, and the JSON and logs in one archive.
+  if [ -n "${OUT:-}" ] && [ -d build-gpu/results ]; then
+    cp build-gpu/results/gpu_results.txt "$OUT/" 2>/dev/null
+    tar -C build-gpu/results --exclude=oracle -czf "$OUT/gpu_logs.tar.gz" . 2>/dev/null
+  fi
   exit $rc
 fi
 START=${GPU_CHECK_START:-$(date +%s)}
@@ -90,7 +95,8 @@ if [ "${1:-}" = "--prepare-prebuilt" ]; then
 fi
 
 # ---- results -------------------------------------------------------------------------------------
-RES_DIR=${OUT:-$ROOT/build-gpu/results}
+RES_DIR=$ROOT/build-gpu/results  # copied to $OUT by the time guard above, when OUT is set
+rm -rf "$RES_DIR"
 mkdir -p "$RES_DIR"
 RES=$RES_DIR/gpu_results.txt
 : >"$RES"
