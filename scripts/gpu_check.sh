@@ -7,8 +7,10 @@
 #                                   T = 1000 (at 5%, 10% and each checkpointing run's memory), what
 #                                   graphs / input blocks / deferred dW buy, T = 4000, one iteration at
 #                                   T = 15000 and 100000 within 1 GiB; print a table. Ends within 8 minutes
-#                                   (GPU_CHECK_LIMIT seconds, default 470). GPU_CHECK_QUICK=1: tests
-#                                   and the T = 1000 comparison of membptt's variants only. Results go
+#                                   (GPU_CHECK_LIMIT seconds, default 470). GPU_CHECK_STAGES picks
+#                                   stages (tests,train,oracle,t1000,ablation,bf16,t4000,long);
+#                                   GPU_CHECK_LONG the lengths of `long` (default "15000 100000");
+#                                   GPU_CHECK_QUICK=1: tests, T = 1000 and the ablation only. Results go
 #                                   to build-gpu/results/, and when OUT is set to $OUT/gpu_results.txt
 #                                   and $OUT/gpu_logs.tar.gz (JSON and logs).
 #   scripts/gpu_check.sh --prepare-prebuilt
@@ -186,7 +188,15 @@ print(":".join(sorted(ds)))' 2>/dev/null)
   fi
 fi
 
+# Stages, in this order; GPU_CHECK_STAGES picks some (comma-separated), GPU_CHECK_QUICK=1 the probe.
+ALL_STAGES=tests,train,oracle,t1000,ablation,bf16,t4000,long
+STAGES=${GPU_CHECK_STAGES:-$ALL_STAGES}
+[ -n "${GPU_CHECK_QUICK:-}" ] && STAGES=tests,t1000,ablation
+want() { [[ ",$STAGES," == *",$1,"* ]]; }
+say "stages: $STAGES"
+
 # ---- tests ---------------------------------------------------------------------------------------
+stage_tests() {
 say "test_cuda ..."
 timeout 150 "$TEST" --gtest_color=no >"$RES_DIR/test_cuda.log" 2>&1
 trc=$?
@@ -196,10 +206,13 @@ if [ $trc -ne 0 ]; then
   grep -n -B2 -A6 -m 12 'Failure' "$RES_DIR/test_cuda.log" | head -80 | sed 's/^/  | /' | tee -a "$RES"
   [ $trc -eq 124 ] && say "(test_cuda timed out)"
 fi
+}
 
 # ---- membptt train --device cuda against the CPU -------------------------------------------------
+stage_train() {
 say "membptt train --device cuda against --device cpu (tests/cli/train_cuda.sh) ..."
 timeout 120 bash tests/cli/train_cuda.sh "$BIN" . 2>&1 | sed 's/^/  /' | tee -a "$RES"
+}
 
 SHAPE=(--batch 64 --input 1024 --hidden 1024 --output 64)
 # What each way of issuing the work buys: membptt alone at T = 1000, full and msm 5%, the defaults
@@ -214,16 +227,15 @@ ablation() {
       --policies full,msm --budgets 5% --reps 5 --json "$RES_DIR/membptt_T1000_$tag.json" 2>&1 | sed 's/^/  /' | tee -a "$RES"
   done
 }
-if [ -n "${GPU_CHECK_QUICK:-}" ]; then  # a probe: the defaults and the ablation only
-  say "membptt at T=1000 (defaults) ..."
-  timeout "$(upto 5)" "$BIN" bench --device cuda --tf32 --cell lstm --length 1000 "${SHAPE[@]}" \
-    --policies full,msm --budgets 5% --reps 5 2>&1 | sed 's/^/  /' | tee -a "$RES"
-  ablation 20
-  say "done (quick)"
-  exit 0
-fi
+# bf16 GEMMs (float32 storage and sums) beside TF32's, at T = 1000.
+stage_bf16() {
+say "membptt at T=1000, --bf16 ..."
+timeout "$(upto 10)" "$BIN" bench --device cuda --bf16 --cell lstm --length 1000 "${SHAPE[@]}" \
+  --policies full,msm --budgets 5% --reps 5 --json "$RES_DIR/membptt_T1000_bf16.json" 2>&1 | sed 's/^/  /' | tee -a "$RES"
+}
 
 # ---- membptt grad --device cuda against PyTorch (CPU, float64 reference) ------------------------------
+stage_oracle() {
 say "membptt grad --device cuda against PyTorch ..."
 timeout 90 python3 - "$BIN" "$RES_DIR/oracle" <<'EOF' 2>&1 | tee -a "$RES"
 import argparse, json, os, subprocess, sys
@@ -246,7 +258,8 @@ for i, (cell, dtype, loss, layers) in enumerate(cases):
     ref.make(argparse.Namespace(cell=cell, input_size=5, hidden=16, layers=layers, output=6, loss=loss, T=300, batch=4,
                                 dtype=dtype, seed=200 + i, model=m, inputs=x, init_state=True))
     theirs, _, their_loss = ref.compute_grad(m, x)
-    for policy, budget in (("full", "100%"), ("msm", "10%"), ("hsm", "10%")):
+    # 20%: the workspace of the smallest of these nets is itself about 10% of plain BPTT's memory.
+    for policy, budget in (("full", "100%"), ("msm", "20%"), ("hsm", "20%")):
         g = os.path.join(work, f"g{i}{policy}.safetensors")
         r = subprocess.run([binary, "grad", "--device", "cuda", "--model", m, "--inputs", x, "--policy", policy,
                             "--memory", budget, "--out", g, "--json"], capture_output=True, text=True)
@@ -263,6 +276,7 @@ for i, (cell, dtype, loss, layers) in enumerate(cases):
               f"peak {info['peak_bytes']} <= {info['budget_bytes']:.0f} B grad err {err:.1e} loss err {lerr:.1e}")
 print(f"  oracle: {3 * len(cases) - bad} ok, {bad} failed")
 EOF
+}
 
 # ---- benchmarks ----------------------------------------------------------------------------------
 bench_at() {  # $1: T
@@ -292,14 +306,14 @@ for T in sorted({int(re.search(r"_T(\d+)", f).group(1)) for f in glob.glob(os.pa
             rows.append((r["name"], 1e3 * r["median_seconds"], r["activation_bytes"] / 2**20, ""))
             if r["mode"] == "ckpt":
                 ckpt = rows[-1]
-    for tag in ("", "_nographs", "_chunk1", "_defer8", "_defer32", "_long"):
+    for tag in ("", "_nographs", "_chunk1", "_defer8", "_defer32", "_bf16", "_long"):
         mp = os.path.join(d, f"membptt_T{T}{tag}.json")
         if not os.path.exists(mp):
             continue
         j = json.load(open(mp))
         for r in j["rows"]:
-            name = f"membptt {r['policy']} {r['budget']}" + (" (TF32)" if j.get("tf32") else " (fp32)")
-            if tag and tag != "_long":
+            name = f"membptt {r['policy']} {r['budget']}" + (" (bf16)" if j.get("bf16") else " (TF32)" if j.get("tf32") else " (fp32)")
+            if tag and tag not in ("_long", "_bf16"):
                 name += " | " + {"_nographs": "no graphs", "_chunk1": "input GEMM per step",
                                  "_defer8": "dW every 8 steps", "_defer32": "dW every 32 steps"}[tag]
             extra = f"fwd {r['forward_steps']}, {100 * r['held_bytes'] / r['plain_bytes']:.1f}% of plain"
@@ -327,22 +341,34 @@ for T in sorted({int(re.search(r"_T(\d+)", f).group(1)) for f in glob.glob(os.pa
 EOF
 }
 
-bench_at 1000 7 full,msm,hsm
-ablation 200
-if [ "$(left)" -gt 150 ]; then
-  bench_at 4000 3 full,msm
-else
-  say "no time left for T=4000 ($(left) s left)"
-fi
 # Within 1 GiB any length trains (revolve's cost grows like log T); what bounds it here is the
-# inputs on the device (256 KiB per step) and the time. One iteration at T = 15000 (its plan fits
-# a graph) and at T = 100000 (kernel by kernel: too many steps for a graph).
-for T in 15000 100000; do
+# inputs on the device (256 KiB per step) and the time. One iteration at each of GPU_CHECK_LONG's
+# lengths (default 15000: its plan fits a graph; 100000: kernel by kernel, too many steps for one).
+stage_long() {
+local T
+for T in ${GPU_CHECK_LONG:-15000 100000}; do
   if [ "$(left)" -gt 60 ]; then
     say "membptt at T=$T within 1 GiB (revolve, TF32 on) ..."
     timeout "$(upto 10)" "$BIN" bench --device cuda --tf32 --cell lstm --length $T "${SHAPE[@]}" --policies revolve \
-      --budgets 1GiB --reps 1 --json "$RES_DIR/membptt_T${T}_long.json" 2>&1 | sed 's/^/  /' | tee -a "$RES"
+      --budgets 1GiB --reps 1 --warmup $((T > 65536 ? 0 : 1)) --json "$RES_DIR/membptt_T${T}_long.json" 2>&1 |
+      sed 's/^/  /' | tee -a "$RES"
+  else
+    say "no time left for T=$T ($(left) s left)"
   fi
 done
+}
+
+want tests && stage_tests
+want train && stage_train
+want oracle && stage_oracle
+if want t1000; then
+  if [ -n "${GPU_CHECK_QUICK:-}" ]; then bench_at 1000 5 full,msm; else bench_at 1000 7 full,msm,hsm; fi
+fi
+want ablation && ablation 200
+want bf16 && stage_bf16
+if want t4000; then
+  if [ "$(left)" -gt 150 ]; then bench_at 4000 3 full,msm; else say "no time left for T=4000 ($(left) s left)"; fi
+fi
+want long && stage_long
 table
 say "done"

@@ -30,7 +30,7 @@ struct BenchOptions {
   std::string cell = "lstm", dtype = "float32", policies = "full,msm,hsm,ism,chen-sqrt,chen-recursive",
               budgets = "5%,10%,20%,50%", csv, json, device = "cpu";
   std::int64_t length = 1000;
-  int batch = 32, input = 64, hidden = 256, layers = 1, output = 64, reps = 3;
+  int batch = 32, input = 64, hidden = 256, layers = 1, output = 64, reps = 3, warmup = 1;
   bool tf32 = false;      // CUDA: TF32 tensor-core GEMMs
   bool bf16 = false;      // CUDA: bf16 tensor-core GEMMs
   int defer_steps = cuda::Options{}.defer_steps;  // CUDA: backward steps per weight-gradient GEMM
@@ -101,6 +101,7 @@ int run_bench(const BenchOptions& o) {
   validate(shape);
   if (o.length <= 0) throw UsageError(fmt::format("sequence length {} is not allowed: it must be a positive integer", o.length));
   if (o.reps < 1) throw UsageError(fmt::format("--reps {} is not allowed: use 1 or more", o.reps));
+  if (o.warmup < 0) throw UsageError(fmt::format("--warmup {} is not allowed: use 0 or more", o.warmup));
   if (o.defer_steps < 1) throw UsageError(fmt::format("--defer-steps {} is not allowed: use 1 or more", o.defer_steps));
   if (o.input_chunk < 1) throw UsageError(fmt::format("--input-chunk {} is not allowed: use 1 or more", o.input_chunk));
   if (o.tf32 && o.bf16) throw UsageError("--tf32 and --bf16 are not allowed together: choose one GEMM mode");
@@ -226,10 +227,10 @@ int run_bench(const BenchOptions& o) {
     }
   }
   // Interleaved repetitions: every configuration once per round, so drift hits all alike.
-  for (int r = 0; r < o.reps + 1; ++r)
+  for (int r = 0; r < o.warmup + o.reps; ++r)
     for (Config& c : configs) {
       const Timed t = run_one(*c.plan);
-      if (r > 0) c.seconds.push_back(t.seconds);  // round 0 warms up
+      if (r >= o.warmup) c.seconds.push_back(t.seconds);  // the first rounds warm up (and capture graphs)
       c.stats = t.stats;
       c.held_bytes = t.held_bytes;
       c.device_taken_bytes = t.device_taken_bytes;
@@ -273,7 +274,7 @@ int run_bench(const BenchOptions& o) {
   if (!o.csv.empty()) write_file_atomic(o.csv, csv);
   if (!o.json.empty()) {
     nlohmann::json j{{"cell", o.cell}, {"length", o.length}, {"batch", o.batch}, {"input", o.input}, {"hidden", o.hidden},
-                     {"layers", o.layers}, {"dtype", o.dtype}, {"reps", o.reps},
+                     {"layers", o.layers}, {"dtype", o.dtype}, {"reps", o.reps}, {"warmup", o.warmup},
                      {"calibration", {{"advance_s", st.advance}, {"record_s", st.record}, {"backward_s", st.backward}}},
                      {"device", dev.text()}, {"tf32", dev.cuda && o.tf32 && !o.bf16}, {"bf16", dev.cuda && o.bf16}, {"defer_steps", o.defer_steps}, {"input_chunk_steps", o.input_chunk},
                      {"graphs", dev.cuda && !o.no_graphs},
@@ -301,6 +302,9 @@ void add_bench_commands(CLI::App& app, std::function<int()>& action) {
   b->add_option("--policies", o.policies, "comma-separated policies")->capture_default_str();
   b->add_option("--budgets", o.budgets, "comma-separated budgets for the budgeted policies (bytes or %)")->capture_default_str();
   b->add_option("--reps", o.reps, "timed repetitions per configuration (median reported)")->capture_default_str();
+  b->add_option("--warmup", o.warmup,
+                "untimed rounds before them (the first captures a GPU graph; 0 for one long pass)")
+      ->capture_default_str();
   b->add_option("--csv", o.csv, "write the rows as CSV");
   b->add_option("--json", o.json, "write the rows as JSON");
   b->add_option("--device", o.device, "cpu, cuda or cuda:N (CUDA builds)")->capture_default_str();

@@ -35,6 +35,11 @@ check "curve csv has msm rows" grep -q "^msm," "$work/c.csv"
 check "curve svg written" grep -q "polyline" "$work/c.svg"
 check "no temp files left" test "$(ls "$work" | grep -c tmp)" -eq 0
 
+"$bin" bench --length 20 --batch 2 --input 3 --hidden 4 --output 3 --policies full,msm --budgets 50% --reps 2 \
+  --warmup 0 --json "$work/bench.json" >/dev/null
+check "bench --warmup 0 times every round" python3 -c "import json,sys; j=json.load(open(sys.argv[1])); assert j['warmup'] == 0 and all(len(r['seconds']) == 2 for r in j['rows'])" "$work/bench.json"
+expect_error "negative warmup" "warmup -1 is not allowed" bench --length 20 --warmup -1
+
 expect_error "negative length" "length -5" plan --length -5 --memory 10
 expect_error "zero length" "length 0" plan --length 0 --memory 10
 expect_error "budget below the least" "least in which policy msm runs 100 steps: 4 units" plan --length 100 --memory 3 --unit slots --alpha 4
