@@ -89,7 +89,7 @@ GradPass grad_on_cuda(const NetShape& shape, LossKind loss, const Plan& plan, co
   const auto dcls = up(cls);
   cuda::synchronize();
   const cuda::MemInfo before = cuda::mem_info();
-  cuda::CudaExecutor<T> exec(shape, loss, plan);
+  cuda::CudaExecutor<T> exec(shape, loss, plan, /*graphs=*/false);  // one pass: a graph would not pay
   cuda::synchronize();
   const cuda::MemInfo after = cuda::mem_info();
   GradPass r;

@@ -123,10 +123,12 @@ struct Progress {
     const std::string loss =
         text ? fmt::format("{:.3f} bits/char (unigram baseline {:.3f})", r.loss / std::log(2.0), baseline / std::log(2.0))
              : fmt::format("loss {:.5f} (baseline {:.4g})", r.loss, baseline);
+    const std::string graph =
+        r.graph_bytes > 0 ? fmt::format(" + {} CUDA graph", mib(static_cast<double>(r.graph_bytes))) : "";
     const std::string line =
-        fmt::format("step {}/{}  {}  {:.2f} steps/s  ETA {}  activation memory {} held (plain BPTT would need {})",
+        fmt::format("step {}/{}  {}  {:.2f} steps/s  ETA {}  activation memory {} held{} (plain BPTT would need {})",
                     r.step, total, loss, rate, duration(static_cast<double>(total - r.step) / rate),
-                    mib(static_cast<double>(r.held_bytes)), mib(static_cast<double>(plain_bytes)));
+                    mib(static_cast<double>(r.held_bytes)), graph, mib(static_cast<double>(plain_bytes)));
     if (tty) {
       fmt::print("\r{}\x1b[K", line);
       open_line = true;
@@ -169,7 +171,7 @@ struct TrainOptions {
   std::string save, resume, log, device = "cpu";
   std::int64_t save_every = 100;
   std::int64_t eval_sequences = 1024;
-  bool force = false, tf32 = false, bf16 = false, compare = false;
+  bool force = false, tf32 = false, bf16 = false, no_graphs = false, compare = false;
   std::map<std::string, CLI::Option*> opt;  // by long name, to see what was given
   bool given(const std::string& name) const {
     auto it = opt.find(name);
@@ -210,6 +212,7 @@ nlohmann::json step_record(const train::TrainerBase& t, const train::StepResult&
                    {"plain_bptt_bytes", t.plain_bytes()},
                    {"policy", std::string(policy_name(t.plan().policy))}};
   if (t.config().task == "text") j["bits_per_char"] = r.loss / std::log(2.0);
+  if (r.graph_bytes > 0) j["graph_bytes"] = r.graph_bytes;
   return j;
 }
 
@@ -274,11 +277,13 @@ std::shared_ptr<const train::GradientDevice> train_device(const TrainOptions& o)
   if (o.tf32 && !dev.cuda) throw UsageError("--tf32 is allowed only with --device cuda (TF32 is a GPU's GEMM mode)");
   if (o.bf16 && !dev.cuda) throw UsageError("--bf16 is allowed only with --device cuda (bf16 GEMMs are a GPU's mode)");
   if (o.tf32 && o.bf16) throw UsageError("--tf32 and --bf16 are not allowed together: choose one GEMM mode");
+  if (o.no_graphs && !dev.cuda) throw UsageError("--no-graphs is allowed only with --device cuda (CUDA graphs)");
 #ifdef MEMBPTT_HAVE_CUDA
   if (dev.cuda) {
     cuda::Options opts = cuda::options();
     opts.tf32 = o.tf32;
     opts.bf16 = o.bf16;
+    opts.graphs = !o.no_graphs;
     cuda::set_options(opts);
     return cuda::cuda_gradient_device(dev.index);
   }
@@ -694,6 +699,9 @@ void add_train_commands(CLI::App& app, std::function<int()>& action) {
       ->capture_default_str();
   tr->add_flag("--tf32", to.tf32, "with --device cuda and float32: TF32 tensor-core GEMMs (faster, other bits)");
   tr->add_flag("--bf16", to.bf16, "with --device cuda and float32: bf16 tensor-core GEMMs (float32 storage and sums)");
+  tr->add_flag("--no-graphs", to.no_graphs,
+               "with --device cuda: issue every kernel instead of replaying the step's pass from a CUDA graph "
+               "(slower; saves the graph's device memory, about 15 KiB per cell step)");
   tr->add_flag("--compare", to.compare,
                "before training, run plain BPTT and the chosen plan on one check batch on the device; stop (exit 1) "
                "unless their gradients are identical bit for bit");

@@ -3,7 +3,8 @@
 # device number out of range, --tf32 without cuda) is one line "membptt: error: ..." and a non-zero
 # exit. With a GPU and membptt-cuda: a float64 LSTM on the adding task trained for a few steps on the
 # CPU and on the GPU with the same seed logs the same losses to 1e-9 (relative), and --compare finds
-# the GPU's gradients under the chosen plan identical to plain BPTT's on the GPU; else exit 77 (skip).
+# the GPU's gradients under the chosen plan identical to plain BPTT's on the GPU, and --no-graphs
+# gives the same losses bit for bit; else exit 77 (skip).
 # Usage: train_cuda.sh MEMBPTT_BINARY REPO_ROOT
 set -euo pipefail
 bin=$1
@@ -18,6 +19,7 @@ expect_error "device 'gpu' is not allowed" "$bin" train "${tiny[@]}" --steps 2 -
 expect_error "--tf32 is allowed only with --device cuda" "$bin" train "${tiny[@]}" --steps 2 --tf32
 expect_error "--bf16 is allowed only with --device cuda" "$bin" train "${tiny[@]}" --steps 2 --bf16
 expect_error "--bf16 is allowed only with --device cuda" "$bin" bench --length 10 --bf16
+expect_error "--no-graphs is allowed only with --device cuda" "$bin" train "${tiny[@]}" --steps 2 --no-graphs
 expect_error "not allowed together" "$bin" bench --length 10 --device cuda --tf32 --bf16
 if [ -x "$cuda_bin" ]; then
   expect_error "CUDA device 99 does not exist" "$bin" train "${tiny[@]}" --steps 2 --device cuda:99
@@ -56,4 +58,14 @@ paste "$tmp/cpu.loss" "$tmp/gpu.loss" | awk '
     printf "step %2d  cpu %.15g  cuda %.15g  rel %.2e\n", NR, $1, $2, r }
   END { printf "largest relative difference %.2e (allowed 1e-9)\n", worst; exit !(worst <= 1e-9) }' \
   || fail "cpu and cuda losses differ by more than 1e-9"
+# The pass replayed from a CUDA graph (the default) and issued kernel by kernel give the same bits;
+# the graph's device memory is reported beside the activation memory, and only when there is one.
+grep -q "held + .* CUDA graph (plain BPTT" "$tmp/gpu.out" || fail "the progress lines do not report the CUDA graph's memory"
+grep -q '"graph_bytes":[1-9]' "$tmp/gpu.jsonl" || fail "the log does not record graph_bytes"
+"$bin" train "${tiny[@]}" --steps $steps --seed 5 --device cuda --no-graphs --log "$tmp/nog.jsonl" >"$tmp/nog.out" \
+  || { cat "$tmp/nog.out"; fail "training on cuda with --no-graphs"; }
+losses "$tmp/nog.jsonl" | cmp -s - "$tmp/gpu.loss" || fail "--no-graphs changed the losses"
+grep -q "CUDA graph" "$tmp/nog.out" && fail "--no-graphs still reports a CUDA graph"
+grep -q "graph_bytes" "$tmp/nog.jsonl" && fail "--no-graphs still logs graph_bytes"
+echo "graphs and --no-graphs: the same $steps losses, bit for bit"
 echo "PASS"

@@ -19,6 +19,7 @@
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <utility>
 
 #include "membptt/cuda/cuda_backend.hpp"
@@ -89,6 +90,10 @@ class BasicDeviceGradientPass final : public train::GradientPass<T> {
 
   const Plan& plan() const override { return exec_.plan(); }
   std::size_t workspace_bytes() const override { return exec_.workspace_bytes(); }
+  std::int64_t graph_bytes() const override {
+    if constexpr (std::is_same_v<Ops, CudaOps>) return exec_.graphs() ? exec_.graph_bytes() : 0;
+    return 0;
+  }
   const Exec& executor() const { return exec_; }
 
  private:

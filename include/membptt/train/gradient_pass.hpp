@@ -14,6 +14,7 @@
 // workspace differs from the CPU's).
 #pragma once
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <type_traits>
@@ -37,6 +38,9 @@ class GradientPass {
   virtual const Plan& plan() const = 0;
   // Activation memory besides the arena: the executor's workspace (budget.hpp), on its device.
   virtual std::size_t workspace_bytes() const = 0;
+  // Device memory the pass's CUDA graph holds (the driver's copy of its kernels' arguments): not
+  // activation memory and not in the budget, reported beside it. 0 without a graph.
+  virtual std::int64_t graph_bytes() const { return 0; }
 };
 
 class GradientDevice {
