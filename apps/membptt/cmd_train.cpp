@@ -123,8 +123,9 @@ struct Progress {
     const std::string loss =
         text ? fmt::format("{:.3f} bits/char (unigram baseline {:.3f})", r.loss / std::log(2.0), baseline / std::log(2.0))
              : fmt::format("loss {:.5f} (baseline {:.4g})", r.loss, baseline);
-    const std::string graph =
-        r.graph_bytes > 0 ? fmt::format(" + {} CUDA graph", mib(static_cast<double>(r.graph_bytes))) : "";
+    const std::string graph = r.graph.kernels > 0 ? fmt::format(" + CUDA graph ({} kernels, {})", r.graph.kernels,
+                                                                mib(static_cast<double>(r.graph.bytes)))
+                                                  : "";
     const std::string line =
         fmt::format("step {}/{}  {}  {:.2f} steps/s  ETA {}  activation memory {} held{} (plain BPTT would need {})",
                     r.step, total, loss, rate, duration(static_cast<double>(total - r.step) / rate),
@@ -212,7 +213,10 @@ nlohmann::json step_record(const train::TrainerBase& t, const train::StepResult&
                    {"plain_bptt_bytes", t.plain_bytes()},
                    {"policy", std::string(policy_name(t.plan().policy))}};
   if (t.config().task == "text") j["bits_per_char"] = r.loss / std::log(2.0);
-  if (r.graph_bytes > 0) j["graph_bytes"] = r.graph_bytes;
+  if (r.graph.kernels > 0) {
+    j["graph_kernels"] = r.graph.kernels;
+    j["graph_bytes"] = r.graph.bytes;
+  }
   return j;
 }
 

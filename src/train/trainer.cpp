@@ -152,7 +152,7 @@ class Trainer final : public TrainerBase {
     carry_.swap(next_carry_);
     step_ = k;
     r.held_bytes = pass_->workspace_bytes() + r.stats.peak_arena_bytes;
-    r.graph_bytes = pass_->graph_bytes();
+    r.graph = pass_->graph();
     r.seconds = seconds_since(t0);
     return r;
   }

@@ -163,5 +163,55 @@ TEST(GradientPassLogic, GradientsAreOverwrittenAndTheBatchChecked) {
   EXPECT_THROW(pass.run(pr.params, short_batch, g2, nullptr), std::invalid_argument);
 }
 
+// A device whose passes say they replay a CUDA graph (what CudaExecutor's do on a GPU): the
+// trainer hands that on with every step, for the progress line and the log.
+template <class T>
+class GraphReportingPass final : public train::GradientPass<T> {
+ public:
+  explicit GraphReportingPass(std::unique_ptr<train::GradientPass<T>> inner) : inner_(std::move(inner)) {}
+  RunStats run(const Params<T>& p, const SequenceBatch<T>& b, Params<T>& g, T* carry) override {
+    ++runs_;
+    return inner_->run(p, b, g, carry);
+  }
+  double time_again() override { return inner_->time_again(); }
+  const Plan& plan() const override { return inner_->plan(); }
+  std::size_t workspace_bytes() const override { return inner_->workspace_bytes(); }
+  train::GraphUse graph() const override { return {100 + runs_, std::int64_t{2} << 20}; }
+
+ private:
+  std::unique_ptr<train::GradientPass<T>> inner_;
+  std::int64_t runs_ = 0;
+};
+
+class GraphReportingDevice final : public train::GradientDevice {
+ public:
+  std::string name() const override { return inner_->name(); }
+  StateSizes sizes(const NetShape& shape, std::size_t scalar_bytes) const override {
+    return inner_->sizes(shape, scalar_bytes);
+  }
+  std::unique_ptr<train::GradientPass<float>> make_pass_f32(const NetShape& s, LossKind l, Plan p) const override {
+    return std::make_unique<GraphReportingPass<float>>(inner_->make_pass_f32(s, l, std::move(p)));
+  }
+  std::unique_ptr<train::GradientPass<double>> make_pass_f64(const NetShape& s, LossKind l, Plan p) const override {
+    return std::make_unique<GraphReportingPass<double>>(inner_->make_pass_f64(s, l, std::move(p)));
+  }
+
+ private:
+  std::shared_ptr<const train::GradientDevice> inner_ = emulated();
+};
+
+TEST(GradientPassLogic, EveryStepReportsThePassesGraph) {
+  SmallWorkspace guard;
+  const TrainConfig c = small("float64");
+  auto plain = train::make_trainer(c, nullptr, emulated());
+  EXPECT_EQ(plain->step().graph.kernels, 0);  // the emulation replays no graph
+  auto t = train::make_trainer(c, nullptr, std::make_shared<const GraphReportingDevice>());
+  for (std::int64_t k = 1; k <= 3; ++k) {
+    const train::StepResult r = t->step();
+    EXPECT_EQ(r.graph.kernels, 100 + k) << "step " << k;  // read after that step's pass
+    EXPECT_EQ(r.graph.bytes, std::int64_t{2} << 20);
+  }
+}
+
 }  // namespace
 }  // namespace membptt::cuda::test

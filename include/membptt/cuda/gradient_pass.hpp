@@ -90,9 +90,10 @@ class BasicDeviceGradientPass final : public train::GradientPass<T> {
 
   const Plan& plan() const override { return exec_.plan(); }
   std::size_t workspace_bytes() const override { return exec_.workspace_bytes(); }
-  std::int64_t graph_bytes() const override {
-    if constexpr (std::is_same_v<Ops, CudaOps>) return exec_.graphs() ? exec_.graph_bytes() : 0;
-    return 0;
+  train::GraphUse graph() const override {
+    if constexpr (std::is_same_v<Ops, CudaOps>)
+      if (exec_.graphs()) return {static_cast<std::int64_t>(exec_.graph_nodes()), exec_.graph_bytes()};
+    return {};
   }
   const Exec& executor() const { return exec_; }
 

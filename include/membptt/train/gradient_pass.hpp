@@ -24,6 +24,14 @@
 
 namespace membptt::train {
 
+// A CUDA graph a pass is replayed from: its kernels, and the device memory the driver took for it
+// (their arguments; measured by cudaMemGetInfo, so in whole pages: 0 for a small graph). Not
+// activation memory and not in the budget: reported beside it.
+struct GraphUse {
+  std::int64_t kernels = 0;
+  std::int64_t bytes = 0;
+};
+
 template <class T>
 class GradientPass {
  public:
@@ -38,9 +46,8 @@ class GradientPass {
   virtual const Plan& plan() const = 0;
   // Activation memory besides the arena: the executor's workspace (budget.hpp), on its device.
   virtual std::size_t workspace_bytes() const = 0;
-  // Device memory the pass's CUDA graph holds (the driver's copy of its kernels' arguments): not
-  // activation memory and not in the budget, reported beside it. 0 without a graph.
-  virtual std::int64_t graph_bytes() const { return 0; }
+  // The CUDA graph the pass is replayed from, if any (zeros without one).
+  virtual GraphUse graph() const { return {}; }
 };
 
 class GradientDevice {

@@ -37,7 +37,7 @@ struct StepResult {
   double grad_norm = 0;     // before clipping
   RunStats stats;           // the executor's: forward steps run, peak arena bytes
   std::size_t held_bytes = 0;  // activation memory held: workspace + the arena's peak (measured)
-  std::int64_t graph_bytes = 0;  // a CUDA graph's device memory besides it (0 without one)
+  GraphUse graph;              // the CUDA graph the pass was replayed from (zeros without one)
   double seconds = 0;       // wall time of the step
 };
 
