@@ -705,7 +705,7 @@ void add_train_commands(CLI::App& app, std::function<int()>& action) {
   tr->add_flag("--bf16", to.bf16, "with --device cuda and float32: bf16 tensor-core GEMMs (float32 storage and sums)");
   tr->add_flag("--no-graphs", to.no_graphs,
                "with --device cuda: issue every kernel instead of replaying the step's pass from a CUDA graph "
-               "(slower; saves the graph's device memory, about 15 KiB per cell step)");
+               "(slower; saves the graph's device memory, 14-15 KiB per cell step)");
   tr->add_flag("--compare", to.compare,
                "before training, run plain BPTT and the chosen plan on one check batch on the device; stop (exit 1) "
                "unless their gradients are identical bit for bit");

@@ -66,7 +66,7 @@ struct Options {
   // is issued kernel by kernel.
   bool graphs = true;
   // Plans with more cell steps (forward + backward) than this run without a graph: the driver
-  // keeps a graph's kernel arguments in device memory, about 15 KiB per cell step of a one-layer
+  // keeps a graph's kernel arguments in device memory, 14-15 KiB per cell step of a one-layer
   // LSTM on an H200 (measured: 30 MiB for 2,000 steps), so this caps it near 1 GiB.
   std::int64_t graph_max_steps = 65536;
   // Layer 0's input projection x W_ih^T is computed for this many consecutive steps by one GEMM
