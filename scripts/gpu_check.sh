@@ -197,21 +197,21 @@ say "stages: $STAGES"
 
 # ---- tests ---------------------------------------------------------------------------------------
 stage_tests() {
-say "test_cuda ..."
-timeout 150 "$TEST" --gtest_color=no >"$RES_DIR/test_cuda.log" 2>&1
-trc=$?
-grep -E '^\[ +(OK|FAILED|SKIPPED|PASSED|device) +\]|^\[==========\]' "$RES_DIR/test_cuda.log" | tee -a "$RES"
-if [ $trc -ne 0 ]; then
-  say "test_cuda exited $trc; first failure messages:"
-  grep -n -B2 -A6 -m 12 'Failure' "$RES_DIR/test_cuda.log" | head -80 | sed 's/^/  | /' | tee -a "$RES"
-  [ $trc -eq 124 ] && say "(test_cuda timed out)"
-fi
+  say "test_cuda ..."
+  timeout 150 "$TEST" --gtest_color=no >"$RES_DIR/test_cuda.log" 2>&1
+  trc=$?
+  grep -E '^\[ +(OK|FAILED|SKIPPED|PASSED|device) +\]|^\[==========\]' "$RES_DIR/test_cuda.log" | tee -a "$RES"
+  if [ $trc -ne 0 ]; then
+    say "test_cuda exited $trc; first failure messages:"
+    grep -n -B2 -A6 -m 12 'Failure' "$RES_DIR/test_cuda.log" | head -80 | sed 's/^/  | /' | tee -a "$RES"
+    [ $trc -eq 124 ] && say "(test_cuda timed out)"
+  fi
 }
 
 # ---- membptt train --device cuda against the CPU -------------------------------------------------
 stage_train() {
-say "membptt train --device cuda against --device cpu (tests/cli/train_cuda.sh) ..."
-timeout 120 bash tests/cli/train_cuda.sh "$BIN" . 2>&1 | sed 's/^/  /' | tee -a "$RES"
+  say "membptt train --device cuda against --device cpu (tests/cli/train_cuda.sh) ..."
+  timeout 120 bash tests/cli/train_cuda.sh "$BIN" . 2>&1 | sed 's/^/  /' | tee -a "$RES"
 }
 
 SHAPE=(--batch 64 --input 1024 --hidden 1024 --output 64)
@@ -229,15 +229,15 @@ ablation() {
 }
 # bf16 GEMMs (float32 storage and sums) beside TF32's, at T = 1000.
 stage_bf16() {
-say "membptt at T=1000, --bf16 ..."
-timeout "$(upto 10)" "$BIN" bench --device cuda --bf16 --cell lstm --length 1000 "${SHAPE[@]}" \
-  --policies full,msm --budgets 5% --reps 5 --json "$RES_DIR/membptt_T1000_bf16.json" 2>&1 | sed 's/^/  /' | tee -a "$RES"
+  say "membptt at T=1000, --bf16 ..."
+  timeout "$(upto 10)" "$BIN" bench --device cuda --bf16 --cell lstm --length 1000 "${SHAPE[@]}" \
+    --policies full,msm --budgets 5% --reps 5 --json "$RES_DIR/membptt_T1000_bf16.json" 2>&1 | sed 's/^/  /' | tee -a "$RES"
 }
 
 # ---- membptt grad --device cuda against PyTorch (CPU, float64 reference) ------------------------------
 stage_oracle() {
-say "membptt grad --device cuda against PyTorch ..."
-timeout 90 python3 - "$BIN" "$RES_DIR/oracle" <<'EOF' 2>&1 | tee -a "$RES"
+  say "membptt grad --device cuda against PyTorch ..."
+  timeout 90 python3 - "$BIN" "$RES_DIR/oracle" <<'EOF' 2>&1 | tee -a "$RES"
 import argparse, json, os, subprocess, sys
 sys.path.insert(0, "python")
 try:
@@ -345,17 +345,17 @@ EOF
 # inputs on the device (256 KiB per step) and the time. One iteration at each of GPU_CHECK_LONG's
 # lengths (default 15000: its plan fits a graph; 100000: kernel by kernel, too many steps for one).
 stage_long() {
-local T
-for T in ${GPU_CHECK_LONG:-15000 100000}; do
-  if [ "$(left)" -gt 60 ]; then
-    say "membptt at T=$T within 1 GiB (revolve, TF32 on) ..."
-    timeout "$(upto 10)" "$BIN" bench --device cuda --tf32 --cell lstm --length $T "${SHAPE[@]}" --policies revolve \
-      --budgets 1GiB --reps 1 --warmup $((T > 65536 ? 0 : 1)) --json "$RES_DIR/membptt_T${T}_long.json" 2>&1 |
-      sed 's/^/  /' | tee -a "$RES"
-  else
-    say "no time left for T=$T ($(left) s left)"
-  fi
-done
+  local T
+  for T in ${GPU_CHECK_LONG:-15000 100000}; do
+    if [ "$(left)" -gt 60 ]; then
+      say "membptt at T=$T within 1 GiB (revolve, TF32 on) ..."
+      timeout "$(upto 10)" "$BIN" bench --device cuda --tf32 --cell lstm --length $T "${SHAPE[@]}" --policies revolve \
+        --budgets 1GiB --reps 1 --warmup $((T > 65536 ? 0 : 1)) --json "$RES_DIR/membptt_T${T}_long.json" 2>&1 |
+        sed 's/^/  /' | tee -a "$RES"
+    else
+      say "no time left for T=$T ($(left) s left)"
+    fi
+  done
 }
 
 want tests && stage_tests
