@@ -3,96 +3,22 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
-#include <random>
-#include <vector>
+#include <string>
 
 #include "membptt/exec/budget.hpp"
 #include "membptt/exec/executor.hpp"
+#include "policy_sweep.hpp"
 
 namespace membptt {
 namespace {
 
-template <class T>
-struct Problem {
-  NetShape shape;
-  LossKind loss;
-  std::int64_t T_len;
-  std::vector<T> x, y, h0;
-  std::vector<std::int64_t> cls;
-  Params<T> params;
-
-  Problem(NetShape s, LossKind l, std::int64_t len, std::uint64_t seed)
-      : shape(s), loss(l), T_len(len), params(s) {
-    init_pytorch_default(params, seed);
-    std::mt19937_64 rng(seed + 1);
-    std::uniform_real_distribution<double> u(-1, 1);
-    x.resize(static_cast<std::size_t>(len * s.batch * s.input_size));
-    for (auto& v : x) v = static_cast<T>(u(rng));
-    cls.resize(static_cast<std::size_t>(len * s.batch));
-    for (auto& c : cls) c = static_cast<std::int64_t>(rng() % static_cast<std::uint64_t>(s.output_size));
-    y.resize(static_cast<std::size_t>(s.batch * s.output_size));
-    for (auto& v : y) v = static_cast<T>(u(rng));
-    RecurrentNet<T> net(s);
-    h0.resize(net.carry_elems());
-    for (auto& v : h0) v = static_cast<T>(0.5 * u(rng));
-  }
-  SequenceBatch<T> batch() const { return {T_len, x.data(), cls.data(), y.data(), h0.data()}; }
-};
-
-template <class T>
-struct Outcome {
-  RunStats stats;
-  std::vector<T> grads, dh0, final_carry;
-  std::size_t arena_bytes = 0;
-};
-
-template <class T>
-Outcome<T> run_plan(const Problem<T>& pr, const Plan& plan) {
-  Executor<T> ex(pr.shape, pr.loss, plan);
-  Params<T> grads(pr.shape);
-  Outcome<T> out;
-  out.dh0.resize(ex.net().carry_elems());
-  out.final_carry.resize(ex.net().carry_elems());
-  out.stats = ex.run(pr.params, pr.batch(), grads, out.final_carry.data(), out.dh0.data());
-  out.grads.assign(grads.data(), grads.data() + grads.size());
-  out.arena_bytes = ex.arena_bytes();
-  return out;
-}
-
-template <class T>
-bool same_bits(const std::vector<T>& a, const std::vector<T>& b) {
-  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(T)) == 0;
-}
+using test::Problem;
 
 template <class T>
 void check_all_policies(CellType cell, int layers, LossKind loss) {
   const NetShape shape{cell, 4, 5, layers, 3, 3};
-  const std::int64_t len = 23;
-  Problem<T> pr(shape, loss, len, 7 + static_cast<int>(cell) * 10 + layers);
-  const StateSizes sizes = state_sizes(shape, sizeof(T));
-  const CostModel model{sizes.alpha(), 2.0};
-  const Outcome<T> plain = run_plan(pr, make_plan(Policy::Full, len, plain_bptt_units(len, model), model));
-  ASSERT_EQ(plain.stats.forward_steps, len);
-  ASSERT_EQ(plain.stats.peak_arena_bytes, static_cast<std::size_t>(len) * sizes.internal_bytes);
-
-  for (Policy pol : kAllPolicies) {
-    const double least = least_budget(pol, len, model);
-    for (double extra : {0.0, 1.0, 2.0, 5.0, 13.0, 40.0}) {
-      const double budget = least + extra;
-      const Plan plan = make_plan(pol, len, budget, model);
-      const Outcome<T> got = run_plan(pr, plan);
-      SCOPED_TRACE(std::string(policy_name(pol)) + " budget " + std::to_string(budget));
-      EXPECT_EQ(got.stats.forward_steps, plan.forward_steps);
-      EXPECT_EQ(got.stats.backward_steps, len);
-      EXPECT_EQ(got.stats.peak_arena_bytes, got.arena_bytes);
-      EXPECT_EQ(static_cast<double>(got.stats.peak_arena_bytes), plan.peak_units * static_cast<double>(sizes.hidden_bytes));
-      EXPECT_LE(static_cast<double>(got.stats.peak_arena_bytes), budget * static_cast<double>(sizes.hidden_bytes));
-      EXPECT_EQ(std::memcmp(&got.stats.loss, &plain.stats.loss, sizeof(double)), 0);
-      EXPECT_TRUE(same_bits(got.grads, plain.grads));
-      EXPECT_TRUE(same_bits(got.dh0, plain.dh0));
-      EXPECT_TRUE(same_bits(got.final_carry, plain.final_carry));
-    }
-  }
+  Problem<T> pr(shape, loss, 23, 7 + static_cast<int>(cell) * 10 + layers);
+  test::check_all_policies(pr, state_sizes(shape, sizeof(T)), test::run_cpu<T>);
 }
 
 TEST(ExecBitwise, LstmFloat) { check_all_policies<float>(CellType::Lstm, 1, LossKind::Xent); }
@@ -115,7 +41,7 @@ TEST(ExecBitwise, APassThatThrewLeavesNoLossBehind) {
   EXPECT_THROW(ex.run(bad.params, bad.batch(), grads), std::invalid_argument);
   grads.zero();
   const double again = ex.run(pr.params, pr.batch(), grads).loss;
-  const double fresh = run_plan(pr, plan).stats.loss;
+  const double fresh = test::run_cpu(pr, plan).stats.loss;
   EXPECT_EQ(std::memcmp(&again, &fresh, sizeof(double)), 0) << again << " vs " << fresh;
 }
 
