@@ -12,6 +12,7 @@ of activations, workspace), not the parameters or inputs, which exist before it 
 """
 import argparse
 import json
+import os
 import math
 import statistics
 import time
@@ -97,8 +98,10 @@ def main():
         rows.append({"name": name, "median_seconds": statistics.median(times), "seconds": times, "peak_bytes": mem})
         print(f"{name:32s} {statistics.median(times):8.3f} s/iter   peak {mem / 2**20:9.2f} MiB", flush=True)
     if a.json:
-        with open(a.json, "w") as f:
+        tmp = f"{a.json}.tmp.{os.getpid()}"  # atomic: a reader never sees half a file
+        with open(tmp, "w") as f:
             json.dump({"torch": torch.__version__, "threads": a.threads, **vars(a), "rows": rows}, f, indent=1)
+        os.replace(tmp, a.json)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ usage: bench_torch_cuda.py --cell lstm --length 1000 --batch 64 --input 1024 --h
 """
 import argparse
 import json
+import os
 import math
 import statistics
 import sys
@@ -172,8 +173,10 @@ def main():
         rows.append({"mode": mode, "name": name, "median_seconds": med, "seconds": times, "activation_bytes": peak})
         print(f"{name:36s} {1e3 * med:9.2f} ms/iter   activations {peak / 2**20:9.1f} MiB", flush=True)
     if a.json:
-        with open(a.json, "w") as f:
+        tmp = f"{a.json}.tmp.{os.getpid()}"  # atomic: a reader never sees half a file
+        with open(tmp, "w") as f:
             json.dump({**info, **vars(a), "rows": rows}, f, indent=1)
+        os.replace(tmp, a.json)
     return 0
 
 

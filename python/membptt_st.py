@@ -7,6 +7,12 @@ The writer lays tensors out exactly like membptt's C++ SafeTensorsWriter (decrea
 then name; sorted compact JSON header padded with spaces to a multiple of 8), so both produce the
 same bytes for the same contents.
 
+Convert what torch.save wrote (a state dict, or a whole module: its state_dict()) for membptt:
+    python3 membptt_st.py convert MODEL.pt MODEL.safetensors [--loss xent|mse_last] [--trust]
+loads with torch.load(weights_only=True) unless --trust (a whole pickled module needs it: only for
+files you trust), keeps the tensors under their names, and writes metadata {"format": "pt"} plus
+"loss" when given (membptt infers everything else from the tensors).
+
 Self test used by the C++ tests:  python3 membptt_st.py roundtrip IN OUT
 reads IN, and writes OUT with every float tensor x -> 2x + 1, every integer tensor x -> x + 1, an
 extra tensor "torch.arange" = arange(6, dtype=float64).reshape(2, 3), and metadata plus
@@ -141,8 +147,54 @@ def _roundtrip(src, dst):
     save(dst, out, metadata)
 
 
+def _state_dict_of(obj, src):
+    """The {name: tensor} inside what torch.load returned, or SystemExit with one line saying why not."""
+    if isinstance(obj, torch.nn.Module):
+        obj = obj.state_dict()
+    if isinstance(obj, dict) and not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        # Training checkpoints often nest the weights: {"model_state_dict": {...}, "optimizer": ...}.
+        nested = [k for k in ("state_dict", "model_state_dict", "model") if isinstance(obj.get(k), (dict, torch.nn.Module))]
+        if nested:
+            print(f"membptt_st.py: note: taking the tensors under key {nested[0]!r} of {src}", file=sys.stderr)
+            return _state_dict_of(obj[nested[0]], src)
+        bad = [k for k, v in obj.items() if not isinstance(v, torch.Tensor)][:5]
+        sys.exit(f"membptt_st.py: {src} holds entries that are not tensors ({', '.join(map(str, bad))}); "
+                 "expected a state dict {name: tensor}")
+    if not isinstance(obj, dict) or not obj:
+        sys.exit(f"membptt_st.py: {src} holds a {type(obj).__name__}, expected a state dict {{name: tensor}} or a module")
+    return obj
+
+
+def convert(src, dst, loss=None, trust=False):
+    try:
+        obj = torch.load(src, map_location="cpu", weights_only=not trust)
+    except TypeError:  # a torch without weights_only (before 1.13)
+        obj = torch.load(src, map_location="cpu")
+    except Exception as e:  # noqa: BLE001 - torch raises several kinds for a refused pickle
+        if trust:
+            raise
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        sys.exit(f"membptt_st.py: {src} is not a plain state dict (torch.load(weights_only=True): {first}); "
+                 "if it is a whole module from a source you trust, rerun with --trust")
+    tensors = _state_dict_of(obj, src)
+    metadata = {"format": "pt"}
+    if loss:
+        metadata["loss"] = loss
+    save(dst, tensors, metadata)
+    print(f"wrote {dst}: {len(tensors)} tensors")
+
+
 if __name__ == "__main__":
     if len(sys.argv) == 4 and sys.argv[1] == "roundtrip":
         _roundtrip(sys.argv[2], sys.argv[3])
+    elif len(sys.argv) >= 2 and sys.argv[1] == "convert":
+        import argparse
+        ap = argparse.ArgumentParser(prog="membptt_st.py convert")
+        ap.add_argument("src")
+        ap.add_argument("dst")
+        ap.add_argument("--loss", choices=("xent", "mse_last"))
+        ap.add_argument("--trust", action="store_true", help="allow a whole pickled module (runs its pickle code)")
+        a = ap.parse_args(sys.argv[2:])
+        convert(a.src, a.dst, a.loss, a.trust)
     else:
-        sys.exit("usage: membptt_st.py roundtrip IN OUT")
+        sys.exit("usage: membptt_st.py roundtrip IN OUT | convert IN.pt OUT.safetensors [--loss xent|mse_last] [--trust]")

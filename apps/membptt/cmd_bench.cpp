@@ -19,12 +19,15 @@
 #include "membptt/exec/budget.hpp"
 #include "membptt/exec/calibrate.hpp"
 #include "membptt/exec/executor.hpp"
+#include "membptt/train/config.hpp"
 #ifdef MEMBPTT_HAVE_CUDA
 #include "membptt/cuda/cuda_backend.hpp"
 #endif
 
 namespace membptt::cli {
 namespace {
+
+using train::kMaxSize;
 
 struct BenchOptions {
   std::string cell = "lstm", dtype = "float32", policies = "full,msm,hsm,ism,chen-sqrt,chen-recursive",
@@ -292,28 +295,33 @@ void add_bench_commands(CLI::App& app, std::function<int()>& action) {
   static BenchOptions o;
   auto* b = app.add_subcommand("bench", "time per iteration against memory for each policy, beside the planner's prediction");
   b->add_option("--cell", o.cell, "lstm | gru | rnn")->capture_default_str();
-  b->add_option("--length", o.length, "sequence length T")->capture_default_str();
-  b->add_option("--batch", o.batch, "batch size")->capture_default_str();
-  b->add_option("--input", o.input, "input size")->capture_default_str();
-  b->add_option("--hidden", o.hidden, "hidden size")->capture_default_str();
-  b->add_option("--layers", o.layers, "layers")->capture_default_str();
-  b->add_option("--output", o.output, "classes of the per-step softmax head")->capture_default_str();
+  b->add_option("--length", o.length, "sequence length T")->capture_default_str()->transform(integer_in(1, train::kMaxLength));
+  b->add_option("--batch", o.batch, "batch size")->capture_default_str()->transform(integer_in(1, kMaxSize));
+  b->add_option("--input", o.input, "input size")->capture_default_str()->transform(integer_in(1, kMaxSize));
+  b->add_option("--hidden", o.hidden, "hidden size")->capture_default_str()->transform(integer_in(1, kMaxSize));
+  b->add_option("--layers", o.layers, "layers")->capture_default_str()->transform(integer_in(1, train::kMaxLayers));
+  b->add_option("--output", o.output, "classes of the per-step softmax head")->capture_default_str()->transform(integer_in(1, kMaxSize));
   b->add_option("--dtype", o.dtype, "float32 | float64")->capture_default_str();
   b->add_option("--policies", o.policies, "comma-separated policies")->capture_default_str();
   b->add_option("--budgets", o.budgets, "comma-separated budgets for the budgeted policies (bytes or %)")->capture_default_str();
-  b->add_option("--reps", o.reps, "timed repetitions per configuration (median reported)")->capture_default_str();
+  b->add_option("--reps", o.reps, "timed repetitions per configuration (median reported)")
+      ->capture_default_str()
+      ->transform(integer_in(1, 1'000'000));
   b->add_option("--warmup", o.warmup,
                 "untimed rounds before them (the first captures a GPU graph; 0 for one long pass)")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->transform(integer_in(0, 1'000'000));
   b->add_option("--csv", o.csv, "write the rows as CSV");
   b->add_option("--json", o.json, "write the rows as JSON");
   b->add_option("--device", o.device, "cpu, cuda or cuda:N (CUDA builds)")->capture_default_str();
   b->add_flag("--tf32", o.tf32, "CUDA: TF32 tensor-core GEMMs for float32 (default: full float32 products)");
   b->add_flag("--bf16", o.bf16, "CUDA: bf16 tensor-core GEMMs for float32 (float32 storage and accumulation)");
   b->add_option("--defer-steps", o.defer_steps, "CUDA: backward steps whose weight gradients one GEMM sums")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->transform(integer_in(1, 1'000'000));
   b->add_option("--input-chunk", o.input_chunk, "CUDA: steps whose layer-0 input projection one GEMM computes")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->transform(integer_in(1, 1'000'000));
   b->add_flag("--no-graphs", o.no_graphs, "CUDA: issue every kernel of a pass instead of replaying it from a CUDA graph");
   b->callback([&action] {
     if (o.dtype != "float32" && o.dtype != "float64") throw UsageError("--dtype '" + o.dtype + "' is not allowed: use float32 or float64");

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <climits>
 #include <chrono>
 #include <iostream>
 #include <nlohmann/json.hpp>
@@ -41,7 +42,18 @@ template <class T>
 int run_init(const InitOptions& o) {
   ModelSpec spec{o.cell, o.input_size, o.hidden, o.layers, o.output, o.loss, o.dtype};
   validate_model_spec(spec, "membptt init");
-  Params<T> p(net_shape(spec, 1));
+  const NetShape shape = net_shape(spec, 1);
+  const std::size_t count = param_count(shape);
+  std::optional<Params<T>> held;
+  try {
+    held.emplace(shape);
+  } catch (const backend::AllocationError& e) {
+    throw std::runtime_error(fmt::format("membptt init: the model's {} parameters ({} {}x{}, input {}, output {}) need {:.2f} GiB "
+                                         "of {}: {}",
+                                         count, o.cell, o.layers, o.hidden, o.input_size, o.output,
+                                         static_cast<double>(count) * sizeof(T) / (1024.0 * 1024 * 1024), o.dtype, e.what()));
+  }
+  Params<T>& p = *held;
   init_pytorch_default(p, o.seed);
   SafeTensorsWriter w;
   for (const auto& [k, v] : model_spec_metadata(spec)) w.set_metadata(k, v);
@@ -52,7 +64,7 @@ int run_init(const InitOptions& o) {
 }
 
 struct GradOptions {
-  std::string model, inputs, policy = "auto", memory = "100%", out, device = "cpu";
+  std::string model, inputs, policy = "auto", memory = "100%", out, device = "cpu", loss;
   double beta = 2.0;
   bool json = false;
 };
@@ -111,6 +123,8 @@ int run_grad(const ModelFile& model, const GradOptions& o) {
   if (dev.cuda) cuda::select_device(dev.index);
 #endif
   const InputsData in = load_inputs_file(o.inputs, model.spec);
+  for (const std::string& note : model.notes) fmt::print(stderr, "{}\n", note);
+  if (!in.note.empty()) fmt::print(stderr, "{}\n", in.note);
   const NetShape shape = net_shape(model.spec, static_cast<int>(in.B));
   Params<T> params(shape), grads(shape);
   load_params(model.tensors, params);
@@ -151,7 +165,7 @@ int run_grad(const ModelFile& model, const GradOptions& o) {
     for (const auto& [k, v] : model_spec_metadata(model.spec)) w.set_metadata(k, v);
     w.set_metadata("loss_value", fmt::format("{:.17g}", stats.loss));
     w.set_metadata("policy", std::string(policy_name(plan.policy)));
-    add_params(w, grads, "");
+    add_params(w, grads, model);  // under the model file's names
     w.write(o.out);
   }
   const std::size_t peak = pass.workspace_bytes + stats.peak_arena_bytes;
@@ -194,13 +208,15 @@ void add_nn_commands(CLI::App& app, std::function<int()>& action) {
   static InitOptions io;
   auto* init = app.add_subcommand("init", "write a freshly initialised model file (PyTorch's default initialisation)");
   init->add_option("--cell", io.cell, "lstm | gru | rnn")->capture_default_str();
-  init->add_option("--input-size", io.input_size, "inputs per step")->required();
-  init->add_option("--hidden", io.hidden, "hidden units per layer")->required();
-  init->add_option("--layers", io.layers, "stacked layers")->capture_default_str();
-  init->add_option("--output", io.output, "classes (xent) or regression width (mse_last)")->required();
+  init->add_option("--input-size", io.input_size, "inputs per step")->required()->transform(integer_in(1, INT_MAX));
+  init->add_option("--hidden", io.hidden, "hidden units per layer")->required()->transform(integer_in(1, INT_MAX));
+  init->add_option("--layers", io.layers, "stacked layers")->capture_default_str()->transform(integer_in(1, kMaxLayers));
+  init->add_option("--output", io.output, "classes (xent) or regression width (mse_last)")
+      ->required()
+      ->transform(integer_in(1, INT_MAX));
   init->add_option("--loss", io.loss, "xent | mse_last")->capture_default_str();
   init->add_option("--dtype", io.dtype, "float32 | float64")->capture_default_str();
-  init->add_option("--seed", io.seed, "random seed")->capture_default_str();
+  init->add_option("--seed", io.seed, "random seed")->capture_default_str()->check(unsigned64());
   init->add_option("--out", io.out, "model file to write (safetensors)")->required();
   init->callback([&action] { action = [] { return io.dtype == "float64" ? run_init<double>(io) : run_init<float>(io); }; });
 
@@ -211,14 +227,19 @@ void add_nn_commands(CLI::App& app, std::function<int()>& action) {
   grad->add_option("--policy", go.policy, "auto (the best that fits) or a policy name")->capture_default_str();
   grad->add_option("--memory", go.memory, "activation memory budget: bytes (64MiB, 1e6) or percent of plain BPTT (5%)")
       ->capture_default_str();
-  grad->add_option("--beta", go.beta, "backward/forward cost ratio for the predicted time")->capture_default_str();
+  grad->add_option("--beta", go.beta, "backward/forward cost ratio for the predicted time")
+      ->capture_default_str()
+      ->check(number_in(0, kMaxCostRatio));
   grad->add_option("--out", go.out, "gradients file to write (same tensor names as the model)");
   grad->add_flag("--json", go.json, "print one JSON object");
+  grad->add_option("--loss", go.loss,
+                   "xent | mse_last: the loss of a model file without metadata 'loss' (a PyTorch state dict)")
+      ->check(CLI::IsMember({"xent", "mse_last"}));
   grad->add_option("--device", go.device, "cpu, cuda or cuda:N (CUDA builds; TF32 off, float32 products)")
       ->capture_default_str();
   grad->callback([&action] {
     action = [] {
-      const ModelFile model = load_model_file(go.model);
+      const ModelFile model = load_model_file(go.model, ModelLoadOptions{go.loss, ""});
       return model.spec.dtype == "float64" ? run_grad<double>(model, go) : run_grad<float>(model, go);
     };
   });

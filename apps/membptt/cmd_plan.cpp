@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <iostream>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <optional>
 
@@ -17,6 +18,10 @@ namespace membptt::cli {
 namespace {
 
 constexpr std::int64_t kMaxDrawnOps = 200'000;
+// Any finite budget or state size that a double holds exactly enough (a budget above plain BPTT's
+// memory plans as plain BPTT).
+constexpr double kMaxBudget = std::numeric_limits<double>::max();
+constexpr double kMaxBytes = 1e18;
 
 std::string policy_list() {
   std::string s;
@@ -46,12 +51,17 @@ struct ModelOptions {
 };
 
 void add_model_options(CLI::App* cmd, ModelOptions& o) {
-  cmd->add_option("--alpha", o.alpha, "internal state size / hidden state size (>= 1)")->capture_default_str();
-  cmd->add_option("--beta", o.beta, "backward step cost / forward step cost, to predict time")->capture_default_str();
-  cmd->add_option("--record-cost", o.record, "cost of a recording forward step over a plain one, to predict time")
-      ->capture_default_str();
-  cmd->add_option("--hidden-bytes", o.hidden_bytes, "bytes of one hidden state (for --unit bytes)");
-  cmd->add_option("--internal-bytes", o.internal_bytes, "bytes of one internal state (sets alpha)");
+  cmd->add_option("--alpha", o.alpha, "internal state size / hidden state size (>= 1)")
+      ->capture_default_str()
+      ->check(number_in(1, kMaxAlpha));
+  cmd->add_option("--beta", o.beta, "backward step cost / forward step cost, to predict time")
+      ->capture_default_str()
+      ->check(number_in(0, kMaxCostRatio));
+  cmd->add_option("--record-cost", o.record, "cost of a recording forward step over a plain one (> 0), to predict time")
+      ->capture_default_str()
+      ->check(number_in(0, kMaxCostRatio));
+  cmd->add_option("--hidden-bytes", o.hidden_bytes, "bytes of one hidden state (for --unit bytes)")->check(number_in(1, kMaxBytes));
+  cmd->add_option("--internal-bytes", o.internal_bytes, "bytes of one internal state (sets alpha)")->check(number_in(1, kMaxBytes));
 }
 
 double budget_in_units(double memory, const std::string& unit, std::int64_t length, const CostModel& model,
@@ -238,8 +248,8 @@ void add_plan_commands(CLI::App& app, std::function<int()>& action) {
   static bool json = false, schedule = false;
   static ModelOptions model_opts;
   auto* plan = app.add_subcommand("plan", "the best policy's cost and memory for a length and a budget");
-  plan->add_option("--length", length, "sequence length T (steps)")->required();
-  plan->add_option("--memory", memory, "memory budget, in --unit")->required();
+  plan->add_option("--length", length, "sequence length T (steps)")->required()->transform(integer_in(1, kMaxLength));
+  plan->add_option("--memory", memory, "memory budget, in --unit")->required()->check(number_in(0, kMaxBudget));
   plan->add_option("--unit", unit, "slots (hidden-state units) | bytes | percent (of plain BPTT)")->capture_default_str();
   plan->add_option("--policy", policy, "one of: " + policy_list())->capture_default_str();
   plan->add_flag("--json", json, "print one JSON object");
@@ -253,8 +263,10 @@ void add_plan_commands(CLI::App& app, std::function<int()>& action) {
   static std::string csv, c_svg;
   static ModelOptions c_model;
   auto* curve = app.add_subcommand("curve", "cost per step against memory for every policy (the paper's figure)");
-  curve->add_option("--length", c_length, "sequence length T (steps)")->required();
-  curve->add_option("--points", points, "budgets sampled from the least to plain BPTT's")->capture_default_str();
+  curve->add_option("--length", c_length, "sequence length T (steps)")->required()->transform(integer_in(1, kMaxLength));
+  curve->add_option("--points", points, "budgets sampled from the least to plain BPTT's")
+      ->capture_default_str()
+      ->transform(integer_in(2, 100000));
   curve->add_option("--csv", csv, "write the points to this CSV file");
   curve->add_option("--svg", c_svg, "draw the curves into this SVG file");
   add_model_options(curve, c_model);

@@ -1,15 +1,19 @@
 // Training commands: train, eval, sample, plot, demo. Compiled into each binary (DEVICE_SOURCES):
 // in membptt-cuda (MEMBPTT_HAVE_CUDA) `train --device cuda[:N]` computes its gradients on a GPU.
+#include <fcntl.h>
 #include <fmt/format.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <csignal>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -38,6 +42,8 @@ using train::TrainError;
 using Clock = std::chrono::steady_clock;
 
 constexpr const char* kDefaultCorpus = "data/verse.txt";
+constexpr std::int64_t kMaxEvalSequences = std::int64_t{1} << 40;
+constexpr std::int64_t kMaxSampleLength = std::int64_t{1} << 28;
 
 double since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
@@ -180,23 +186,68 @@ struct TrainOptions {
   }
 };
 
+// The --log file: one JSON object per line, appended. Every write is checked, and a line that did
+// not go in whole is cut off again, so the file holds whole lines only, even on a full disk.
 struct LogFile {
-  std::FILE* f = nullptr;
+  int fd = -1;
+  std::string path;
   LogFile() = default;
   LogFile(const LogFile&) = delete;
   LogFile& operator=(const LogFile&) = delete;
   ~LogFile() {
-    if (f) std::fclose(f);
+    if (fd >= 0) ::close(fd);
   }
-  void open(const std::string& path, bool truncate) {
-    f = std::fopen(path.c_str(), truncate ? "w" : "a");
-    if (!f) throw UsageError(fmt::format("--log {}: cannot open the file for appending", path));
+  void open(const std::string& file, bool truncate) {
+    path = file;
+    fd = ::open(file.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | (truncate ? O_TRUNC : O_APPEND), 0644);
+    if (fd < 0) throw UsageError(fmt::format("--log {}: cannot open the file for appending: {}", file, std::strerror(errno)));
+    if (!truncate) drop_partial_last_line();
   }
+  // Appends one line; throws (naming the file and the reason) when it cannot be written whole.
   void write(const nlohmann::json& j) {
-    if (!f) return;
-    const std::string s = j.dump() + "\n";
-    std::fwrite(s.data(), 1, s.size(), f);
-    std::fflush(f);
+    if (fd < 0) return;
+    const std::string line = j.dump() + "\n";
+    const off_t before = ::lseek(fd, 0, SEEK_END);
+    std::size_t done = 0;
+    while (done < line.size()) {
+      const ssize_t n = ::write(fd, line.data() + done, line.size() - done);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) {
+        const int err = n < 0 ? errno : EIO;
+        if (before >= 0 && ::ftruncate(fd, before) != 0) {
+          // The cut failed too: the reader (plot) still skips an unfinished last line.
+        }
+        throw std::runtime_error(fmt::format("--log {}: cannot write the log: {}", path, std::strerror(err)));
+      }
+      done += static_cast<std::size_t>(n);
+    }
+  }
+
+ private:
+  // A run killed in the middle of a write (or an older membptt on a full disk) may have left an
+  // unfinished line: appending after it would glue two records into one bad line.
+  void drop_partial_last_line() {
+    const off_t size = ::lseek(fd, 0, SEEK_END);
+    if (size <= 0) return;
+    std::string tail;
+    off_t keep = 0;
+    for (off_t end = size; end > 0;) {
+      const off_t start = std::max<off_t>(0, end - 4096);
+      tail.resize(static_cast<std::size_t>(end - start));
+      if (::pread(fd, tail.data(), tail.size(), start) != static_cast<ssize_t>(tail.size())) return;  // unreadable: leave it
+      if (end == size && tail.back() == '\n') return;
+      const auto nl = tail.rfind('\n');
+      if (nl != std::string::npos) {
+        keep = start + static_cast<off_t>(nl) + 1;
+        break;
+      }
+      end = start;
+    }
+    if (::ftruncate(fd, keep) != 0)
+      throw std::runtime_error(fmt::format("--log {}: cannot cut off its unfinished last line: {}", path, std::strerror(errno)));
+    fmt::print(stderr, "note: --log {} ended in an unfinished line ({} bytes, from a run that stopped in the middle of "
+                       "a write); it was cut off\n",
+               path, static_cast<long long>(size - keep));
   }
 };
 
@@ -222,12 +273,51 @@ nlohmann::json step_record(const train::TrainerBase& t, const train::StepResult&
 
 struct RunOutcome {
   int status = 0;
-  std::int64_t last_saved = -1;
+  std::int64_t last_saved = -1;  // the step this run last saved, -1: none yet
 };
+
+// The checkpoint that the save directory held when this run started, so that a run that stops
+// says which run and step the surviving file comes from.
+struct EarlierCheckpoint {
+  bool exists = false;
+  bool resumed = false;    // this run resumed from it
+  std::int64_t step = -1;  // -1: not readable as a checkpoint
+};
+
+EarlierCheckpoint earlier_checkpoint(const fs::path& ck, const std::optional<train::ModelSource>& resumed_from) {
+  EarlierCheckpoint e;
+  std::error_code ec;
+  if (ck.empty() || !fs::exists(ck, ec)) return e;
+  e.exists = true;
+  if (resumed_from && fs::equivalent(ck, resumed_from->file, ec)) {
+    e.resumed = true;
+    e.step = resumed_from->step;
+    return e;
+  }
+  try {
+    e.step = train::open_checkpoint(ck.string()).step;
+  } catch (const std::exception&) {
+  }
+  return e;
+}
+
+std::string surviving_checkpoint(const fs::path& ck, const RunOutcome& out, const EarlierCheckpoint& earlier) {
+  if (ck.empty()) return "no checkpoint was being saved (--save)";
+  if (out.last_saved >= 0) return fmt::format("the last good checkpoint, {} (this run's step {}), is kept", ck.string(), out.last_saved);
+  if (!earlier.exists) return "this run had saved no checkpoint yet";
+  if (earlier.resumed)
+    return fmt::format("this run had saved no checkpoint yet; {} still holds step {}, the one this run resumed from", ck.string(),
+                       earlier.step);
+  if (earlier.step >= 0)
+    return fmt::format("this run had saved no checkpoint yet; {} still holds an earlier run's step {}, not this run's (--force "
+                       "replaces it at this run's first save)",
+                       ck.string(), earlier.step);
+  return fmt::format("this run had saved no checkpoint yet; {} is an earlier file, left as it was", ck.string());
+}
 
 // The training loop shared by `train` and `demo`: steps, progress, log, checkpoints, signals.
 RunOutcome train_loop(train::TrainerBase& t, const fs::path& save_dir, std::int64_t save_every, LogFile& log,
-                      double elapsed_before, Progress& progress) {
+                      double elapsed_before, Progress& progress, const EarlierCheckpoint& earlier = {}) {
   const TrainConfig& c = t.config();
   const fs::path ck = save_dir.empty() ? fs::path() : save_dir / train::kCheckpointName;
   RunOutcome out;
@@ -243,15 +333,27 @@ RunOutcome train_loop(train::TrainerBase& t, const fs::path& save_dir, std::int6
       r = t.step();
     } catch (const train::Diverged& d) {
       progress.end_line();
-      const std::string kept =
-          ck.empty() ? "no checkpoint was being saved (--save)"
-          : out.last_saved >= 0
-              ? fmt::format("the last good checkpoint, {} (step {}), is kept", ck.string(), out.last_saved)
-              : (fs::exists(ck) ? fmt::format("the last good checkpoint, {}, is kept", ck.string())
-                                : "no checkpoint had been saved yet");
-      throw std::runtime_error(fmt::format("{}: training stopped (try a smaller --lr or --clip); {}", d.what(), kept));
+      throw std::runtime_error(fmt::format("{}: training stopped (try a smaller --lr or --clip); {}", d.what(),
+                                           surviving_checkpoint(ck, out, earlier)));
     }
-    log.write(step_record(t, r, elapsed_before + since(t0)));
+    try {
+      log.write(step_record(t, r, elapsed_before + since(t0)));
+    } catch (const std::runtime_error& e) {
+      // The step itself is good: keep it in the checkpoint if one is being saved, then stop.
+      progress.end_line();
+      std::string kept = "nothing saved (no --save)";
+      if (!ck.empty()) {
+        try {
+          save();
+          kept = fmt::format("step {} saved to {}; free space and continue with: membptt train --resume {}", t.step_count(),
+                             ck.string(), save_dir.string());
+        } catch (const std::exception& se) {
+          kept = fmt::format("the checkpoint could not be saved either ({}); {}", se.what(), surviving_checkpoint(ck, out, earlier));
+        }
+      }
+      throw std::runtime_error(fmt::format("{}; training stopped after step {} (the log holds whole lines only); {}",
+                                           e.what(), t.step_count(), kept));
+    }
     progress.update(r, t.plain_bytes());
     if (!ck.empty() && (r.step % save_every == 0 || r.step == c.steps)) save();
     if (g_signal) {
@@ -377,7 +479,9 @@ int run_train(TrainOptions& o) {
                                            policy_name(t->plan().policy), t->device()));
   }
   install_signal_handlers();
-  const RunOutcome out = train_loop(*t, save_dir, o.save_every, log, ck ? ck->elapsed_seconds : 0.0, progress);
+  const EarlierCheckpoint earlier =
+      earlier_checkpoint(save_dir.empty() ? fs::path() : save_dir / train::kCheckpointName, ck);
+  const RunOutcome out = train_loop(*t, save_dir, o.save_every, log, ck ? ck->elapsed_seconds : 0.0, progress, earlier);
   if (out.status != 0) return out.status;
   const train::EvalResult ev = t->evaluate(o.eval_sequences);
   fmt::print("{}\n", ev.summary());
@@ -398,8 +502,19 @@ struct EvalCli {
   bool json = false;
 };
 
+// Notes on how a model file was read (a PyTorch state dict in bf16: computed in float32), once.
+void print_notes(const train::ModelSource& m) {
+  for (const std::string& n : m.notes) fmt::print(stderr, "{}\n", n);
+}
+
 int run_eval(const EvalCli& o) {
-  const train::ModelSource m = user_errors([&] { return train::open_model(o.model); });
+  // A PyTorch state dict carries no loss: the task says it (adding: MSE of the last step; else
+  // per-step cross-entropy).
+  ModelLoadOptions load;
+  if (!o.task.empty()) load.loss = o.task == "adding" ? "mse_last" : "xent";
+  load.loss_hint = "pass --task adding, copy or text (a state dict holds neither the task nor the loss)";
+  const train::ModelSource m = user_errors([&] { return train::open_model(o.model, load); });
+  print_notes(m);
   train::EvalOptions eo;
   eo.task = o.task;
   eo.text = o.text.empty() ? "" : fs::absolute(o.text).string();
@@ -427,6 +542,7 @@ struct SampleCli {
 
 int run_sample(const SampleCli& o) {
   const train::ModelSource m = user_errors([&] { return train::open_model(o.model); });
+  print_notes(m);
   const std::string s = user_errors([&] { return train::sample_model(m, o.prime, o.length, o.temperature, o.seed); });
   fmt::print("{}{}\n", o.prime, s);
   return 0;
@@ -535,10 +651,16 @@ int run_plot(const PlotCli& o) {
   std::string line;
   for (std::int64_t n = 1; std::getline(in, line); ++n) {
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    const bool unfinished = in.eof();  // the last line, with no newline after it
     nlohmann::json j;
     try {
       j = nlohmann::json::parse(line);
     } catch (const nlohmann::json::exception&) {
+      if (unfinished) {
+        // What a run that died in the middle of a write leaves: the steps before it still plot.
+        fmt::print(stderr, "note: log file {} has an unfinished last line (line {}); it is left out\n", o.log, n);
+        break;
+      }
       throw UsageError(fmt::format("log file {} line {} is not JSON: allowed is one JSON object per line", o.log, n));
     }
     if (!j.is_object() || !j.contains("step") || !j.contains("loss") || !j["step"].is_number() || !j["loss"].is_number())
@@ -592,14 +714,29 @@ int run_demo(const DemoCli& o) {
              c.length, c.memory);
   fmt::print("{}\n{}\n\n", task_line(*t), plan_line(*t));
 
-  // Plain BPTT against the chosen plan on one check batch: bits and time.
-  fmt::print("measuring plain BPTT and the {} plan on a check batch (5 runs each)...\n", policy_name(t->plan().policy));
+  // Plain BPTT against the chosen plan on one check batch: bits and time. Three sets of runs: the
+  // table shows the set with the median ratio, and the sets' spread says how far a shared machine
+  // moved the measurement.
+  constexpr int kSets = 3, kRuns = 5;
+  fmt::print("measuring plain BPTT and the {} plan on a check batch ({} sets of {} runs each)...\n",
+             policy_name(t->plan().policy), kSets, kRuns);
   std::fflush(stdout);
-  const train::PlainComparison pc = t->compare_with_plain(5);
+  std::vector<train::PlainComparison> sets;
+  for (int i = 0; i < kSets; ++i) sets.push_back(t->compare_with_plain(kRuns));
+  auto ratio_of = [](const train::PlainComparison& x) { return x.chosen_seconds / x.plain_seconds; };
+  std::sort(sets.begin(), sets.end(), [&](const auto& a, const auto& b) { return ratio_of(a) < ratio_of(b); });
+  const train::PlainComparison pc = sets[kSets / 2];
+  const double measured = ratio_of(pc), spread = ratio_of(sets.back()) / ratio_of(sets.front()) - 1.0;
+  const bool all_equal = std::all_of(sets.begin(), sets.end(), [](const auto& x) { return x.bitwise_equal; });
+  // Step costs timed as the passes run them (exec/calibrate.hpp): chains of T steps, plain BPTT's
+  // records streamed, the plan's recording and backward steps timed again inside its arena.
   const NetShape shape{CellType::Lstm, 2, c.hidden, c.layers, c.batch, 1};
-  const CostModel calibrated = cost_model_from(time_steps<float>(shape, LossKind::MseLast), t->sizes().alpha());
+  const auto arena_bytes = static_cast<std::size_t>(t->plan().peak_units * static_cast<double>(t->sizes().hidden_bytes));
+  const StepTimes steps = time_steps<float>(shape, LossKind::MseLast, 11, c.length, arena_bytes);
+  const CostModel calibrated = cost_model_from(steps, t->sizes().alpha());
   const double predicted = t->plan().time_ratio();
-  const double predicted_cal = predicted_time_ratio(t->plan().forward_steps, c.length, calibrated);
+  const double predicted_cal = predicted_time_ratio(steps, t->plan().forward_steps, c.length);
+  const double arena_saving = 1.0 - (steps.record_in_arena + steps.backward_in_arena) / (steps.record + steps.backward);
 
   // Train.
   fmt::print("\ntraining {} steps (the trivial baseline, always answering the mean, scores {:.4f})\n", c.steps,
@@ -648,17 +785,30 @@ int run_demo(const DemoCli& o) {
   fmt::print("{:<34}{:>16}{:>24}\n", "forward steps per sequence", pc.plain_forward_steps, pc.chosen_forward_steps);
   fmt::print("{:<34}{:>16}{:>24}\n", "time per batch, forward + backward", fmt::format("{:.2f} ms", 1e3 * pc.plain_seconds),
              fmt::format("{:.2f} ms", 1e3 * pc.chosen_seconds));
-  fmt::print("{:<34}{:>16}{:>24}\n", "time ratio, measured", "1", fmt::format("{:.3f}x", pc.chosen_seconds / pc.plain_seconds));
+  fmt::print("{:<34}{:>16}{:>24}\n", "time ratio, measured", "1", fmt::format("{:.3f}x", measured));
   fmt::print("{:<34}{:>16}{:>24}\n", "time ratio, planner's prediction", "1", fmt::format("{:.3f}x", predicted));
   fmt::print("{:<34}{:>16}{:>24}\n", "  with measured step costs", "1", fmt::format("{:.3f}x", predicted_cal));
   fmt::print("{:<34}{:>16}{:>24}\n", "gradients vs plain BPTT", "-",
-             pc.bitwise_equal ? "identical, bit for bit" : "DIFFERENT");
-  fmt::print("\n(the prediction assumes a backward step costs {} forward steps and a recording step {}; measured step "
-             "costs give {:.2f} and {:.2f})\n",
-             t->plan().model.beta, t->plan().model.record, calibrated.beta, calibrated.record);
+             all_equal ? "identical, bit for bit" : "DIFFERENT");
+  fmt::print("\n(measured: the median of {} sets of {} runs each; their ratios spread over {:.1f}%.\n"
+             " The planner assumes a backward step costs {} forward steps and a recording step {}. Timed as the\n"
+             " passes run them (chains of {} steps, their {} of records streamed as plain BPTT's are),\n"
+             " they cost {:.2f} and {:.2f}; inside the plan's {} arena its recording and backward steps\n"
+             " cost {:.3f}x plain BPTT's.)\n",
+             kSets, kRuns, 100.0 * spread, t->plan().model.beta, t->plan().model.record, steps.steps,
+             mib(static_cast<double>(t->sizes().internal_bytes) * static_cast<double>(steps.steps)), calibrated.beta,
+             calibrated.record, mib(static_cast<double>(arena_bytes)), 1.0 - arena_saving);
+  const double miss = predicted_cal / measured - 1.0;
+  if (spread > 0.10)
+    fmt::print("(not to be trusted to 10%: the sets' ratios differ by more than that, so another process was\n"
+               " taking the cores; run the demo again on an idle machine)\n");
+  else if (std::abs(miss) > 0.10)
+    fmt::print("(the prediction from measured step costs is {:+.1f}% from the measured ratio, although the sets\n"
+               " agree: a cost the step timings miss at this size, or a load that changed between the two)\n",
+               100.0 * miss);
   fmt::print("wrote {}, {} and {}; whole demo {:.1f} s\n", (out / "demo-loss.svg").string(), log_path.string(),
              (out / "demo-model.safetensors").string(), since(t_start));
-  return pc.bitwise_equal ? 0 : 1;
+  return all_equal ? 0 : 1;
 }
 
 }  // namespace
@@ -675,27 +825,30 @@ void add_train_commands(CLI::App& app, std::function<int()>& action) {
   };
   add("--task", c.task, "adding | copy | text");
   add("--cell", c.cell, "lstm | gru | rnn");
-  add("--hidden", c.hidden, "hidden units per layer");
-  add("--layers", c.layers, "recurrent layers");
-  add("--batch", c.batch, "sequences (text: parallel streams) per step");
-  add("--length", c.length, "sequence length T (text: window length for truncated BPTT)");
+  add("--hidden", c.hidden, "hidden units per layer")->transform(integer_in(1, train::kMaxSize));
+  add("--layers", c.layers, "recurrent layers")->transform(integer_in(1, train::kMaxLayers));
+  add("--batch", c.batch, "sequences (text: parallel streams) per step")->transform(integer_in(1, train::kMaxSize));
+  add("--length", c.length, "sequence length T (text: window length for truncated BPTT)")
+      ->transform(integer_in(1, train::kMaxLength));
   add("--memory", c.memory, "activation memory budget: bytes (64MiB, 500KB, 1e6) or a percentage of plain BPTT's (5%)");
   add("--policy", c.policy, "auto | msm | hsm | ism | full | revolve | chen-sqrt | chen-recursive | quadratic");
-  add("--steps", c.steps, "optimizer steps in all");
-  add("--lr", c.lr, "learning rate");
+  add("--steps", c.steps, "optimizer steps in all")->transform(integer_in(1, train::kMaxSteps));
+  add("--lr", c.lr, "learning rate (> 0)")->check(number_in(0, std::numeric_limits<double>::max()));
   add("--optimizer", c.optimizer, "adam | sgd");
-  add("--clip", c.clip, "clip the global gradient norm to this (0: off)");
-  add("--seed", c.seed, "seed of the initial weights and the data");
+  add("--clip", c.clip, "clip the global gradient norm to this (0: off)")->check(number_in(0, std::numeric_limits<double>::max()));
+  add("--seed", c.seed, "seed of the initial weights and the data")->check(unsigned64());
   add("--init", c.init, "initial weights: pytorch (PyTorch's default) | chrono (LSTM: Tallec & Ollivier's gate biases for memories of ~length steps)");
   add("--dtype", c.dtype, "float32 | float64");
   add("--text", c.text, "text task: a UTF-8 file (default: data/verse.txt)");
-  add("--copy-symbols", c.copy_symbols, "copy task: symbols to remember");
-  add("--copy-alphabet", c.copy_alphabet, "copy task: distinct symbols");
+  add("--copy-symbols", c.copy_symbols, "copy task: symbols to remember")->transform(integer_in(1, train::kMaxSize));
+  add("--copy-alphabet", c.copy_alphabet, "copy task: distinct symbols")->transform(integer_in(2, train::kMaxSize));
   add("--save", to.save, "directory for checkpoint.safetensors (and model.safetensors at the end)");
-  add("--save-every", to.save_every, "checkpoint every K steps (and on SIGINT/SIGTERM)");
+  add("--save-every", to.save_every, "checkpoint every K steps (and on SIGINT/SIGTERM)")
+      ->transform(integer_in(1, train::kMaxSteps));
   add("--resume", to.resume, "continue from a checkpoint (directory or file)");
   add("--log", to.log, "append one JSON object per step to this file");
-  add("--eval-sequences", to.eval_sequences, "held-out sequences for the final evaluation (adding, copy)");
+  add("--eval-sequences", to.eval_sequences, "held-out sequences for the final evaluation (adding, copy)")
+      ->transform(integer_in(1, kMaxEvalSequences));
   tr->add_flag("--force", to.force, "replace a checkpoint already in --save");
   tr->add_option("--device", to.device,
                  "where the gradients are computed: cpu, cuda or cuda:N (CUDA builds; the parameters, optimizer and "
@@ -717,10 +870,13 @@ void add_train_commands(CLI::App& app, std::function<int()>& action) {
   ev->add_option("--model", eo.model, "model directory, checkpoint or model file")->required();
   ev->add_option("--task", eo.task, "adding | copy | text (default: the model's)");
   ev->add_option("--text", eo.text, "text task: the file whose last 10% is evaluated (default: the model's)");
-  ev->add_option("--length", eo.length, "sequence length (adding, copy; default: the model's)");
-  ev->add_option("--batch", eo.batch, "sequences per batch (default: the model's)");
-  ev->add_option("--sequences", eo.sequences, "held-out sequences (adding, copy)")->capture_default_str();
-  ev->add_option("--seed", eo.seed, "seed of the held-out data (default: the model's)");
+  ev->add_option("--length", eo.length, "sequence length (adding, copy; default: the model's)")
+      ->transform(integer_in(1, train::kMaxLength));
+  ev->add_option("--batch", eo.batch, "sequences per batch (default: the model's)")->transform(integer_in(1, train::kMaxSize));
+  ev->add_option("--sequences", eo.sequences, "held-out sequences (adding, copy)")
+      ->capture_default_str()
+      ->transform(integer_in(1, kMaxEvalSequences));
+  ev->add_option("--seed", eo.seed, "seed of the held-out data (default: the model's)")->check(unsigned64());
   ev->add_flag("--json", eo.json, "print one JSON object");
   ev->callback([&action] { action = [] { return run_eval(eo); }; });
 
@@ -728,11 +884,12 @@ void add_train_commands(CLI::App& app, std::function<int()>& action) {
   static SampleCli so;
   auto* sa = app.add_subcommand("sample", "draw text from a character-level language model");
   sa->add_option("--model", so.model, "model directory, checkpoint or model file")->required();
-  sa->add_option("--length", so.length, "characters to draw")->capture_default_str();
+  sa->add_option("--length", so.length, "characters to draw")->capture_default_str()->transform(integer_in(0, kMaxSampleLength));
   sa->add_option("--temperature", so.temperature, "softmax temperature (0: the most likely character)")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(number_in(0, 1e6));
   sa->add_option("--prime", so.prime, "text fed to the model first (printed before the sample)");
-  sa->add_option("--seed", so.seed, "seed of the draws")->capture_default_str();
+  sa->add_option("--seed", so.seed, "seed of the draws")->capture_default_str()->check(unsigned64());
   sa->callback([&action] { action = [] { return run_sample(so); }; });
 
   // plot
@@ -748,12 +905,12 @@ void add_train_commands(CLI::App& app, std::function<int()>& action) {
   auto* de = app.add_subcommand(
       "demo", "train an LSTM on a long adding problem in 5% of plain BPTT's memory, and compare (on the CPU only)");
   de->add_option("--out", dm.out, "directory for the log, the loss curve and the model")->capture_default_str();
-  de->add_option("--steps", dm.steps, "training steps")->capture_default_str();
-  de->add_option("--length", dm.length, "sequence length")->capture_default_str();
-  de->add_option("--hidden", dm.hidden, "LSTM units")->capture_default_str();
-  de->add_option("--batch", dm.batch, "sequences per step")->capture_default_str();
+  de->add_option("--steps", dm.steps, "training steps")->capture_default_str()->transform(integer_in(1, train::kMaxSteps));
+  de->add_option("--length", dm.length, "sequence length")->capture_default_str()->transform(integer_in(1, train::kMaxLength));
+  de->add_option("--hidden", dm.hidden, "LSTM units")->capture_default_str()->transform(integer_in(1, train::kMaxSize));
+  de->add_option("--batch", dm.batch, "sequences per step")->capture_default_str()->transform(integer_in(1, train::kMaxSize));
   de->add_option("--memory", dm.memory, "activation memory budget")->capture_default_str();
-  de->add_option("--seed", dm.seed, "seed")->capture_default_str();
+  de->add_option("--seed", dm.seed, "seed")->capture_default_str()->check(unsigned64());
   de->callback([&action] { action = [] { return run_demo(dm); }; });
 }
 

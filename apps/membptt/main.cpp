@@ -5,6 +5,9 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <new>
+#include <stdexcept>
+#include <string>
 #include <filesystem>
 #include <functional>
 #include <string_view>
@@ -34,6 +37,44 @@ void run_cuda_sibling_if_asked(char** argv) {
 }  // namespace
 #endif
 
+namespace {
+
+// Runs the command; every error becomes one line on stderr and an exit status (2: usage, 1: other).
+int run(CLI::App& app, std::function<int()>& action, int argc, char** argv) {
+  auto fail = [](int status, const std::string& text) {
+    fmt::print(stderr, "membptt: error: {}\n", text);
+    return status;
+  };
+  try {
+    app.parse(argc, argv);
+    return action ? action() : 0;
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    return fail(2, fmt::format("{} (see membptt --help)", e.what()));
+  } catch (const membptt::PlanError& e) {
+    return fail(2, e.what());
+  } catch (const membptt::cli::UsageError& e) {
+    return fail(2, e.what());
+  } catch (const std::bad_alloc&) {
+    // Allocations whose size a user decides say so themselves (backend::AllocationError); this is
+    // the rest.
+    return fail(1, "out of memory: a memory allocation failed (try smaller sizes, a shorter --length or a smaller --batch)");
+  } catch (const std::filesystem::filesystem_error& e) {
+    // libstdc++'s text ("filesystem error: cannot create directories: ...") is the library's, not ours.
+    const std::string where = e.path1().empty() ? "" : e.path1().string() + ": ";
+    return fail(1, fmt::format("{}{}", where, e.code().message()));
+  } catch (const std::length_error&) {
+    return fail(1, "a size is too large to represent (try smaller sizes, a shorter --length or a smaller --batch)");
+  } catch (const std::exception& e) {
+    return fail(1, e.what());
+  }
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
 #ifdef MEMBPTT_CUDA_SIBLING
   run_cuda_sibling_if_asked(argv);
@@ -47,24 +88,11 @@ int main(int argc, char** argv) {
   membptt::cli::add_train_commands(app, action);
   membptt::cli::add_bench_commands(app, action);
 #endif
-  try {
-    app.parse(argc, argv);
-    return action ? action() : 0;
-  } catch (const CLI::CallForHelp& e) {
-    return app.exit(e);
-  } catch (const CLI::CallForAllHelp& e) {
-    return app.exit(e);
-  } catch (const CLI::ParseError& e) {
-    fmt::print(stderr, "membptt: error: {} (see membptt --help)\n", e.what());
-    return 2;
-  } catch (const membptt::PlanError& e) {
-    fmt::print(stderr, "membptt: error: {}\n", e.what());
-    return 2;
-  } catch (const membptt::cli::UsageError& e) {
-    fmt::print(stderr, "membptt: error: {}\n", e.what());
-    return 2;
-  } catch (const std::exception& e) {
-    fmt::print(stderr, "membptt: error: {}\n", e.what());
-    return 1;
+  int status = run(app, action, argc, argv);
+  // Output that never reached its file is an error too (`plan --json > file` on a full disk).
+  if (const std::string why = membptt::cli::close_stdout(); !why.empty()) {
+    fmt::print(stderr, "membptt: error: cannot write standard output: {}\n", why);
+    if (status == 0) status = 1;
   }
+  return status;
 }

@@ -1,6 +1,7 @@
 #include "membptt/cells/params.hpp"
 
 #include <cmath>
+#include <cstdio>
 #include <random>
 #include <stdexcept>
 #include <string>
@@ -45,6 +46,21 @@ void validate(const NetShape& s) {
   need(s.num_layers, "num_layers");
   need(s.batch, "batch");
   need(s.output_size, "output_size");
+  if (s.num_layers > kMaxLayers)
+    throw std::invalid_argument("num_layers " + std::to_string(s.num_layers) + " is not allowed: allowed is 1 to " +
+                                std::to_string(kMaxLayers));
+  // Count in floating point first: the sizes are ints, their products may not fit 64 bits.
+  const double g = gate_count(s.cell), h = s.hidden_size;
+  const double count = g * h * (s.input_size + h + 2) + (s.num_layers - 1) * g * h * (2 * h + 2) +
+                       static_cast<double>(s.output_size) * (h + 1);
+  if (count > kMaxParams) {
+    char n[64];
+    std::snprintf(n, sizeof n, "%.4g", count);
+    throw std::invalid_argument(std::string("a ") + std::string(cell_name(s.cell)) + " of " + std::to_string(s.num_layers) + " layer(s) of " +
+                                std::to_string(s.hidden_size) + " units, input " + std::to_string(s.input_size) + " and output " +
+                                std::to_string(s.output_size) + " would have " + n +
+                                " parameters: allowed are at most 2^48 (about 2.8e14)");
+  }
 }
 
 std::vector<ParamView> param_layout(const NetShape& s) {

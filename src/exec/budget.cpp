@@ -36,19 +36,30 @@ std::string bytes_text(double b) {
 }  // namespace
 
 BudgetSpec parse_budget(const std::string& text) {
-  const std::string allowed = "a number of bytes with an optional unit (B, KB, MB, GB, KiB, MiB, GiB) or a percentage of plain BPTT's memory such as 5%";
+  const std::string allowed =
+      "a number of bytes with an optional unit (B; KB, MB, GB, TB: powers of 1000; KiB, MiB, GiB, TiB or K, M, G, T: "
+      "powers of 1024) or a percentage of plain BPTT's memory such as 5%";
   // from_chars: no locale, no leading blanks, no hex.
   double v = 0;
   const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v, std::chars_format::general);
+  if (ec == std::errc::result_out_of_range)
+    throw PlanError("memory budget '" + text + "' is not allowed: the number is too large to represent (allowed is a finite number >= 0)");
   if (ec != std::errc() || text.empty()) throw PlanError("memory budget '" + text + "' is not allowed: use " + allowed);
   std::string unit(end, text.data() + text.size());
   unit.erase(0, unit.find_first_not_of(' '));
+  constexpr double k = 1024.0;
   static const std::pair<const char*, double> kUnits[] = {
-      {"", 1}, {"B", 1}, {"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"KiB", 1024.0}, {"MiB", 1024.0 * 1024}, {"GiB", 1024.0 * 1024 * 1024}};
+      {"", 1},          {"B", 1},        {"KB", 1e3},          {"MB", 1e6},              {"GB", 1e9},
+      {"TB", 1e12},     {"KiB", k},      {"MiB", k * k},       {"GiB", k * k * k},       {"TiB", k * k * k * k},
+      {"K", k},         {"M", k * k},    {"G", k * k * k},     {"T", k * k * k * k}};
   if (!std::isfinite(v) || v < 0) throw PlanError("memory budget '" + text + "' is not allowed: it must be a finite number >= 0");
   if (unit == "%") return {v, true};
   for (const auto& [name, scale] : kUnits)
-    if (unit == name) return {v * scale, false};
+    if (unit == name) {
+      if (!std::isfinite(v * scale))
+        throw PlanError("memory budget '" + text + "' is not allowed: it is too large to represent (allowed is a finite number of bytes)");
+      return {v * scale, false};
+    }
   throw PlanError("memory budget '" + text + "' has an unknown unit '" + unit + "': use " + allowed);
 }
 
@@ -73,6 +84,7 @@ Plan plan_for_bytes(std::optional<Policy> policy, std::int64_t length, double bu
                     "; the workspace takes " + bytes_text(static_cast<double>(sizes.workspace_bytes)) + " and plain BPTT needs " +
                     bytes_text(static_cast<double>(sizes.plain_bptt_bytes(length))));
   const double units = (budget_bytes - static_cast<double>(sizes.workspace_bytes)) / static_cast<double>(sizes.hidden_bytes);
+  if (!policy && units >= plain_bptt_units(length, model)) return make_plan(Policy::Full, length, units, model);
   if (!policy) {
     try {
       return make_plan(Policy::Msm, length, units, model);

@@ -4,11 +4,14 @@
 #include <charconv>
 #include <climits>
 #include <cmath>
+#include <optional>
 #include <set>
 #include <stdexcept>
 #include <string_view>
 
 #include <fmt/format.h>
+
+#include "membptt/cells/params.hpp"
 
 namespace membptt {
 namespace {
@@ -210,11 +213,375 @@ void check_model_tensors(const SafeTensors& file, const ModelSpec& spec, const s
   }
 }
 
-ModelFile load_model_file(const std::filesystem::path& path) {
-  SafeTensors st = SafeTensors::load(path);
-  ModelSpec spec = read_model_spec(st);
-  check_model_tensors(st, spec);
-  return ModelFile{std::move(spec), std::move(st)};
+namespace {
+
+// A recurrent tensor's name split as PyTorch writes it: <prefix><weight|bias>_<ih|hh|hr>_l<layer>[_reverse].
+struct RecurrentName {
+  std::string prefix;  // "" or ending in '.'
+  std::string kind;    // weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, bias_hr
+  int layer = 0;
+  bool reverse = false;
+};
+
+std::optional<RecurrentName> parse_recurrent(std::string_view name) {
+  const auto dot = name.rfind('.');
+  std::string_view base = dot == std::string_view::npos ? name : name.substr(dot + 1);
+  RecurrentName r;
+  r.prefix = std::string(name.substr(0, name.size() - base.size()));
+  constexpr std::string_view kReverse = "_reverse";
+  if (base.size() > kReverse.size() && base.substr(base.size() - kReverse.size()) == kReverse) {
+    r.reverse = true;
+    base.remove_suffix(kReverse.size());
+  }
+  for (std::string_view kind : {"weight_ih", "weight_hh", "weight_hr", "bias_ih", "bias_hh", "bias_hr"}) {
+    if (base.size() > kind.size() + 2 && base.substr(0, kind.size()) == kind && base.substr(kind.size(), 2) == "_l") {
+      const std::string_view digits = base.substr(kind.size() + 2);
+      // Decimal without leading zeros, below a million layers.
+      if (digits.size() > 6 || (digits.size() > 1 && digits[0] == '0')) return std::nullopt;
+      int layer = 0;
+      const auto [ptr, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), layer);
+      if (ec != std::errc() || ptr != digits.data() + digits.size()) return std::nullopt;
+      r.kind = std::string(kind);
+      r.layer = layer;
+      return r;
+    }
+  }
+  return std::nullopt;
+}
+
+std::string tq(std::string_view name) { return fmt::format("'{}'", printable(name, 120)); }
+
+// "a, b, c, ..." of the file's tensor names, bounded.
+std::string name_list(const SafeTensors& file) {
+  std::string s;
+  for (const auto& [name, info] : file.tensors()) {
+    if (s.size() > 200) return s + ", ...";
+    if (!s.empty()) s += ", ";
+    s += printable(name, 60);
+  }
+  return s.empty() ? "no tensors" : s;
+}
+
+std::string cell_upper(const std::string& cell) { return cell == "lstm" ? "LSTM" : cell == "gru" ? "GRU" : "RNN"; }
+
+std::string cell_words(const std::string& cell) {
+  if (cell == "lstm") return "an LSTM (4 gates)";
+  if (cell == "gru") return "a GRU (3 gates)";
+  return "an RNN (1 gate)";
+}
+
+}  // namespace
+
+const std::string& ModelFile::file_name(const std::string& name) const {
+  const auto it = file_names.find(name);
+  return it == file_names.end() ? name : it->second;
+}
+
+ModelFile load_model_file(const std::filesystem::path& path, const ModelLoadOptions& options) {
+  return interpret_model(SafeTensors::load(path), options);
+}
+
+ModelFile interpret_model(SafeTensors file, const ModelLoadOptions& options, const std::string& what) {
+  const std::string prefix = fmt::format("{} {}", what, file.source());
+  auto fail = [&](const std::string& msg) { return std::runtime_error(fmt::format("{}: {}", prefix, msg)); };
+  const std::string torch_layout =
+      "a state dict of nn.LSTM, nn.GRU or nn.RNN (tensors such as rnn.weight_ih_l0) and an nn.Linear head "
+      "(such as head.weight, head.bias)";
+
+  // One floating dtype for every tensor.
+  if (file.tensors().empty()) throw fail(fmt::format("holds no tensors, expected {}", torch_layout));
+  const std::string* first_name = nullptr;
+  DType dtype = DType::F32;
+  for (const auto& [name, info] : file.tensors()) {
+    if (info.dtype != DType::F32 && info.dtype != DType::F64 && info.dtype != DType::F16 &&
+        info.dtype != DType::BF16) {
+      throw fail(fmt::format("tensor {} has dtype {}, allowed for parameters: F32, F64, F16, BF16", tq(name),
+                             dtype_name(info.dtype)));
+    }
+    if (!first_name) {
+      first_name = &name;
+      dtype = info.dtype;
+    } else if (info.dtype != dtype) {
+      throw fail(fmt::format("tensor {} is {} but tensor {} is {}: all parameters must have one dtype",
+                             tq(*first_name), dtype_name(dtype), tq(name), dtype_name(info.dtype)));
+    }
+  }
+
+  // The recurrent tensors: one module (one prefix), layers 0 .. L-1.
+  std::map<std::string, const TensorInfo*> recurrent;  // kind_l<k> -> info
+  std::vector<std::string> others;
+  std::string rnn_prefix;
+  const std::string* rnn_first = nullptr;
+  int max_layer = -1;
+  for (const auto& [name, info] : file.tensors()) {
+    const auto r = parse_recurrent(name);
+    if (!r) {
+      others.push_back(name);
+      continue;
+    }
+    if (r->reverse) {
+      throw fail(fmt::format("tensor {}: bidirectional layers (bidirectional=True) are not supported yet", tq(name)));
+    }
+    if (r->kind == "weight_hr" || r->kind == "bias_hr") {
+      throw fail(fmt::format("tensor {}: LSTM projections (proj_size > 0) are not supported yet", tq(name)));
+    }
+    if (!rnn_first) {
+      rnn_first = &name;
+      rnn_prefix = r->prefix;
+    } else if (r->prefix != rnn_prefix) {
+      throw fail(fmt::format("tensors {} and {} belong to two recurrent modules; one is supported (nn.LSTM, nn.GRU or "
+                             "nn.RNN, stacked with num_layers)",
+                             tq(*rnn_first), tq(name)));
+    }
+    recurrent[fmt::format("{}_l{}", r->kind, r->layer)] = &info;
+    max_layer = std::max(max_layer, r->layer);
+  }
+  if (!rnn_first) {
+    throw fail(fmt::format("has no recurrent tensors (the file has: {}), expected {}", name_list(file), torch_layout));
+  }
+  auto fname = [&](const char* kind, int layer) { return fmt::format("{}{}_l{}", rnn_prefix, kind, layer); };
+  auto find = [&](const char* kind, int layer) -> const TensorInfo* {
+    const auto it = recurrent.find(fmt::format("{}_l{}", kind, layer));
+    return it == recurrent.end() ? nullptr : it->second;
+  };
+
+  // Cell and hidden size from weight_hh_l0 [G*H x H].
+  const TensorInfo* hh0 = find("weight_hh", 0);
+  if (!hh0) {
+    throw fail(fmt::format("missing tensor {} ([G*H, H]: it tells the cell and the hidden size)",
+                           tq(fname("weight_hh", 0))));
+  }
+  const auto& hs = hh0->shape;
+  if (hs.size() != 2 || hs[1] < 1 || hs[0] % hs[1] != 0 ||
+      (hs[0] / hs[1] != 4 && hs[0] / hs[1] != 3 && hs[0] / hs[1] != 1) || hs[1] > INT_MAX) {
+    throw fail(fmt::format("tensor {} has shape {}, expected [G*H, H] with G = 4 (LSTM), 3 (GRU) or 1 (RNN) gates "
+                           "and hidden size H >= 1",
+                           tq(fname("weight_hh", 0)), shape_string(hs)));
+  }
+  ModelSpec spec;
+  const std::int64_t gates = hs[0] / hs[1];
+  spec.cell = gates == 4 ? "lstm" : gates == 3 ? "gru" : "rnn";
+  spec.hidden_size = static_cast<int>(hs[1]);
+  const std::int64_t gh = hs[0];
+
+  // Input size from weight_ih_l0 [G*H x I].
+  const TensorInfo* ih0 = find("weight_ih", 0);
+  if (!ih0) {
+    throw fail(fmt::format("missing tensor {} (expected shape [{}, input_size] for {} of hidden size {})",
+                           tq(fname("weight_ih", 0)), gh, cell_words(spec.cell), spec.hidden_size));
+  }
+  if (ih0->shape.size() != 2 || ih0->shape[0] != gh || ih0->shape[1] < 1 || ih0->shape[1] > INT_MAX) {
+    throw fail(fmt::format("tensor {} has shape {}, expected [{}, input_size] for {} of hidden size {} "
+                           "(as {} [{}, {}] says)",
+                           tq(fname("weight_ih", 0)), shape_string(ih0->shape), gh, cell_words(spec.cell),
+                           spec.hidden_size, tq(fname("weight_hh", 0)), gh, spec.hidden_size));
+  }
+  spec.input_size = static_cast<int>(ih0->shape[1]);
+  spec.num_layers = max_layer + 1;
+
+  // Biases: all there, or none (bias=False, not supported yet).
+  bool any_bias = false;
+  for (const auto& [key, info] : recurrent) any_bias = any_bias || key.rfind("bias_", 0) == 0;
+  if (!any_bias) {
+    throw fail(fmt::format("has no {} (nor any bias): recurrent layers without biases (bias=False) are not "
+                           "supported yet",
+                           tq(fname("bias_ih", 0))));
+  }
+
+  // The head: the one <q>weight [O x H] + <q>bias [O] pair among the other tensors.
+  std::vector<std::string> weights;
+  for (const auto& n : others) {
+    constexpr std::string_view kW = "weight";
+    const std::string_view v = n;
+    if (v.size() >= kW.size() && v.substr(v.size() - kW.size()) == kW) {
+      const std::string_view q = v.substr(0, v.size() - kW.size());
+      if (q.empty() || q.back() == '.') weights.push_back(n);
+    }
+  }
+  std::string head_prefix;
+  {
+    std::vector<std::string> pairs;
+    for (const auto& w : weights) {
+      const std::string q = w.substr(0, w.size() - 6);
+      if (file.contains(q + "bias")) pairs.push_back(q);
+    }
+    if (pairs.size() > 1) {
+      throw fail(fmt::format("tensors {} and {} are two Linear layers; one head after the recurrent layers is "
+                             "supported",
+                             tq(pairs[0] + "weight"), tq(pairs[1] + "weight")));
+    }
+    if (pairs.empty()) {
+      if (weights.size() == 1) {
+        throw fail(fmt::format("the head {} has no bias {}: a head without bias (bias=False) is not supported yet",
+                               tq(weights[0]), tq(weights[0].substr(0, weights[0].size() - 6) + "bias")));
+      }
+      throw fail(fmt::format("has no head: expected an nn.Linear's weight [output_size, {}] and bias [output_size] "
+                             "(such as head.weight, head.bias) beside the recurrent tensors{}",
+                             spec.hidden_size,
+                             others.empty() ? std::string() : fmt::format(" (the other tensors: {})", [&] {
+                               std::string s;
+                               for (const auto& n : others) s += (s.empty() ? "" : ", ") + printable(n, 60);
+                               return printable(s, 200);
+                             }())));
+    }
+    head_prefix = pairs[0];
+  }
+  const std::string head_w = head_prefix + "weight", head_b = head_prefix + "bias";
+  for (const auto& n : others) {
+    if (n != head_w && n != head_b) {
+      throw fail(fmt::format("unexpected tensor {} with shape {}: a model is one recurrent module ({}weight_ih_l0 "
+                             "...) and one Linear head ({}, {})",
+                             tq(n), shape_string(file.info(n).shape), printable(rnn_prefix, 60), tq(head_w),
+                             tq(head_b)));
+    }
+  }
+  const auto& hw = file.info(head_w).shape;
+  if (hw.size() != 2 || hw[0] < 1 || hw[0] > INT_MAX || hw[1] != spec.hidden_size) {
+    throw fail(fmt::format("tensor {} has shape {}, expected [output_size, {}] (the hidden size)", tq(head_w),
+                           shape_string(hw), spec.hidden_size));
+  }
+  spec.output_size = static_cast<int>(hw[0]);
+  spec.dtype = dtype == DType::F64 ? "float64" : "float32";
+
+  // Metadata that is present must agree with the tensors.
+  const std::string hh0_desc = fmt::format("{} {}", tq(fname("weight_hh", 0)), shape_string(hs));
+  if (const std::string* v = file.find_metadata("cell")) {
+    if (*v != "lstm" && *v != "gru" && *v != "rnn") {
+      throw fail(fmt::format("metadata cell='{}' is not one of lstm, gru, rnn", printable(*v)));
+    }
+    if (*v != spec.cell) {
+      throw fail(fmt::format("metadata cell={} contradicts the tensors: {} has {} gates, {}", *v, hh0_desc, gates,
+                             cell_words(spec.cell)));
+    }
+  }
+  const struct {
+    const char* key;
+    int value;
+    std::string source;
+  } sizes[] = {
+      {"input_size", spec.input_size, fmt::format("{} {}", tq(fname("weight_ih", 0)), shape_string(ih0->shape))},
+      {"hidden_size", spec.hidden_size, hh0_desc},
+      {"num_layers", spec.num_layers,
+       fmt::format("the tensors have layers 0 to {} ({})", max_layer, tq(fname("weight_ih", max_layer)))},
+      {"output_size", spec.output_size, fmt::format("{} {}", tq(head_w), shape_string(hw))},
+  };
+  for (const auto& sz : sizes) {
+    const std::string* v = file.find_metadata(sz.key);
+    if (!v) continue;
+    int got = 0;
+    if (!parse_positive_int(*v, got)) {
+      throw fail(fmt::format("metadata {}='{}' is not a positive integer (1 to {})", sz.key, printable(*v), INT_MAX));
+    }
+    if (got != sz.value) {
+      throw fail(fmt::format("metadata {}={} contradicts the tensors: {} gives {}", sz.key, got, sz.source, sz.value));
+    }
+  }
+  if (const std::string* v = file.find_metadata("dtype")) {
+    const char* want = dtype == DType::F64 ? "float64" : dtype == DType::F32 ? "float32"
+                       : dtype == DType::F16 ? "float16" : "bfloat16";
+    if (*v != "float32" && *v != "float64" && *v != "float16" && *v != "bfloat16") {
+      throw fail(fmt::format("metadata dtype='{}' is not one of float32, float64, float16, bfloat16", printable(*v)));
+    }
+    if (*v != want) {
+      throw fail(fmt::format("metadata dtype={} contradicts the tensors, which are {} ({})", *v, dtype_name(dtype),
+                             want));
+    }
+  }
+  if (const std::string* nl = file.find_metadata("nonlinearity")) {
+    if (*nl != "tanh" || spec.cell != "rnn") {
+      throw fail(fmt::format("metadata nonlinearity='{}' is not allowed (only 'tanh', for cell rnn)", printable(*nl)));
+    }
+  }
+  if (!options.loss.empty() && options.loss != "xent" && options.loss != "mse_last") {
+    throw std::runtime_error(fmt::format("--loss '{}' is not one of xent, mse_last", printable(options.loss)));
+  }
+  if (const std::string* v = file.find_metadata("loss")) {
+    if (*v != "xent" && *v != "mse_last") {
+      throw fail(fmt::format("metadata loss='{}' is not one of xent, mse_last", printable(*v)));
+    }
+    if (!options.loss.empty() && options.loss != *v) {
+      throw fail(fmt::format("--loss {} contradicts the file's metadata loss={}", options.loss, *v));
+    }
+    spec.loss = *v;
+  } else if (!options.loss.empty()) {
+    spec.loss = options.loss;
+  } else {
+    throw fail("the loss cannot be read from the tensors and the file has no metadata 'loss': " +
+               (options.loss_hint.empty() ? std::string("pass --loss xent (softmax cross-entropy at every step) or --loss "
+                                                        "mse_last (squared error of the last step)")
+                                          : options.loss_hint));
+  }
+
+  // Every layer complete, none missing in between (before anything is sized by the layer count).
+  if (spec.num_layers > kMaxLayers) {
+    throw fail(fmt::format("tensor {} makes {} layers; at most {} are supported", tq(fname("weight_ih", max_layer)),
+                           spec.num_layers, kMaxLayers));
+  }
+  for (int k = 0; k <= max_layer; ++k) {
+    for (const char* kind : {"weight_ih", "weight_hh", "bias_ih", "bias_hh"}) {
+      if (find(kind, k)) continue;
+      const std::string shape = kind[0] == 'b' ? fmt::format("[{}]", gh)
+                                : kind[7] == 'h' ? fmt::format("[{}, {}]", gh, spec.hidden_size)
+                                                 : fmt::format("[{}, {}]", gh, k == 0 ? spec.input_size : spec.hidden_size);
+      throw fail(fmt::format("missing tensor {} (expected shape {}: layer {} of a {}-layer {}, as {} shows)",
+                             tq(fname(kind, k)), shape, k, spec.num_layers, cell_upper(spec.cell),
+                             tq(fname("weight_hh", max_layer))));
+    }
+  }
+
+  // Every layer's shapes.
+  ModelFile out;
+  out.spec = spec;
+  out.file_dtype = dtype;
+  const auto expected = expected_parameters(spec);
+  for (const ParamShape& p : expected) {
+    std::string in_file;
+    if (p.name.rfind("head.", 0) == 0) {
+      in_file = head_prefix + p.name.substr(5);
+    } else {
+      in_file = rnn_prefix + p.name.substr(4);  // "rnn."
+    }
+    const TensorInfo& info = file.info(in_file);
+    if (info.shape != p.shape) {
+      throw fail(fmt::format("tensor {} has shape {}, expected {} (a {}-layer {}, input size {}, hidden size {})",
+                             tq(in_file), shape_string(info.shape), shape_string(p.shape), spec.num_layers,
+                             cell_upper(spec.cell), spec.input_size, spec.hidden_size));
+    }
+    out.file_names.emplace(p.name, in_file);
+  }
+  // (Every recurrent tensor is one of those: its layer is at most max_layer, its kind one of four.)
+
+  const bool renamed = std::any_of(out.file_names.begin(), out.file_names.end(),
+                                   [](const auto& kv) { return kv.first != kv.second; });
+  if (dtype == DType::F16 || dtype == DType::BF16) {
+    out.notes.push_back(fmt::format("note: {}: the parameters are {}; membptt computes in float32 and writes the "
+                                    "gradients in float32",
+                                    prefix, dtype_name(dtype)));
+  }
+  if (spec.cell == "rnn" && !file.find_metadata("cell") && !file.find_metadata("nonlinearity")) {
+    out.notes.push_back(fmt::format("note: {}: {} has 1 gate: read as nn.RNN with tanh, the default (a relu RNN has "
+                                    "the same tensors and is not supported)",
+                                    prefix, hh0_desc));
+  }
+  if (!renamed && (dtype == DType::F32 || dtype == DType::F64)) {
+    out.tensors = std::move(file);
+  } else {
+    // Copy into membptt's names and dtype (F16/BF16 -> F32, exactly).
+    SafeTensorsWriter w;
+    for (const auto& [k, v] : model_spec_metadata(spec)) w.set_metadata(k, v);
+    for (const ParamShape& p : expected) {
+      const std::string& in_file = out.file_names.at(p.name);
+      if (dtype == DType::F32 || dtype == DType::F64) {
+        w.add_bytes(p.name, dtype, p.shape, file.bytes(in_file));
+      } else {
+        const std::vector<float> v = file.read_f32(in_file);
+        w.add_f32(p.name, p.shape, v);
+      }
+    }
+    out.tensors = SafeTensors::parse(w.serialize(), file.source());
+  }
+  check_model_tensors(out.tensors, spec, what);
+  return out;
 }
 
 InputsData read_inputs(const SafeTensors& file, const ModelSpec& spec) {
@@ -237,9 +604,12 @@ InputsData read_inputs(const SafeTensors& file, const ModelSpec& spec) {
     }
     return file.info(name);
   };
+  std::vector<std::string> reduced;  // "input (BF16)", ...: converted exactly, said once in d.note
   auto check_float = [&](const char* name, const TensorInfo& info) {
-    if (info.dtype != DType::F32 && info.dtype != DType::F64) {
-      throw std::runtime_error(fmt::format("{}: tensor '{}' has dtype {}, allowed: F32, F64", prefix, name,
+    if (info.dtype == DType::F16 || info.dtype == DType::BF16) {
+      reduced.push_back(fmt::format("'{}' {}", name, dtype_name(info.dtype)));
+    } else if (info.dtype != DType::F32 && info.dtype != DType::F64) {
+      throw std::runtime_error(fmt::format("{}: tensor '{}' has dtype {}, allowed: F32, F64, F16, BF16", prefix, name,
                                            dtype_name(info.dtype)));
     }
   };
@@ -306,6 +676,10 @@ InputsData read_inputs(const SafeTensors& file, const ModelSpec& spec) {
     auto values = file.read_f64(name);
     check_finite(prefix, name, values, s.shape);
     (name[0] == 'h' ? d.h0 : d.c0) = std::move(values);
+  }
+  if (!reduced.empty()) {
+    d.note = fmt::format("note: {}: {} converted exactly to {} for the computation", prefix, join(reduced),
+                         spec.dtype);
   }
   return d;
 }

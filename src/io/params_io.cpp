@@ -41,9 +41,22 @@ void add_params(SafeTensorsWriter& w, const Params<T>& p, const std::string& pre
   }
 }
 
+template <class T>
+void add_params(SafeTensorsWriter& w, const Params<T>& p, const ModelFile& model) {
+  for (const ParamView& v : p.views()) {
+    const std::span<const T> src = p.view(v.name);
+    if constexpr (sizeof(T) == sizeof(float))
+      w.add_f32(model.file_name(v.name), v.shape, src);
+    else
+      w.add_f64(model.file_name(v.name), v.shape, src);
+  }
+}
+
 template void load_params<float>(const SafeTensors&, Params<float>&, const std::string&);
 template void load_params<double>(const SafeTensors&, Params<double>&, const std::string&);
 template void add_params<float>(SafeTensorsWriter&, const Params<float>&, const std::string&);
 template void add_params<double>(SafeTensorsWriter&, const Params<double>&, const std::string&);
+template void add_params<float>(SafeTensorsWriter&, const Params<float>&, const ModelFile&);
+template void add_params<double>(SafeTensorsWriter&, const Params<double>&, const ModelFile&);
 
 }  // namespace membptt

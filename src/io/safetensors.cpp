@@ -91,6 +91,100 @@ bool mul_overflows(std::uint64_t a, std::uint64_t b, std::uint64_t& out) {
   return __builtin_mul_overflow(a, b, &out);
 }
 
+// nlohmann's messages start with "[json.exception.parse_error.101] ": keep only what they say.
+std::string json_error_text(const json::exception& e) {
+  std::string_view w = e.what();
+  if (!w.empty() && w.front() == '[') {
+    const auto close = w.find("] ");
+    if (close != std::string_view::npos) w.remove_prefix(close + 2);
+  }
+  return printable(w, 200);
+}
+
+bool starts_with(std::span<const std::byte> b, std::string_view magic) {
+  if (b.size() < magic.size()) return false;
+  return std::memcmp(b.data(), magic.data(), magic.size()) == 0;
+}
+
+constexpr std::string_view kSafetensorsLayout = "an 8-byte little-endian header length, a JSON header, then the data";
+
+// What a file that is not safetensors is, where its first bytes say so cheaply: the end of a sentence
+// "safetensors file F: <this>". nullopt when the bytes match nothing known. Called only after the
+// file failed to parse as safetensors, so a valid file is never misnamed.
+std::optional<std::string> foreign_format(std::span<const std::byte> b, const std::string& source) {
+  const std::string expected = fmt::format("but a safetensors file was expected ({})", kSafetensorsLayout);
+  std::filesystem::path target = std::filesystem::path(source).filename();
+  target.replace_extension(".safetensors");
+  if (target.empty() || target == std::filesystem::path(source).filename()) target = "converted.safetensors";
+  const std::string convert = fmt::format(
+      "convert it in Python with safetensors.torch.save_file(torch.load(\"{0}\"), \"{1}\") "
+      "(for a saved whole module, its .state_dict()), or without the safetensors package with "
+      "python3 python/membptt_st.py convert {0} {1}",
+      printable(source, 200), printable(target.string(), 100));
+  if (b.empty()) return fmt::format("the file is empty (0 bytes), {}", expected);
+  if (starts_with(b, "PK\x03\x04") || starts_with(b, "PK\x05\x06")) {
+    return fmt::format("this is a zip archive, which is what torch.save writes (numpy.savez too), not a safetensors "
+                       "file; {}",
+                       convert);
+  }
+  if (b.size() >= 2 && static_cast<unsigned char>(b[0]) == 0x80 && static_cast<unsigned char>(b[1]) >= 2 &&
+      static_cast<unsigned char>(b[1]) <= 5) {
+    return fmt::format("this is a Python pickle (torch.save with _use_new_zipfile_serialization=False, or "
+                       "pickle.dump), not a safetensors file; {}",
+                       convert);
+  }
+  if (starts_with(b, "\x1f\x8b")) {
+    return fmt::format("this is gzip-compressed data, {}; decompress it first (gunzip, or tar -xzf for a .tar.gz)",
+                       expected);
+  }
+  if (starts_with(b, "BZh")) return fmt::format("this is bzip2-compressed data, {}; decompress it first", expected);
+  if (starts_with(b, "\xfd" "7zXZ")) {
+    return fmt::format("this is xz-compressed data, {}; decompress it first", expected);
+  }
+  if (starts_with(b, "\x28\xb5\x2f\xfd")) {
+    return fmt::format("this is zstd-compressed data, {}; decompress it first", expected);
+  }
+  if (starts_with(b, "\x93NUMPY")) return fmt::format("this is a NumPy .npy array, {}", expected);
+  if (starts_with(b, "\x89HDF\r\n\x1a\n")) return fmt::format("this is an HDF5 file (such as Keras .h5), {}", expected);
+  // Text: the first 4 KiB are UTF-8 with no control bytes other than tab, CR and LF.
+  const std::size_t n = std::min<std::size_t>(b.size(), 4096);
+  std::string head;
+  for (std::size_t i = 0; i < n;) {
+    const auto c = static_cast<unsigned char>(b[i]);
+    if (c < 0x80) {
+      if ((c < 0x20 && c != '\t' && c != '\n' && c != '\r') || c == 0x7f) return std::nullopt;
+      head += static_cast<char>(c);
+      ++i;
+      continue;
+    }
+    const std::size_t len = c >= 0xc2 && c <= 0xdf ? 2 : c >= 0xe0 && c <= 0xef ? 3 : c >= 0xf0 && c <= 0xf4 ? 4 : 0;
+    if (len == 0) return std::nullopt;
+    for (std::size_t k = 1; k < len; ++k) {
+      if (i + k >= b.size()) return std::nullopt;  // the file ends inside a character
+      if (i + k >= n) break;                        // the sample does: fine
+      const auto d = static_cast<unsigned char>(b[i + k]);
+      if (d < 0x80 || d > 0xbf) return std::nullopt;
+    }
+    for (std::size_t k = 0; k < len && i + k < n; ++k) head += static_cast<char>(b[i + k]);
+    i += len;
+  }
+  const auto first = head.find_first_not_of(" \t\r\n");
+  std::string begins = first == std::string::npos ? std::string() : head.substr(first, 40);
+  const bool cut = first != std::string::npos && head.size() - first > 40;
+  for (char& c : begins) {
+    if (c == '\n' || c == '\r' || c == '\t') c = ' ';
+  }
+  if (!cut) begins.erase(begins.find_last_not_of(' ') + 1);
+  const std::string quoted = fmt::format("'{}{}'", printable(begins, 40), cut ? "..." : "");
+  if (first != std::string::npos && (head[first] == '{' || head[first] == '[')) {
+    const char* p = reinterpret_cast<const char*>(b.data());
+    const bool valid = b.size() <= (std::size_t{16} << 20) && json::accept(p, p + b.size());
+    return fmt::format("this is {} (it begins {}), {}", valid ? "a JSON document" : "JSON-like text", quoted, expected);
+  }
+  if (first == std::string::npos) return fmt::format("this is a text file holding only white space, {}", expected);
+  return fmt::format("this is a text file (it begins {}), {}", quoted, expected);
+}
+
 float half_to_float(std::uint16_t h) {
   const std::uint32_t sign = (h >> 15) & 1u;
   const std::uint32_t exp = (h >> 10) & 0x1fu;
@@ -235,18 +329,27 @@ SafeTensors SafeTensors::parse(std::vector<std::byte> file_bytes, std::string so
     return std::runtime_error(fmt::format("safetensors file {}: {}", src, what));
   };
 
+  // A file that fails the first structural checks is often something else altogether (a torch.save
+  // zip, a gzip archive, JSON, text): say what, where its first bytes tell.
+  auto not_safetensors = [&](const std::string& what) {
+    if (auto foreign = foreign_format(st.file_, src)) {
+      throw NotSafetensorsError(fmt::format("safetensors file {}: {}", src, *foreign));
+    }
+    return fail(fmt::format("{}: not a safetensors file ({}), or a corrupt one", what, kSafetensorsLayout));
+  };
+
   const std::size_t size = st.file_.size();
   if (size < 8) {
-    throw fail(fmt::format("file is {} bytes, shorter than the 8-byte header length prefix", size));
+    throw not_safetensors(fmt::format("file is {} bytes, shorter than the 8-byte header length prefix", size));
   }
   const auto header_len = load_le<std::uint64_t>(st.file_.data());
   if (header_len > kSafetensorsMaxHeaderBytes) {
-    throw fail(fmt::format("header length {} exceeds the limit of {} bytes", header_len,
-                           kSafetensorsMaxHeaderBytes));
+    throw not_safetensors(fmt::format("header length {} exceeds the limit of {} bytes", header_len,
+                                      kSafetensorsMaxHeaderBytes));
   }
   if (header_len > size - 8) {
-    throw fail(fmt::format("header length {} exceeds the {} bytes after the 8-byte prefix", header_len,
-                           size - 8));
+    throw not_safetensors(fmt::format("header length {} exceeds the {} bytes after the 8-byte prefix", header_len,
+                                      size - 8));
   }
   st.data_start_ = 8 + static_cast<std::size_t>(header_len);
   const std::size_t buffer_len = size - st.data_start_;
@@ -272,7 +375,10 @@ SafeTensors SafeTensors::parse(std::vector<std::byte> file_bytes, std::string so
     try {
       header = json::parse(hbegin, hend, cb);
     } catch (const json::exception& e) {
-      throw fail(fmt::format("header is not valid JSON: {}", printable(e.what(), 200)));
+      if (header_len == 0 || *hbegin != '{') {
+        throw not_safetensors(fmt::format("header is not valid JSON: {}", json_error_text(e)));
+      }
+      throw fail(fmt::format("header is not valid JSON: {}", json_error_text(e)));
     } catch (const HeaderTooDeep&) {
       throw fail("header JSON is nested deeper than allowed (object of tensor objects of shape arrays)");
     } catch (const DuplicateKey& d) {
@@ -287,6 +393,7 @@ SafeTensors SafeTensors::parse(std::vector<std::byte> file_bytes, std::string so
     const std::string& key = it.key();
     const json& value = it.value();
     if (key == "__metadata__") {
+      if (value.is_null()) continue;  // the reference implementation reads null as no metadata
       if (!value.is_object()) {
         throw fail(fmt::format("__metadata__ is {} ({}), allowed: an object of strings", describe(value),
                                type_word(value)));
@@ -576,7 +683,7 @@ std::vector<std::byte> SafeTensorsWriter::serialize() const {
     text = header.dump();
   } catch (const json::exception& e) {
     throw std::runtime_error(fmt::format("safetensors writer: a tensor name or metadata string is not valid UTF-8 ({})",
-                                         printable(e.what())));
+                                         json_error_text(e)));
   }
   text.append((8 - text.size() % 8) % 8, ' ');
 

@@ -18,7 +18,10 @@ MemoryGrid MemoryGrid::for_alpha(double alpha) {
 
 std::int64_t MemoryGrid::ticks_of(double units) const {
   if (!(units > 0)) return 0;
-  return static_cast<std::int64_t>(std::floor(units * static_cast<double>(hidden) + 1e-9));
+  // Saturate rather than overflow (the planner caps budgets first; this guards other callers).
+  const double ticks = std::floor(units * static_cast<double>(hidden) + 1e-9);
+  if (!(ticks < 4.0e18)) return std::int64_t{4'000'000'000'000'000'000};
+  return static_cast<std::int64_t>(ticks);
 }
 
 }  // namespace membptt

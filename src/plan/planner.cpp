@@ -70,13 +70,24 @@ std::string fmt_units(double u) {
 }
 
 void validate(std::int64_t length, const CostModel& model) {
-  if (length <= 0) throw PlanError("sequence length " + std::to_string(length) + " is not allowed: it must be a positive integer");
-  if (!std::isfinite(model.alpha) || model.alpha < 1.0)
-    throw PlanError("alpha " + fmt_units(model.alpha) + " is not allowed: an internal state holds a hidden state, so alpha must be >= 1");
-  if (!std::isfinite(model.beta) || model.beta < 0.0)
-    throw PlanError("beta " + fmt_units(model.beta) + " is not allowed: the backward/forward cost ratio must be >= 0");
-  if (!std::isfinite(model.record) || model.record <= 0.0)
-    throw PlanError("record cost " + fmt_units(model.record) + " is not allowed: the cost of a recording step over a plain one must be > 0");
+  if (length <= 0 || length > kMaxLength)
+    throw PlanError("sequence length " + std::to_string(length) + " is not allowed: allowed is 1 to " + std::to_string(kMaxLength));
+  if (!std::isfinite(model.alpha) || model.alpha < 1.0 || model.alpha > kMaxAlpha)
+    throw PlanError("alpha " + fmt_units(model.alpha) + " is not allowed: an internal state holds a hidden state, so alpha must be 1 to " +
+                    fmt_units(kMaxAlpha));
+  if (!std::isfinite(model.beta) || model.beta < 0.0 || model.beta > kMaxCostRatio)
+    throw PlanError("beta " + fmt_units(model.beta) + " is not allowed: the backward/forward cost ratio must be 0 to " +
+                    fmt_units(kMaxCostRatio));
+  if (!std::isfinite(model.record) || model.record <= 0.0 || model.record > kMaxCostRatio)
+    throw PlanError("record cost " + fmt_units(model.record) +
+                    " is not allowed: the cost of a recording step over a plain one must be > 0 and at most " + fmt_units(kMaxCostRatio));
+}
+
+// No policy is helped by more memory than storing every step's internal state (plain BPTT) or,
+// for a fixed-memory policy, than its own least: a larger budget (1e21 bytes, say) is cut to that
+// before it becomes integer ticks, which it might overflow.
+double useful_budget(double budget_units, double least, std::int64_t length, const CostModel& model) {
+  return std::min(budget_units, std::max(least, plain_bptt_units(length, model)));
 }
 
 bool is_table_policy(Policy p) { return p == Policy::Hsm || p == Policy::Ism || p == Policy::Msm; }
@@ -159,7 +170,7 @@ Plan make_plan(Policy policy, std::int64_t length, double budget_units, const Co
   plan.model = model;
   plan.budget_units = budget_units;
   plan.grid = MemoryGrid::for_alpha(model.alpha);
-  plan.free_ticks = plan.grid.ticks_of(budget_units - model.alpha);
+  plan.free_ticks = plan.grid.ticks_of(useful_budget(budget_units, least, length, model) - model.alpha);
   if (is_table_policy(policy)) {
     plan.free_ticks = std::min(plan.free_ticks, saturating_ticks(policy, length, plan.grid));
     auto table = solve_table(policy, length, plan.free_ticks, plan.grid);
@@ -189,13 +200,13 @@ std::vector<CurvePoint> cost_curve(Policy policy, std::int64_t length, const Cos
   if (is_table_policy(policy)) {
     const MemoryGrid g = MemoryGrid::for_alpha(model.alpha);
     double top = least;
-    for (double b : budgets) top = std::max(top, b);
+    for (double b : budgets) top = std::max(top, useful_budget(b, least, length, model));
     const std::int64_t max_ticks =
         std::min(g.ticks_of(top - model.alpha), saturating_ticks(policy, length, g));
     auto table = solve_table(policy, length, max_ticks, g);
     for (double b : budgets) {
       if (b < least - 1e-9) continue;
-      const std::int64_t f = std::min(g.ticks_of(b - model.alpha), max_ticks);
+      const std::int64_t f = std::min(g.ticks_of(useful_budget(b, least, length, model) - model.alpha), max_ticks);
       out.push_back({b, table->cost(length, f)});
     }
     return out;
@@ -203,7 +214,8 @@ std::vector<CurvePoint> cost_curve(Policy policy, std::int64_t length, const Cos
   if (policy == Policy::Revolve) {
     const MemoryGrid g = MemoryGrid::for_alpha(model.alpha);
     for (double b : budgets)
-      if (b >= least - 1e-9) out.push_back({b, hsm_cost(length, g.ticks_of(b - model.alpha) / g.hidden + 1)});
+      if (b >= least - 1e-9)
+        out.push_back({b, hsm_cost(length, g.ticks_of(useful_budget(b, least, length, model) - model.alpha) / g.hidden + 1)});
     return out;
   }
   // Fixed-memory policies: one cost, valid at every budget from their least.

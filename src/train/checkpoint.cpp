@@ -98,7 +98,7 @@ void check_parameters(const SafeTensors& st, const ModelSpec& spec, const std::s
 
 }  // namespace
 
-ModelSource open_model(const std::filesystem::path& file_or_dir) {
+ModelSource open_model(const std::filesystem::path& file_or_dir, const ModelLoadOptions& options) {
   std::error_code ec;
   std::filesystem::path file = file_or_dir;
   if (std::filesystem::is_directory(file_or_dir, ec)) {
@@ -116,13 +116,25 @@ ModelSource open_model(const std::filesystem::path& file_or_dir) {
   const std::string prefix = file.string();
   try {
     m.tensors = SafeTensors::load(file);
+  } catch (const NotSafetensorsError& e) {
+    throw TrainError(e.what());  // a zip from torch.save, JSON, text: it says what it is
   } catch (const std::exception& e) {
     throw TrainError(fmt::format("{} (the file is truncated or corrupt)", e.what()));
   }
   const std::string* format = m.tensors.find_metadata("format");
   m.is_checkpoint = format && *format == kCheckpointFormat;
-  if (format && !m.is_checkpoint)
-    throw TrainError(fmt::format("{}: metadata format='{}' is not {}", prefix, format->substr(0, 40), kCheckpointFormat));
+  if (!m.is_checkpoint) {
+    // A model file: membptt's own, or a PyTorch state dict whose sizes the tensors tell
+    // (interpret_model; the loss from its metadata or `options`).
+    try {
+      ModelFile mf = interpret_model(std::move(m.tensors), options, "model file");
+      m.tensors = std::move(mf.tensors);
+      m.spec = mf.spec;
+      m.notes = std::move(mf.notes);
+    } catch (const std::exception& e) {
+      throw TrainError(e.what());
+    }
+  }
   const std::string* sum = m.tensors.find_metadata("checksum");
   if (m.is_checkpoint && !sum) throw TrainError(fmt::format("{}: checkpoint has no checksum", prefix));
   if (sum) {
@@ -132,7 +144,7 @@ ModelSource open_model(const std::filesystem::path& file_or_dir) {
                                    sum->substr(0, 20), actual));
   }
   try {
-    m.spec = read_model_spec(m.tensors);
+    if (m.is_checkpoint) m.spec = read_model_spec(m.tensors);
   } catch (const TrainError&) {
     throw;
   } catch (const std::exception& e) {

@@ -1,6 +1,8 @@
 #include "membptt/train/config.hpp"
 
 #include <cmath>
+#include <limits>
+#include <type_traits>
 #include <optional>
 
 #include <fmt/format.h>
@@ -11,8 +13,6 @@
 namespace membptt::train {
 namespace {
 
-constexpr int kMaxSize = 1 << 20;
-
 void need_range(const char* option, std::int64_t v, std::int64_t lo, std::int64_t hi) {
   if (v < lo || v > hi) throw TrainError(fmt::format("{} {} is not allowed: allowed is {} to {}", option, v, lo, hi));
 }
@@ -20,8 +20,19 @@ void need_range(const char* option, std::int64_t v, std::int64_t lo, std::int64_
 template <class V>
 V get(const nlohmann::json& j, const char* key, const std::string& what) {
   if (!j.contains(key)) throw TrainError(fmt::format("{}: the config has no field '{}'", what, key));
+  const nlohmann::json& v = j.at(key);
+  if constexpr (std::is_integral_v<V>) {
+    // nlohmann's get<int> would truncate 1e12 silently: check the range first.
+    const bool fits = v.is_number_unsigned() ? v.get<std::uint64_t>() <= static_cast<std::uint64_t>(std::numeric_limits<V>::max())
+                      : v.is_number_integer() ? v.get<std::int64_t>() >= static_cast<std::int64_t>(std::numeric_limits<V>::min()) &&
+                                                    (std::is_unsigned_v<V> || v.get<std::int64_t>() <= static_cast<std::int64_t>(std::numeric_limits<V>::max()))
+                                              : false;
+    if (!fits)
+      throw TrainError(fmt::format("{}: config field '{}' = {} is not allowed: allowed is an integer from {} to {}", what, key,
+                                   v.dump(), std::numeric_limits<V>::min(), std::numeric_limits<V>::max()));
+  }
   try {
-    return j.at(key).get<V>();
+    return v.get<V>();
   } catch (const nlohmann::json::exception&) {
     throw TrainError(fmt::format("{}: config field '{}' = {} has the wrong type", what, key, j.at(key).dump()));
   }
@@ -35,10 +46,10 @@ void validate(const TrainConfig& c) {
   if (c.cell != "lstm" && c.cell != "gru" && c.cell != "rnn")
     throw TrainError(fmt::format("--cell '{}' is not allowed: allowed are lstm, gru, rnn", c.cell));
   need_range("--hidden", c.hidden, 1, kMaxSize);
-  need_range("--layers", c.layers, 1, 1024);
+  need_range("--layers", c.layers, 1, kMaxLayers);
   need_range("--batch", c.batch, 1, kMaxSize);
-  need_range("--length", c.length, 1, std::int64_t{1} << 40);
-  need_range("--steps", c.steps, 1, std::int64_t{1} << 50);
+  need_range("--length", c.length, 1, kMaxLength);
+  need_range("--steps", c.steps, 1, kMaxSteps);
   if (c.optimizer != "adam" && c.optimizer != "sgd")
     throw TrainError(fmt::format("--optimizer '{}' is not allowed: allowed are adam, sgd", c.optimizer));
   if (!std::isfinite(c.lr) || c.lr <= 0)

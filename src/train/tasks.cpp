@@ -109,6 +109,12 @@ Corpus build(std::string_view bytes, std::string source, const std::vector<char3
 
 }  // namespace
 
+double unknown_code_points(std::size_t vocab_size) {
+  // Unicode scalar values: 0 to 0x10FFFF less the 2048 surrogates.
+  constexpr double kScalarValues = 0x110000 - 0x800;
+  return std::max(1.0, kScalarValues - static_cast<double>(vocab_size));
+}
+
 std::int32_t class_of(const std::vector<char32_t>& vocab, char32_t cp) {
   const auto it = std::lower_bound(vocab.begin(), vocab.end(), cp);
   if (it == vocab.end() || *it != cp) return static_cast<std::int32_t>(vocab.size());
@@ -155,9 +161,15 @@ std::string EvalResult::summary() const {
                        "(memoryless baseline {:.5g}) on {} sequences",
                        100 * accuracy, 100 * chance_accuracy, loss, baseline, items);
   if (items == 0) return "held-out: the held-out part is too short to evaluate (fewer than 2 characters)";
-  return fmt::format("held-out: {:.4f} bits per character on {} characters (unigram baseline {:.4f}), {:.1f}% of next "
-                     "characters right (most frequent character: {:.1f}%)",
-                     bits_per_char(), items, baseline_bits_per_char(), 100 * accuracy, 100 * chance_accuracy);
+  std::string s = fmt::format("held-out: {:.4f} bits per character on {} characters (unigram baseline {:.4f}), {:.1f}% of next "
+                              "characters right (most frequent character: {:.1f}%)",
+                              bits_per_char(), items, baseline_bits_per_char(), 100 * accuracy, 100 * chance_accuracy);
+  if (unknown > 0)
+    s += fmt::format("; {} of them ({:.1f}%) are outside the training vocabulary: counted wrong, each costing -log2 "
+                     "p(unknown) + {:.1f} bits",
+                     unknown, 100.0 * static_cast<double>(unknown) / static_cast<double>(items),
+                     std::log2(unknown_code_points(vocab_size)));
+  return s;
 }
 
 nlohmann::json EvalResult::to_json() const {
@@ -165,6 +177,7 @@ nlohmann::json EvalResult::to_json() const {
   if (accuracy >= 0) j["accuracy"] = accuracy;
   if (chance_accuracy >= 0) j["chance_accuracy"] = chance_accuracy;
   if (task == "text") {
+    j["unknown"] = unknown;
     j["bits_per_char"] = bits_per_char();
     j["baseline_bits_per_char"] = baseline_bits_per_char();
   }
@@ -411,21 +424,47 @@ class TextTask final : public Task<T> {
     const std::int64_t S = n / B, V = corpus_->classes();
     std::vector<T> x(static_cast<std::size_t>(B * V));
     std::vector<std::int64_t> tg(static_cast<std::size_t>(B));
+    // A target outside the training vocabulary is never predicted right, whatever the model says:
+    // the unknown class stands for every code point outside the vocabulary, so its probability is
+    // spread evenly over them (a proper distribution over all of Unicode, hence an honest code
+    // length): such a target costs -ln p(unknown) + ln(code points outside the vocabulary).
+    const std::int32_t unk = corpus_->unknown_class();
+    const double unk_share = std::log(unknown_code_points(corpus_->vocab.size()));
     double ce = 0, ce_base = 0;
-    std::int64_t correct = 0, mode_hits = 0;
+    std::int64_t correct = 0, mode_hits = 0, unknown = 0;
     for (std::int64_t t = 0; t + 1 < S; ++t) {
       std::fill(x.begin(), x.end(), T(0));
       for (std::int64_t i = 0; i < B; ++i) {
         const auto at = static_cast<std::size_t>(i * S + t);
         x[static_cast<std::size_t>(i * V + held[at])] = T(1);
-        tg[static_cast<std::size_t>(i)] = held[at + 1];
-        ce_base -= logp_[static_cast<std::size_t>(held[at + 1])];
-        mode_hits += held[at + 1] == mode_;
+        const std::int32_t target = held[at + 1];
+        tg[static_cast<std::size_t>(i)] = target;
+        ce_base -= logp_[static_cast<std::size_t>(target)];
+        if (target == unk) {
+          ++unknown;
+          ce_base += unk_share;
+        } else {
+          mode_hits += target == mode_;
+        }
       }
       const T* top = fw.step(p, x.data());
-      ce += static_cast<double>(fw.head.step_xent_loss(p, top, tg.data(), T(1), &correct));
+      const T* z = fw.head.forward(p, top);
+      for (std::int64_t i = 0; i < B; ++i) {
+        const T* zr = z + i * V;
+        const T* best = std::max_element(zr, zr + V);  // the first maximum, as the head's own count
+        double sum = 0;
+        for (std::int64_t k = 0; k < V; ++k) sum += std::exp(static_cast<double>(zr[k] - *best));
+        const std::int64_t target = tg[static_cast<std::size_t>(i)];
+        ce += std::log(sum) - static_cast<double>(zr[target] - *best);
+        if (target == unk)
+          ce += unk_share;
+        else
+          correct += (best - zr) == target;
+      }
     }
     r.items = B * (S - 1);
+    r.unknown = unknown;
+    r.vocab_size = corpus_->vocab.size();
     r.loss = ce / static_cast<double>(r.items);
     r.baseline = ce_base / static_cast<double>(r.items);
     r.accuracy = static_cast<double>(correct) / static_cast<double>(r.items);

@@ -4,7 +4,9 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <new>
 #include <random>
+#include <stdexcept>
 
 #include <fmt/format.h>
 
@@ -107,6 +109,12 @@ class Trainer final : public TrainerBase {
     const std::size_t carry = carry_elems(shape_);
     carry_ = backend::AlignedBuffer<T>(carry);
     next_carry_ = backend::AlignedBuffer<T>(carry);
+    // The batch's buffers now, not at the first step, so that a run too large for the machine
+    // fails here, where make_trainer names what it needed.
+    if (static_cast<double>(c.length) * c.batch * info_.input_size > 1e18) throw std::length_error("the batch's inputs");
+    const auto steps = static_cast<std::size_t>(c.length), B = static_cast<std::size_t>(c.batch);
+    batch_.inputs.reserve(steps * B * static_cast<std::size_t>(info_.input_size));
+    if (info_.loss == LossKind::Xent) batch_.classes.reserve(steps * B);
     set_budget(c.memory, c.policy);
   }
 
@@ -306,12 +314,39 @@ std::shared_ptr<const Corpus> load_corpus(const TrainConfig& c) {
   return std::make_shared<const Corpus>(Corpus::load(c.text));
 }
 
+namespace {
+
+// What a run holds, in bytes (double: the products of the allowed ranges pass 2^64), for the
+// message of a run too large to allocate.
+std::string run_memory_text(const TrainConfig& c, const TaskInfo& info) {
+  const double scalar = c.dtype == "float64" ? 8 : 4, GiB = 1024.0 * 1024 * 1024;
+  const double gates = c.cell == "lstm" ? 4 : c.cell == "gru" ? 3 : 1, H = c.hidden, I = info.input_size;
+  const double params = gates * H * (I + H + 2) + (c.layers - 1) * gates * H * (2 * H + 2) + info.output_size * (H + 1);
+  const double state = params * scalar * (c.optimizer == "adam" ? 4 : 2);
+  const double batch = static_cast<double>(c.length) * c.batch * (I * scalar + (info.loss == LossKind::Xent ? 8 : 0));
+  return fmt::format("about {:.2f} GiB for {:.4g} parameters with their gradients{} and {:.2f} GiB for a batch of {} x {} "
+                     "steps of {} inputs, before the activation memory (--memory)",
+                     state / GiB, params, c.optimizer == "adam" ? " and Adam's moments" : "", batch / GiB, c.batch, c.length,
+                     info.input_size);
+}
+
+}  // namespace
+
 std::unique_ptr<TrainerBase> make_trainer(const TrainConfig& c, std::shared_ptr<const Corpus> corpus,
                                           std::shared_ptr<const GradientDevice> device) {
   validate(c);
   if (!device) device = cpu_device();
-  if (c.dtype == "float64") return std::make_unique<Trainer<double>>(c, std::move(corpus), std::move(device));
-  return std::make_unique<Trainer<float>>(c, std::move(corpus), std::move(device));
+  try {
+    if (c.dtype == "float64") return std::make_unique<Trainer<double>>(c, corpus, std::move(device));
+    return std::make_unique<Trainer<float>>(c, corpus, std::move(device));
+  } catch (const std::bad_alloc&) {
+    throw TrainError(fmt::format("not enough memory for this run: it needs {}", run_memory_text(c, task_info(c, corpus.get()))));
+  } catch (const std::length_error&) {
+    throw TrainError(fmt::format("this run is too large to represent: it needs {}", run_memory_text(c, task_info(c, corpus.get()))));
+  } catch (const backend::AllocationError& e) {
+    throw TrainError(fmt::format("not enough memory for this run ({}): it needs {}", e.what(),
+                                 run_memory_text(c, task_info(c, corpus.get()))));
+  }
 }
 
 std::string result_difference(const TrainConfig& a, const TrainConfig& b) {

@@ -38,17 +38,17 @@ check "no temp files left" test "$(ls "$work" | grep -c tmp)" -eq 0
 "$bin" bench --length 20 --batch 2 --input 3 --hidden 4 --output 3 --policies full,msm --budgets 50% --reps 2 \
   --warmup 0 --json "$work/bench.json" >/dev/null
 check "bench --warmup 0 times every round" python3 -c "import json,sys; j=json.load(open(sys.argv[1])); assert j['warmup'] == 0 and all(len(r['seconds']) == 2 for r in j['rows'])" "$work/bench.json"
-expect_error "negative warmup" "warmup -1 is not allowed" bench --length 20 --warmup -1
+expect_error "negative warmup" "--warmup: -1 is not allowed: allowed is an integer from 0 to" bench --length 20 --warmup -1
 
-expect_error "negative length" "length -5" plan --length -5 --memory 10
-expect_error "zero length" "length 0" plan --length 0 --memory 10
+expect_error "negative length" "--length: -5 is not allowed: allowed is an integer from 1 to" plan --length -5 --memory 10
+expect_error "zero length" "--length: 0 is not allowed" plan --length 0 --memory 10
 expect_error "budget below the least" "least in which policy msm runs 100 steps: 4 units" plan --length 100 --memory 3 --unit slots --alpha 4
-expect_error "alpha below 1" "alpha 0.5" plan --length 100 --memory 30 --alpha 0.5
+expect_error "alpha below 1" "--alpha: 0.5 is not allowed: allowed is a number from 1 to 1e+06" plan --length 100 --memory 30 --alpha 0.5
 expect_error "unknown policy" "unknown policy 'fast'" plan --length 100 --memory 30 --policy fast
 expect_error "unparsable number" "abc" plan --length abc --memory 30
 expect_error "unknown unit" "unknown unit 'pages'" plan --length 100 --memory 30 --unit pages
-expect_error "nan budget" "budget nan" plan --length 100 --memory nan
-expect_error "curve length" "length -1" curve --length -1
+expect_error "nan budget" "--memory: nan is not allowed: allowed is a finite number >= 0" plan --length 100 --memory nan
+expect_error "curve length" "--length: -1 is not allowed" curve --length -1
 
 if ((fails)); then echo "$fails checks failed"; exit 1; fi
 echo "all checks passed"

@@ -39,7 +39,7 @@ expect_error "--length 500 is longer than the data" "$bin" train --task text --t
 expect_error "cannot read text file" "$bin" train --task text --text "$tmp/missing.txt" --steps 2
 # Bad options name the value and what is allowed.
 expect_error "--task 'sorting' is not allowed: allowed are adding, copy, text" "$bin" train --task sorting
-expect_error "--hidden 0 is not allowed" "$bin" train --hidden 0
+expect_error "--hidden: 0 is not allowed: allowed is an integer from 1 to 1048576" "$bin" train --hidden 0
 expect_error "is below the least in which policy msm runs" "$bin" train "${small[@]}" --memory 1KB --steps 2
 expect_error "unknown unit" "$bin" train "${small[@]}" --memory 5XB --steps 2
 

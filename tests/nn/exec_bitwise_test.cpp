@@ -64,19 +64,3 @@ TEST(ExecBudget, BytesBudgetNamesTheLeastThatWorks) {
 }  // namespace
 }  // namespace membptt
 
-namespace membptt {
-namespace {
-
-TEST(ExecBudget, ParsesBytesUnitsAndPercent) {
-  EXPECT_DOUBLE_EQ(parse_budget("1048576").value, 1048576);
-  EXPECT_DOUBLE_EQ(parse_budget("64MiB").value, 64.0 * 1024 * 1024);
-  EXPECT_DOUBLE_EQ(parse_budget("500KB").value, 500e3);
-  EXPECT_DOUBLE_EQ(parse_budget("1e6").value, 1e6);
-  EXPECT_TRUE(parse_budget("5%").percent);
-  EXPECT_DOUBLE_EQ(parse_budget("5%").value, 5);
-  for (const char* bad : {"", "abc", " 5%", "0x10", "5 parsecs", "-3MiB", "nan", "inf"})
-    EXPECT_THROW(parse_budget(bad), PlanError) << bad;
-}
-
-}  // namespace
-}  // namespace membptt

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <memory>
 #include <string>
 
 #include "membptt/exec/budget.hpp"
@@ -155,6 +156,41 @@ TEST(TrainCorpus, VocabularySplitAndErrors) {
   EXPECT_THROW((void)Corpus::from_bytes("ab\xfe", "bad"), TrainError);
 }
 
+// Issue 11 C: a held-out part whose characters the training part never has. A model that always
+// predicts the unknown class used to score 100%; an unknown target is never predicted right, and
+// costs -ln p(unknown) + ln(code points outside the vocabulary).
+TEST(TrainCorpus, UnseenHeldOutCharactersAreNeverRightAndCostTheirShare) {
+  std::string text;
+  for (int i = 0; i < 450; ++i) text += "ab";
+  for (int i = 0; i < 25; ++i) text += "pqrs";
+  auto corpus = std::make_shared<const Corpus>(Corpus::from_bytes(text, "mem"));
+  ASSERT_EQ(corpus->vocab.size(), 2u);
+  TrainConfig c = small("text", 10, 2);
+  c.text = "mem";
+  auto task = make_task<double>(c, corpus);
+  const NetShape shape{CellType::Lstm, 3, 4, 1, 2, 3};
+  Params<double> p(shape);
+  auto bias = p.view("head.bias");
+  bias[static_cast<std::size_t>(corpus->unknown_class())] = 50;  // always answers "unknown", p ~ 1
+  const EvalResult r = task->evaluate(p, shape, 0);
+  ASSERT_EQ(r.items, 99);
+  EXPECT_EQ(r.unknown, 99);
+  EXPECT_EQ(r.accuracy, 0.0);
+  EXPECT_EQ(r.chance_accuracy, 0.0);
+  EXPECT_NEAR(r.loss, std::log(unknown_code_points(2)), 1e-9);
+  EXPECT_GT(r.baseline, std::log(unknown_code_points(2)));
+  EXPECT_NE(r.summary().find("99 of them (100.0%) are outside the training vocabulary"), std::string::npos) << r.summary();
+  EXPECT_EQ(r.to_json()["unknown"], 99);
+  // In-vocabulary targets still count as before: the same model on a text with none unseen.
+  std::string seen;
+  for (int i = 0; i < 500; ++i) seen += "ab";
+  auto known = std::make_shared<const Corpus>(Corpus::from_bytes(seen, "mem2"));
+  const EvalResult k = make_task<double>(c, known)->evaluate(p, shape, 0);
+  EXPECT_EQ(k.unknown, 0);
+  EXPECT_EQ(k.summary().find("outside"), std::string::npos);
+  EXPECT_EQ(unknown_code_points(2), 0x110000 - 0x800 - 2);
+}
+
 TEST(TrainCorpus, StreamWindows) {
   const StreamLayout l = stream_layout(103, 4, 5, "t");
   EXPECT_EQ(l.stream_len, 25);
@@ -217,6 +253,53 @@ TEST(TrainBudget, ParsesUnitsAndPercent) {
   EXPECT_THROW((void)parse_budget("12QB"), PlanError);
   EXPECT_THROW((void)parse_budget("-1MiB"), PlanError);
   EXPECT_THROW((void)parse_budget("lots"), PlanError);
+  for (const char* bad : {"", "abc", " 5%", "0x10", "5 parsecs", "-3MiB", "nan", "inf", "1e400", "1e300TiB", "1e400%"})
+    EXPECT_THROW((void)parse_budget(bad), PlanError) << bad;
+  // Terabytes (issue 11): TB is 10^12; TiB and the bare T (as memory limits are written) 2^40.
+  EXPECT_EQ(parse_budget("1TB").value, 1e12);
+  EXPECT_EQ(parse_budget("1TiB").value, 1024.0 * 1024 * 1024 * 1024);
+  EXPECT_EQ(parse_budget("1T").value, 1024.0 * 1024 * 1024 * 1024);
+  EXPECT_EQ(parse_budget("3G").value, 3.0 * 1024 * 1024 * 1024);
+  EXPECT_EQ(parse_budget("1e21").value, 1e21);
+}
+
+// Issue 11 A: a byte budget above plain BPTT's memory runs plain BPTT whatever its size; a policy
+// asked for by name plans as it would at plain BPTT's memory.
+TEST(TrainBudget, AnyBudgetAbovePlainBpttRunsPlainBptt) {
+  const StateSizes sizes = state_sizes(NetShape{CellType::Lstm, 1, 4, 1, 2, 1}, sizeof(float));
+  const double plain = static_cast<double>(sizes.plain_bptt_bytes(50));
+  for (double bytes : {plain, 10 * plain, 1e21, 1e300}) {
+    const Plan a = plan_for_bytes(std::nullopt, 50, bytes, sizes, 2.0);
+    EXPECT_EQ(a.policy, Policy::Full) << bytes;
+    EXPECT_EQ(a.forward_steps, 50) << bytes;
+    const Plan m = plan_for_bytes(Policy::Msm, 50, bytes, sizes, 2.0);
+    EXPECT_EQ(m.forward_steps, 50) << bytes;
+    EXPECT_LE(m.peak_units * static_cast<double>(sizes.hidden_bytes) + static_cast<double>(sizes.workspace_bytes), plain * 1.000001);
+  }
+}
+
+// A number past its field's type in a checkpoint's config is refused, never truncated.
+TEST(TrainConfigTest, ConfigNumbersPastTheirTypeAreRefused) {
+  nlohmann::json j = to_json(TrainConfig{});
+  j["hidden"] = std::int64_t{1} << 40;
+  EXPECT_THROW((void)config_from_json(j, "x"), TrainError);
+  j = to_json(TrainConfig{});
+  j["seed"] = -1;
+  EXPECT_THROW((void)config_from_json(j, "x"), TrainError);
+  j = to_json(TrainConfig{});
+  j["batch"] = 2.5;
+  EXPECT_THROW((void)config_from_json(j, "x"), TrainError);
+  j = to_json(TrainConfig{});
+  j["seed"] = std::uint64_t{18446744073709551615u};
+  EXPECT_EQ(config_from_json(j, "x").seed, std::uint64_t{18446744073709551615u});
+  try {
+    j = to_json(TrainConfig{});
+    j["layers"] = 4294967297LL;
+    (void)config_from_json(j, "ck");
+    FAIL();
+  } catch (const TrainError& e) {
+    EXPECT_NE(std::string(e.what()).find("'layers' = 4294967297 is not allowed"), std::string::npos) << e.what();
+  }
 }
 
 TEST(TrainConfigTest, ValidationNamesTheValue) {

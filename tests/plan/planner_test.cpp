@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <limits>
 
 #include "membptt/plan/binomial.hpp"
 #include "membptt/plan/dp.hpp"
@@ -171,6 +172,38 @@ TEST(Planner, BadInputIsRejectedWithTheValue) {
   EXPECT_NE(message([&] { make_plan(Policy::Msm, 10, 10, CostModel{0.5, 2}); }).find("alpha 0.5"), std::string::npos);
   EXPECT_NE(message([&] { make_plan(Policy::Full, 10, 19, m); }).find("20 units"), std::string::npos);
   EXPECT_NE(message([&] { make_plan(Policy::Msm, 10, std::nan(""), m); }).find("budget"), std::string::npos);
+  // Past what the planner represents exactly: named, with the range.
+  EXPECT_NE(message([&] { make_plan(Policy::Msm, 10, 10, CostModel{1e7, 2}); }).find("alpha 10000000"), std::string::npos);
+  EXPECT_NE(message([&] { make_plan(Policy::Msm, 10, 10, CostModel{2, 1e300}); }).find("beta 1e+300"), std::string::npos);
+  EXPECT_NE(message([&] { make_plan(Policy::Revolve, kMaxLength + 1, 10, m); }).find("allowed is 1 to 1000000000000"),
+            std::string::npos);
+}
+
+// Issue 11 A: a budget above plain BPTT's memory, however large (1e21 bytes became a negative
+// table size through an overflowing conversion), plans exactly as plain BPTT's memory does.
+TEST(Planner, AnyBudgetAbovePlainBpttPlansAsPlainBptt) {
+  for (double alpha : {1.0, 2.0, 4.0, 2.7}) {
+    const CostModel m{alpha, 2.0};
+    const std::int64_t T = 50;
+    const double plain = plain_bptt_units(T, m);
+    for (Policy p : {Policy::Msm, Policy::Hsm, Policy::Ism, Policy::Revolve, Policy::Full}) {
+      const Plan at_plain = make_plan(p, T, plain, m);
+      for (double huge : {2 * plain, 1e21, 1e300, std::numeric_limits<double>::max()}) {
+        const Plan r = make_plan(p, T, huge, m);
+        EXPECT_EQ(r.forward_steps, at_plain.forward_steps) << policy_name(p) << " " << huge;
+        EXPECT_EQ(r.free_ticks, at_plain.free_ticks) << policy_name(p) << " " << huge;
+        EXPECT_DOUBLE_EQ(r.peak_units, at_plain.peak_units) << policy_name(p) << " " << huge;
+      }
+    }
+    for (Policy p : {Policy::Msm, Policy::Revolve}) {
+      const auto pts = cost_curve(p, T, m, {plain, 1e21, 1e300});
+      ASSERT_EQ(pts.size(), 3u);
+      EXPECT_EQ(pts[1].forward_steps, pts[0].forward_steps);
+      EXPECT_EQ(pts[2].forward_steps, pts[0].forward_steps);
+    }
+  }
+  EXPECT_EQ(MemoryGrid::for_alpha(2.0).ticks_of(1e300), MemoryGrid::for_alpha(2.0).ticks_of(1e200));  // saturates
+  EXPECT_GT(MemoryGrid::for_alpha(2.0).ticks_of(1e300), 0);
 }
 
 }  // namespace

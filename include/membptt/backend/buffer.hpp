@@ -3,11 +3,28 @@
 #pragma once
 #include <algorithm>
 #include <cstddef>
+#include <cstdint>
+#include <cstdio>
 #include <new>
 #include <span>
+#include <stdexcept>
+#include <string>
 #include <utility>
 
 namespace membptt::backend {
+
+// An allocation that failed, with its size: "cannot allocate 412.00 GiB (442381631488 bytes)".
+// Callers that know what the memory is for add that (the CLI prints it as one line).
+struct AllocationError : std::runtime_error {
+  explicit AllocationError(double bytes) : std::runtime_error(describe(bytes)), bytes(bytes) {}
+  double bytes;
+  static std::string describe(double bytes) {
+    char text[96];
+    std::snprintf(text, sizeof text, "cannot allocate %.2f GiB (%.0f bytes): not enough memory", bytes / (1024.0 * 1024 * 1024),
+                  bytes);
+    return text;
+  }
+};
 
 template <class T>
 class AlignedBuffer {
@@ -17,7 +34,14 @@ class AlignedBuffer {
   AlignedBuffer() = default;
   explicit AlignedBuffer(std::size_t n) : n_(n) {
     if (n_ > 0) {
-      p_ = static_cast<T*>(::operator new[](n_ * sizeof(T), std::align_val_t{kAlign}));
+      if (n_ > SIZE_MAX / sizeof(T)) throw AllocationError(static_cast<double>(n_) * sizeof(T));
+      try {
+        p_ = static_cast<T*>(::operator new[](n_ * sizeof(T), std::align_val_t{kAlign}));
+      } catch (const std::bad_alloc&) {
+        const double bytes = static_cast<double>(n_) * sizeof(T);
+        n_ = 0;
+        throw AllocationError(bytes);
+      }
       std::fill_n(p_, n_, T{});
     }
   }

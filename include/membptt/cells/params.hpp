@@ -38,6 +38,11 @@ CellType parse_cell(std::string_view name);
 // Gates per cell: 4 (LSTM), 3 (GRU), 1 (RNN).
 int gate_count(CellType c);
 
+// What a network may have: layers, and parameters in all (2^48: 1 PiB of float32, past any
+// machine; the bound keeps every size and offset exact in 64 bits).
+inline constexpr int kMaxLayers = 65536;
+inline constexpr double kMaxParams = 281474976710656.0;
+
 struct NetShape {
   CellType cell = CellType::Lstm;
   int input_size = 0;   // I

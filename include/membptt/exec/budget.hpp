@@ -27,14 +27,16 @@ struct StateSizes {
 
 StateSizes state_sizes(const NetShape& shape, std::size_t scalar_bytes);
 
-// The plan for a budget in bytes. policy = nullopt picks the best that fits (MSM; HSM by the
-// closed form when an MSM table would be too large). Throws PlanError naming the budget and the
+// The plan for a budget in bytes. policy = nullopt picks the best that fits (plain BPTT when the
+// budget holds it, whatever its size; else MSM; HSM by the closed form when an MSM table would be
+// too large). Throws PlanError naming the budget and the
 // least budget in bytes that works.
 Plan plan_for_bytes(std::optional<Policy> policy, std::int64_t length, double budget_bytes, const StateSizes& sizes,
                     double beta);
 
-// A budget as users write it: bytes ("1048576", "1e6", "64MiB", "500KB", "2GiB") or a share of
-// plain BPTT's activation memory ("5%").
+// A budget as users write it: bytes ("1048576", "1e6", "64MiB", "500KB", "2GiB", "1TB", "1T") or a
+// share of plain BPTT's activation memory ("5%"). KB, MB, GB, TB are powers of 1000; KiB, MiB, GiB,
+// TiB and the bare K, M, G, T powers of 1024 (as memory limits are written for Docker or Slurm).
 struct BudgetSpec {
   double value = 0;
   bool percent = false;

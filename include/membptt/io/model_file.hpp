@@ -8,10 +8,13 @@
 // with G = 4 (lstm: gates i, f, g, o), 3 (gru: r, z, n), 1 (rnn), and metadata
 //   cell (lstm|gru|rnn), input_size, hidden_size, num_layers, output_size (positive integers),
 //   loss (xent|mse_last), dtype (float32|float64), optionally nonlinearity (tanh; rnn only).
-// A gradient file has the same layout (plus metadata "loss_value").
+// That is what membptt writes; load_model_file also reads a PyTorch state dict under other names,
+// with no or partial metadata, in F32, F64, F16 or BF16 (see interpret_model).
+// A gradient file has the same layout (plus metadata "loss_value"), under the model file's names.
 //
-// Inputs file: input [T x B x I] (F32/F64), target [T x B] integer in [0, O) (xent) or
-// [B x O] float (mse_last), optional h0 [L x B x H] and, for LSTM, c0 [L x B x H].
+// Inputs file: input [T x B x I] (F32/F64/F16/BF16), target [T x B] integer in [0, O) (xent) or
+// [B x O] float (mse_last), optional h0 [L x B x H] and, for LSTM, c0 [L x B x H]. F16 and BF16
+// values are converted exactly to the model's dtype.
 #pragma once
 #include <cstdint>
 #include <filesystem>
@@ -60,11 +63,52 @@ std::vector<ParamShape> expected_parameters(const ModelSpec& spec);
 // (F32 for float32, F64 for float64). Errors name the offending tensor, its shape and the expected one.
 void check_model_tensors(const SafeTensors& file, const ModelSpec& spec, const std::string& what = "model file");
 
+// What `load_model_file` may need beyond the file: the loss, which tensors cannot tell
+// (`membptt grad --loss`). Empty: only the file's metadata says.
+struct ModelLoadOptions {
+  std::string loss;       // "", xent or mse_last
+  std::string loss_hint;  // what to tell a user when the loss is unknown ("": pass --loss ...)
+};
+
 struct ModelFile {
   ModelSpec spec;
-  SafeTensors tensors;  // validated by check_model_tensors
+  // Under membptt's names ("rnn.weight_ih_l0", ..., "head.bias") in the spec's dtype (F32 for float32,
+  // F64 for float64); validated by check_model_tensors. A file under other names or in F16/BF16 is
+  // copied into this form (F16/BF16 -> F32 exactly).
+  SafeTensors tensors;
+  // membptt's name -> the name in the file (e.g. "rnn.weight_ih_l0" -> "lstm.weight_ih_l0",
+  // "head.weight" -> "fc.weight"); the identity for a membptt model file. Gradients are written
+  // under the file's names.
+  std::map<std::string, std::string> file_names;
+  // The file's tensors' dtype: F32, F64, F16 or BF16.
+  DType file_dtype = DType::F32;
+  // One-line notes for the user (stderr), e.g. that F16/BF16 parameters are computed in float32,
+  // or that a cell was inferred from the tensors; empty for a membptt model file.
+  std::vector<std::string> notes;
+
+  // The name in the file of membptt's parameter `name` (itself when not renamed).
+  const std::string& file_name(const std::string& name) const;
 };
-ModelFile load_model_file(const std::filesystem::path& path);
+
+// Reads a model file: either membptt's own (the seven metadata keys above, membptt's names) or a
+// PyTorch state dict as PyTorch users save it. For the latter the spec is inferred from the tensors
+// (see interpret_model), metadata present is checked against them, and the loss comes from the
+// metadata or `options.loss`.
+ModelFile load_model_file(const std::filesystem::path& path, const ModelLoadOptions& options = {});
+
+// The spec of a PyTorch state dict, inferred from its tensors' names, shapes and dtypes:
+//   recurrent tensors <p>weight_ih_l{k} [G*H x I_k], <p>weight_hh_l{k} [G*H x H], <p>bias_ih_l{k},
+//   <p>bias_hh_l{k} [G*H] for k = 0 .. L-1 (one prefix <p> for all, any or none: "rnn.", "lstm.",
+//   "model.rnn.", ""), and one Linear head <q>weight [O x H], <q>bias [O] (any prefix <q>: "head.",
+//   "fc.", ...). The cell is G = rows / columns of weight_hh_l0: 4 lstm, 3 gru, 1 rnn (tanh). dtype:
+//   F64 -> float64; F32, F16, BF16 -> float32 (one dtype for all tensors). Metadata keys cell,
+//   input_size, hidden_size, num_layers, output_size, loss, dtype (float32, float64, float16,
+//   bfloat16) and nonlinearity, where present, must agree with the tensors; other keys (such as
+//   format=pt) are ignored. The loss: metadata, else `options.loss`, else an error asking for
+//   --loss. Bidirectional layers (_reverse), projections (weight_hr, proj_size) and missing biases
+//   are refused by name. Every error is one line naming the tensor or key and what was expected.
+ModelFile interpret_model(SafeTensors file, const ModelLoadOptions& options = {},
+                          const std::string& what = "model file");
 
 struct InputsData {
   std::int64_t T = 0;  // sequence length, >= 1
@@ -74,6 +118,8 @@ struct InputsData {
   std::vector<double> target_value;        // mse_last: [B x O], all finite; empty otherwise
   std::vector<double> h0;                  // [L x B x H], empty when absent (zeros)
   std::vector<double> c0;                  // [L x B x H], LSTM only, empty when absent (zeros)
+  // A one-line note for the user when some float tensors were F16/BF16 (converted exactly); else empty.
+  std::string note;
 };
 
 // Validates the inputs file against `spec` (shapes, dtypes, finite values, class range, no unknown

@@ -19,4 +19,9 @@ void load_params(const SafeTensors& file, Params<T>& p, const std::string& prefi
 template <class T>
 void add_params(SafeTensorsWriter& w, const Params<T>& p, const std::string& prefix = "");
 
+// Adds every view of `p` under the name `model` has for it in its file (model.file_name), in the
+// dtype of T: gradients of a PyTorch state dict keep its names ("lstm.weight_ih_l0", "fc.bias").
+template <class T>
+void add_params(SafeTensorsWriter& w, const Params<T>& p, const ModelFile& model);
+
 }  // namespace membptt

@@ -15,6 +15,7 @@
 #include <functional>
 #include <map>
 #include <optional>
+#include <stdexcept>
 #include <span>
 #include <string>
 #include <string_view>
@@ -29,6 +30,14 @@ enum class DType : std::uint8_t { BOOL, U8, I8, F8_E5M2, F8_E4M3, I16, U16, F16,
 std::size_t dtype_size(DType dtype);                          // bytes per element
 std::string_view dtype_name(DType dtype);                     // "F32", ...
 std::optional<DType> parse_dtype(std::string_view name);      // nullopt when unknown
+
+// Thrown by SafeTensors::load/parse when the bytes are not a safetensors file at all and their
+// first bytes say what they are instead (a zip archive as torch.save writes, gzip, JSON, text, an
+// empty file, ...): the message names the format and says a safetensors file was expected. Callers
+// that add "truncated or corrupt" to reader errors should not add it to this one.
+struct NotSafetensorsError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
 
 // Header limit of the reference implementation.
 inline constexpr std::uint64_t kSafetensorsMaxHeaderBytes = 100'000'000;

@@ -46,7 +46,9 @@ struct Plan {
 double least_budget(Policy policy, std::int64_t length, const CostModel& model);
 
 // The best plan of `policy` within `budget_units`. Throws PlanError naming the value at fault:
-// length <= 0, alpha < 1, beta < 0, or a budget below least_budget (the message gives it).
+// length outside 1..kMaxLength, alpha outside 1..kMaxAlpha, beta outside 0..kMaxCostRatio, or a
+// budget below least_budget (the message gives it). Any finite budget above plain BPTT's memory
+// plans as plain BPTT's memory would.
 Plan make_plan(Policy policy, std::int64_t length, double budget_units, const CostModel& model);
 
 // Cost per step against memory for one policy: the points of the trade-off curve.
@@ -56,6 +58,12 @@ struct CurvePoint {
 };
 std::vector<CurvePoint> cost_curve(Policy policy, std::int64_t length, const CostModel& model,
                                    const std::vector<double>& budgets);
+
+// What the planner represents exactly: lengths up to 10^12 steps and alpha up to 10^6, so that
+// alpha * T in ticks (at most 8 per hidden state) fits a 64-bit integer; cost ratios up to 10^6.
+inline constexpr std::int64_t kMaxLength = 1'000'000'000'000;
+inline constexpr double kMaxAlpha = 1e6;
+inline constexpr double kMaxCostRatio = 1e6;
 
 // The largest length a table-based policy will solve before the planner asks for revolve.
 inline constexpr std::int64_t kMaxTableCells = 60'000'000;

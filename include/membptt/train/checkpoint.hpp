@@ -74,12 +74,15 @@ struct ModelSource {
   double elapsed_seconds = 0;
   nlohmann::json data;                // checkpoints: the task state
   std::int64_t optimizer_step = 0;
+  std::vector<std::string> notes;     // model files read as PyTorch state dicts (F16/BF16: computed in float32)
 };
 
 // A directory means DIR/checkpoint.safetensors, or DIR/model.safetensors when there is no
-// checkpoint. Throws TrainError naming the file and the problem (missing, truncated, corrupt,
+// checkpoint. A model file may be membptt's own or a PyTorch state dict (interpret_model: the
+// sizes from the tensors; the loss from its metadata or `options`, e.g. from `eval --task`).
+// Throws TrainError naming the file and the problem (not safetensors, missing, truncated, corrupt,
 // checksum mismatch, bad metadata, wrong tensors).
-ModelSource open_model(const std::filesystem::path& file_or_dir);
+ModelSource open_model(const std::filesystem::path& file_or_dir, const ModelLoadOptions& options = {});
 // The same, but the file must be a checkpoint.
 ModelSource open_checkpoint(const std::filesystem::path& file_or_dir);
 

@@ -20,6 +20,12 @@ struct TrainError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// The ranges of validate(), which the command line checks as typed too.
+inline constexpr int kMaxSize = 1 << 20;                       // hidden, batch, copy symbols and alphabet
+inline constexpr int kMaxLayers = 1024;
+inline constexpr std::int64_t kMaxLength = std::int64_t{1} << 40;  // steps of one sequence or window
+inline constexpr std::int64_t kMaxSteps = std::int64_t{1} << 50;   // optimizer steps
+
 struct TrainConfig {
   // What is computed.
   std::string task = "adding";  // adding | copy | text

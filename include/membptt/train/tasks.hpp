@@ -74,6 +74,11 @@ struct Corpus {
   static Corpus load(const std::filesystem::path& path, std::vector<char32_t> vocab);
 };
 
+// The code points that the unknown class of a vocabulary of `vocab_size` stands for (every Unicode
+// scalar value outside it). Held-out scoring spreads the unknown class's probability evenly over
+// them, so an unseen character costs -log2 p(unknown) + log2(this) bits.
+double unknown_code_points(std::size_t vocab_size);
+
 // The class of a code point in a sorted vocabulary; vocab.size() (unknown) when absent.
 std::int32_t class_of(const std::vector<char32_t>& vocab, char32_t cp);
 
@@ -117,6 +122,9 @@ struct EvalResult {
   double accuracy = -1;          // copy: copied symbols right; text: next characters right; else -1
   double chance_accuracy = -1;   // the trivial predictor's accuracy
   std::int64_t items = 0;        // sequences (adding, copy) or predicted characters (text)
+  std::int64_t unknown = 0;      // text: predicted characters outside the training vocabulary
+                                 // (counted wrong; see unknown_code_points for their cost)
+  std::size_t vocab_size = 0;    // text: characters of the training vocabulary
   double bits_per_char() const;  // text: loss / ln 2
   double baseline_bits_per_char() const;
   std::string summary() const;   // one line
