@@ -117,7 +117,7 @@ int run_bench(const BenchOptions& o) {
   StepTimes st;
   if (!dev.cuda) {
     sizes = state_sizes(shape, sizeof(T));
-    st = time_steps<T>(shape, LossKind::Xent);
+    st = time_steps<T>(shape, LossKind::Xent, 7, o.length);  // chains as long as the run's (capped)
   } else {
 #ifdef MEMBPTT_HAVE_CUDA
     cuda::select_device(dev.index);
