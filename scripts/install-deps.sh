@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Installs what membptt needs to build and run from Debian's packages; with --test also what the
-# tests need (PyTorch, the outside oracle). Idempotent: does nothing when everything is there.
+# tests need (PyTorch, the outside oracle; pytest, pip, venv, setuptools and wheel for the Python
+# package and its install command). Idempotent: does nothing when everything is there.
 set -euo pipefail
 packages=(build-essential cmake pkg-config libopenblas-dev libcli11-dev nlohmann-json3-dev libfmt-dev
           libgtest-dev libgmock-dev libbenchmark-dev python3)
-[ "${1:-}" = "--test" ] && packages+=(python3-torch python3-numpy)
+[ "${1:-}" = "--test" ] && packages+=(python3-torch python3-numpy python3-pytest python3-pip python3-venv python3-setuptools python3-wheel)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

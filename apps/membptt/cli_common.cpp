@@ -33,6 +33,7 @@ CLI::Validator integer_in(std::int64_t lo, std::int64_t hi) {
         const auto [end, ec] = std::from_chars(t.data(), t.data() + t.size(), v);
         if (ec == std::errc() && end == t.data() + t.size() && !t.empty()) {
           if (v < lo || v > hi) return fmt::format("{} is not allowed: {}", text, allowed);
+          text = t;
           return "";
         }
         // Not an integer as typed; a number in range with no fraction (1e6) is still an integer.
@@ -48,22 +49,25 @@ CLI::Validator integer_in(std::int64_t lo, std::int64_t hi) {
       fmt::format("INT in [{} - {}]", lo, hi));
 }
 
-CLI::Validator number_in(double lo, double hi) {
+CLI::Validator number_in(double lo, double hi, bool above) {
   const bool unbounded = hi >= std::numeric_limits<double>::max();
-  const std::string allowed = unbounded ? fmt::format("allowed is a finite number >= {:g}", lo)
+  const char* op = above ? ">" : ">=";
+  const std::string allowed = unbounded ? fmt::format("allowed is a finite number {} {:g}", op, lo)
+                              : above   ? fmt::format("allowed is a number > {:g} and at most {:g}", lo, hi)
                                         : fmt::format("allowed is a number from {:g} to {:g}", lo, hi);
   return CLI::Validator(
-      [lo, hi, allowed](std::string& text) -> std::string {
+      [lo, hi, above, allowed](std::string& text) -> std::string {
         const std::string t = trimmed(text);
         double v = 0;
         const auto [end, ec] = std::from_chars(t.data(), t.data() + t.size(), v, std::chars_format::general);
         if (t.empty() || end != t.data() + t.size() || (ec != std::errc() && ec != std::errc::result_out_of_range))
           return fmt::format("'{}' is not a number: {}", text, allowed);
-        if (ec == std::errc::result_out_of_range || !std::isfinite(v) || v < lo || v > hi)
+        if (ec == std::errc::result_out_of_range || !std::isfinite(v) || v < lo || (above && v == lo) || v > hi)
           return fmt::format("{} is not allowed: {}", text, allowed);
+        text = t;
         return "";
       },
-      unbounded ? fmt::format("NUMBER >= {:g}", lo) : fmt::format("NUMBER in [{:g} - {:g}]", lo, hi));
+      unbounded ? fmt::format("NUMBER {} {:g}", op, lo) : fmt::format("NUMBER in [{:g} - {:g}]", lo, hi));
 }
 
 CLI::Validator unsigned64() {
@@ -72,9 +76,18 @@ CLI::Validator unsigned64() {
         const std::string t = trimmed(text);
         std::uint64_t v = 0;
         const auto [end, ec] = std::from_chars(t.data(), t.data() + t.size(), v);
-        if (t.empty() || ec != std::errc() || end != t.data() + t.size())
-          return fmt::format("{} is not allowed: allowed is an integer from 0 to {}", text, UINT64_MAX);
-        return "";
+        if (!t.empty() && ec == std::errc() && end == t.data() + t.size()) {
+          text = t;
+          return "";
+        }
+        double d = 0;  // 1e3 is an integer too (exactly, up to 2^53)
+        const auto [dend, dec] = std::from_chars(t.data(), t.data() + t.size(), d, std::chars_format::general);
+        if (!t.empty() && dec == std::errc() && dend == t.data() + t.size() && d >= 0 && d <= 9007199254740992.0 &&
+            d == std::floor(d)) {
+          text = fmt::format("{}", static_cast<std::uint64_t>(d));
+          return "";
+        }
+        return fmt::format("{} is not allowed: allowed is an integer from 0 to {}", text, UINT64_MAX);
       },
       "UINT64");
 }

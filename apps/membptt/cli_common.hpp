@@ -16,11 +16,11 @@ struct UsageError : std::runtime_error {
 
 // Checks on a numeric option's text before CLI11 converts it, so that the error echoes what the
 // user typed ("--alpha: 1e400 is not allowed: allowed is a number from 1 to 1e+06") instead of a
-// converted value (inf) or a conversion failure. integer_in also rewrites a whole number written
-// as 1e6 to 1000000: attach it with ->transform(), the others with ->check(). number_in with
-// hi = the largest double means any finite number >= lo.
+// converted value (inf) or a conversion failure. They rewrite the text they accept (blanks around
+// it dropped, a whole number written as 1e6 as 1000000): attach them with ->transform().
+// number_in: `above` excludes lo itself; hi = the largest double means no upper bound.
 CLI::Validator integer_in(std::int64_t lo, std::int64_t hi);
-CLI::Validator number_in(double lo, double hi);
+CLI::Validator number_in(double lo, double hi, bool above = false);
 // Any unsigned 64-bit integer (seeds).
 CLI::Validator unsigned64();
 

@@ -1,9 +1,13 @@
 // `membptt bench`: time per iteration against memory for every policy, side by side in one run,
 // with the planner's calibrated prediction beside each measurement.
 #include <fmt/format.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
+#include <cstring>
+#include <filesystem>
 #include <functional>
 #include <iostream>
 #include <map>
@@ -113,6 +117,18 @@ int run_bench(const BenchOptions& o) {
   const cuda::DeviceSpec dev = device_of(o.device);
   if ((o.tf32 || o.bf16) && !dev.cuda)
     throw UsageError(fmt::format("--{} is allowed only with --device cuda (a GPU's GEMM mode)", o.bf16 ? "bf16" : "tf32"));
+  // Everything the user typed is checked before the calibration and the timed rounds (minutes).
+  if (split_list(o.policies).empty()) throw UsageError("--policies '" + o.policies + "' names no policy");
+  for (const std::string& name : split_list(o.policies))
+    if (!parse_policy(name)) throw UsageError("unknown policy '" + name + "' in --policies");
+  if (split_list(o.budgets).empty()) throw UsageError("--budgets '" + o.budgets + "' names no budget");
+  for (const std::string& b : split_list(o.budgets)) (void)parse_budget(b);
+  for (const std::string& out : {o.csv, o.json}) {
+    if (out.empty()) continue;
+    const std::filesystem::path dir = std::filesystem::absolute(out).parent_path();
+    if (::access(dir.c_str(), W_OK) != 0)
+      throw UsageError(fmt::format("cannot write {}: its directory {} is not writable ({})", out, dir.string(), std::strerror(errno)));
+  }
   StateSizes sizes;
   StepTimes st;
   if (!dev.cuda) {

@@ -216,7 +216,7 @@ void add_nn_commands(CLI::App& app, std::function<int()>& action) {
       ->transform(integer_in(1, INT_MAX));
   init->add_option("--loss", io.loss, "xent | mse_last")->capture_default_str();
   init->add_option("--dtype", io.dtype, "float32 | float64")->capture_default_str();
-  init->add_option("--seed", io.seed, "random seed")->capture_default_str()->check(unsigned64());
+  init->add_option("--seed", io.seed, "random seed")->capture_default_str()->transform(unsigned64());
   init->add_option("--out", io.out, "model file to write (safetensors)")->required();
   init->callback([&action] { action = [] { return io.dtype == "float64" ? run_init<double>(io) : run_init<float>(io); }; });
 
@@ -229,7 +229,7 @@ void add_nn_commands(CLI::App& app, std::function<int()>& action) {
       ->capture_default_str();
   grad->add_option("--beta", go.beta, "backward/forward cost ratio for the predicted time")
       ->capture_default_str()
-      ->check(number_in(0, kMaxCostRatio));
+      ->transform(number_in(0, kMaxCostRatio));
   grad->add_option("--out", go.out, "gradients file to write (same tensor names as the model)");
   grad->add_flag("--json", go.json, "print one JSON object");
   grad->add_option("--loss", go.loss,

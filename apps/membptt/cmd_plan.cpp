@@ -53,15 +53,15 @@ struct ModelOptions {
 void add_model_options(CLI::App* cmd, ModelOptions& o) {
   cmd->add_option("--alpha", o.alpha, "internal state size / hidden state size (>= 1)")
       ->capture_default_str()
-      ->check(number_in(1, kMaxAlpha));
+      ->transform(number_in(1, kMaxAlpha));
   cmd->add_option("--beta", o.beta, "backward step cost / forward step cost, to predict time")
       ->capture_default_str()
-      ->check(number_in(0, kMaxCostRatio));
+      ->transform(number_in(0, kMaxCostRatio));
   cmd->add_option("--record-cost", o.record, "cost of a recording forward step over a plain one (> 0), to predict time")
       ->capture_default_str()
-      ->check(number_in(0, kMaxCostRatio));
-  cmd->add_option("--hidden-bytes", o.hidden_bytes, "bytes of one hidden state (for --unit bytes)")->check(number_in(1, kMaxBytes));
-  cmd->add_option("--internal-bytes", o.internal_bytes, "bytes of one internal state (sets alpha)")->check(number_in(1, kMaxBytes));
+      ->transform(number_in(0, kMaxCostRatio, true));
+  cmd->add_option("--hidden-bytes", o.hidden_bytes, "bytes of one hidden state (plan: for --unit bytes; with --internal-bytes, sets alpha)")->transform(number_in(1, kMaxBytes));
+  cmd->add_option("--internal-bytes", o.internal_bytes, "bytes of one internal state (sets alpha)")->transform(number_in(1, kMaxBytes));
 }
 
 double budget_in_units(double memory, const std::string& unit, std::int64_t length, const CostModel& model,
@@ -69,7 +69,7 @@ double budget_in_units(double memory, const std::string& unit, std::int64_t leng
   if (!std::isfinite(memory) || memory < 0)
     throw UsageError(fmt::format("memory budget {} is not allowed: it must be a finite number >= 0", memory));
   if (unit == "slots") return memory;
-  if (unit == "percent") return memory / 100.0 * plain_bptt_units(length, model);
+  if (unit == "percent") return std::min(memory / 100.0 * plain_bptt_units(length, model), std::numeric_limits<double>::max());
   if (unit == "bytes") {
     if (!(o.hidden_bytes > 0)) throw UsageError("--unit bytes needs --hidden-bytes (bytes of one hidden state)");
     return memory / o.hidden_bytes;
@@ -131,7 +131,10 @@ int run_plan(std::int64_t length, double memory, const std::string& unit, const 
     std::cout << j.dump() << "\n";
   } else {
     fmt::print("policy {}   T = {}   alpha = {:g}   beta = {:g}\n", policy_name(policy), length, model.alpha, model.beta);
-    fmt::print("  budget          {:.6g} units ({:.2f}% of plain BPTT's {:.6g})\n", budget, 100 * budget / plain, plain);
+    if (budget > plain)
+      fmt::print("  budget          {:.6g} units (above plain BPTT's {:.6g}: planned as that)\n", budget, plain);
+    else
+      fmt::print("  budget          {:.6g} units ({:.2f}% of plain BPTT's {:.6g})\n", budget, 100 * budget / plain, plain);
     fmt::print("  peak memory     {:.6g} units ({:.2f}% of plain BPTT): saves {:.2f}%\n", plan.peak_units,
                100 * plan.peak_units / plain, 100 * (1 - plan.peak_units / plain));
     if (o.hidden_bytes > 0)
@@ -249,7 +252,7 @@ void add_plan_commands(CLI::App& app, std::function<int()>& action) {
   static ModelOptions model_opts;
   auto* plan = app.add_subcommand("plan", "the best policy's cost and memory for a length and a budget");
   plan->add_option("--length", length, "sequence length T (steps)")->required()->transform(integer_in(1, kMaxLength));
-  plan->add_option("--memory", memory, "memory budget, in --unit")->required()->check(number_in(0, kMaxBudget));
+  plan->add_option("--memory", memory, "memory budget, in --unit")->required()->transform(number_in(0, kMaxBudget));
   plan->add_option("--unit", unit, "slots (hidden-state units) | bytes | percent (of plain BPTT)")->capture_default_str();
   plan->add_option("--policy", policy, "one of: " + policy_list())->capture_default_str();
   plan->add_flag("--json", json, "print one JSON object");

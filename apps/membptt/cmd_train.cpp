@@ -351,8 +351,9 @@ RunOutcome train_loop(train::TrainerBase& t, const fs::path& save_dir, std::int6
           kept = fmt::format("the checkpoint could not be saved either ({}); {}", se.what(), surviving_checkpoint(ck, out, earlier));
         }
       }
-      throw std::runtime_error(fmt::format("{}; training stopped after step {} (the log holds whole lines only); {}",
-                                           e.what(), t.step_count(), kept));
+      throw std::runtime_error(fmt::format("{}; training stopped after step {}, whose line (loss {:.6g}) is missing from the "
+                                           "log, which holds whole lines only; {}",
+                                           e.what(), t.step_count(), r.loss, kept));
     }
     progress.update(r, t.plain_bytes());
     if (!ck.empty() && (r.step % save_every == 0 || r.step == c.steps)) save();
@@ -833,10 +834,10 @@ void add_train_commands(CLI::App& app, std::function<int()>& action) {
   add("--memory", c.memory, "activation memory budget: bytes (64MiB, 500KB, 1e6) or a percentage of plain BPTT's (5%)");
   add("--policy", c.policy, "auto | msm | hsm | ism | full | revolve | chen-sqrt | chen-recursive | quadratic");
   add("--steps", c.steps, "optimizer steps in all")->transform(integer_in(1, train::kMaxSteps));
-  add("--lr", c.lr, "learning rate (> 0)")->check(number_in(0, std::numeric_limits<double>::max()));
+  add("--lr", c.lr, "learning rate (> 0)")->transform(number_in(0, std::numeric_limits<double>::max(), true));
   add("--optimizer", c.optimizer, "adam | sgd");
-  add("--clip", c.clip, "clip the global gradient norm to this (0: off)")->check(number_in(0, std::numeric_limits<double>::max()));
-  add("--seed", c.seed, "seed of the initial weights and the data")->check(unsigned64());
+  add("--clip", c.clip, "clip the global gradient norm to this (0: off)")->transform(number_in(0, std::numeric_limits<double>::max()));
+  add("--seed", c.seed, "seed of the initial weights and the data")->transform(unsigned64());
   add("--init", c.init, "initial weights: pytorch (PyTorch's default) | chrono (LSTM: Tallec & Ollivier's gate biases for memories of ~length steps)");
   add("--dtype", c.dtype, "float32 | float64");
   add("--text", c.text, "text task: a UTF-8 file (default: data/verse.txt)");
@@ -876,7 +877,7 @@ void add_train_commands(CLI::App& app, std::function<int()>& action) {
   ev->add_option("--sequences", eo.sequences, "held-out sequences (adding, copy)")
       ->capture_default_str()
       ->transform(integer_in(1, kMaxEvalSequences));
-  ev->add_option("--seed", eo.seed, "seed of the held-out data (default: the model's)")->check(unsigned64());
+  ev->add_option("--seed", eo.seed, "seed of the held-out data (default: the model's)")->transform(unsigned64());
   ev->add_flag("--json", eo.json, "print one JSON object");
   ev->callback([&action] { action = [] { return run_eval(eo); }; });
 
@@ -884,12 +885,12 @@ void add_train_commands(CLI::App& app, std::function<int()>& action) {
   static SampleCli so;
   auto* sa = app.add_subcommand("sample", "draw text from a character-level language model");
   sa->add_option("--model", so.model, "model directory, checkpoint or model file")->required();
-  sa->add_option("--length", so.length, "characters to draw")->capture_default_str()->transform(integer_in(0, kMaxSampleLength));
+  sa->add_option("--length", so.length, "characters to draw")->capture_default_str()->transform(integer_in(1, kMaxSampleLength));
   sa->add_option("--temperature", so.temperature, "softmax temperature (0: the most likely character)")
       ->capture_default_str()
-      ->check(number_in(0, 1e6));
+      ->transform(number_in(0, 1e6));
   sa->add_option("--prime", so.prime, "text fed to the model first (printed before the sample)");
-  sa->add_option("--seed", so.seed, "seed of the draws")->capture_default_str()->check(unsigned64());
+  sa->add_option("--seed", so.seed, "seed of the draws")->capture_default_str()->transform(unsigned64());
   sa->callback([&action] { action = [] { return run_sample(so); }; });
 
   // plot
@@ -910,7 +911,7 @@ void add_train_commands(CLI::App& app, std::function<int()>& action) {
   de->add_option("--hidden", dm.hidden, "LSTM units")->capture_default_str()->transform(integer_in(1, train::kMaxSize));
   de->add_option("--batch", dm.batch, "sequences per step")->capture_default_str()->transform(integer_in(1, train::kMaxSize));
   de->add_option("--memory", dm.memory, "activation memory budget")->capture_default_str();
-  de->add_option("--seed", dm.seed, "seed")->capture_default_str()->check(unsigned64());
+  de->add_option("--seed", dm.seed, "seed")->capture_default_str()->transform(unsigned64());
   de->callback([&action] { action = [] { return run_demo(dm); }; });
 }
 

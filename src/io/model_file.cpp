@@ -554,8 +554,8 @@ ModelFile interpret_model(SafeTensors file, const ModelLoadOptions& options, con
   const bool renamed = std::any_of(out.file_names.begin(), out.file_names.end(),
                                    [](const auto& kv) { return kv.first != kv.second; });
   if (dtype == DType::F16 || dtype == DType::BF16) {
-    out.notes.push_back(fmt::format("note: {}: the parameters are {}; membptt computes in float32 and writes the "
-                                    "gradients in float32",
+    out.notes.push_back(fmt::format("note: {}: the parameters are {}; membptt computes in float32 (and writes "
+                                    "gradients, where it writes them, in float32)",
                                     prefix, dtype_name(dtype)));
   }
   if (spec.cell == "rnn" && !file.find_metadata("cell") && !file.find_metadata("nonlinearity")) {
@@ -581,6 +581,18 @@ ModelFile interpret_model(SafeTensors file, const ModelLoadOptions& options, con
     out.tensors = SafeTensors::parse(w.serialize(), file.source());
   }
   check_model_tensors(out.tensors, spec, what);
+  // Parameters must be finite, as inputs must: a nan weight would give a nan loss and gradients
+  // with status 0.
+  for (const ParamShape& p : expected) {
+    const std::vector<double> v = spec.dtype == "float64" ? out.tensors.read_f64(p.name) : [&] {
+      const std::vector<float> f = out.tensors.read_f32(p.name);
+      return std::vector<double>(f.begin(), f.end());
+    }();
+    const auto bad = std::find_if(v.begin(), v.end(), [](double x) { return !std::isfinite(x); });
+    if (bad != v.end())
+      throw fail(fmt::format("tensor {} holds {} at index {}: allowed are finite values", tq(out.file_name(p.name)),
+                             std::isnan(*bad) ? "nan" : *bad > 0 ? "inf" : "-inf", bad - v.begin()));
+  }
   return out;
 }
 

@@ -158,6 +158,10 @@ Plan make_plan(Policy policy, std::int64_t length, double budget_units, const Co
   validate(length, model);
   if (!std::isfinite(budget_units))
     throw PlanError("memory budget " + fmt_units(budget_units) + " is not allowed: it must be a finite number of units");
+  if (policy == Policy::Quadratic && static_cast<double>(length) * static_cast<double>(length + 1) / 2 > kMaxQuadraticSteps)
+    throw PlanError("policy quadratic at " + std::to_string(length) + " steps would run " +
+                    fmt_units(static_cast<double>(length) * static_cast<double>(length + 1) / 2) +
+                    " forward steps: allowed are at most " + std::to_string(kMaxQuadraticSteps) + " (T up to 44720)");
   const double least = least_budget(policy, length, model);
   if (budget_units < least - 1e-9)
     throw PlanError("memory budget " + fmt_units(budget_units) + " units is below the least in which policy " +

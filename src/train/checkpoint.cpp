@@ -123,6 +123,7 @@ ModelSource open_model(const std::filesystem::path& file_or_dir, const ModelLoad
   }
   const std::string* format = m.tensors.find_metadata("format");
   m.is_checkpoint = format && *format == kCheckpointFormat;
+  m.loss_from_file = m.is_checkpoint || m.tensors.find_metadata("loss");
   if (!m.is_checkpoint) {
     // A model file: membptt's own, or a PyTorch state dict whose sizes the tensors tell
     // (interpret_model; the loss from its metadata or `options`).

@@ -534,12 +534,14 @@ std::vector<std::int32_t> sample_classes(const Params<T>& p, const NetShape& sha
       for (int k = 0; k < shape.output_size; ++k)
         if (k != unknown_class && (pick < 0 || logits[k] > logits[pick])) pick = k;
     } else {
+      // (logit - max) / temperature <= 0: a tiny temperature gives 0 or 1, never inf - inf.
       double m = -std::numeric_limits<double>::infinity();
       for (int k = 0; k < shape.output_size; ++k)
-        if (k != unknown_class) m = std::max(m, static_cast<double>(logits[k]) / temperature);
+        if (k != unknown_class) m = std::max(m, static_cast<double>(logits[k]));
       double sum = 0;
       for (int k = 0; k < shape.output_size; ++k) {
-        w[static_cast<std::size_t>(k)] = k == unknown_class ? 0.0 : std::exp(static_cast<double>(logits[k]) / temperature - m);
+        w[static_cast<std::size_t>(k)] =
+            k == unknown_class ? 0.0 : std::exp((static_cast<double>(logits[k]) - m) / temperature);
         sum += w[static_cast<std::size_t>(k)];
       }
       double u = unit_double(g) * sum;

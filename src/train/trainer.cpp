@@ -390,10 +390,15 @@ EvalResult evaluate_model(const ModelSource& m, const EvalOptions& o) {
   }
   const TaskInfo info = task_info(c, corpus.get());
   const std::string loss = info.loss == LossKind::Xent ? "xent" : "mse_last";
+  // (A state dict's loss is the one --task gave it: only its sizes can disagree.)
+  const bool own_loss = m.loss_from_file;
   if (m.spec.input_size != info.input_size || m.spec.output_size != info.output_size || m.spec.loss != loss)
-    throw TrainError(fmt::format("{} has input_size {}, output_size {}, loss {}; --task {} needs {}, {}, {}",
-                                 m.file.string(), m.spec.input_size, m.spec.output_size, m.spec.loss, c.task,
-                                 info.input_size, info.output_size, loss));
+    throw TrainError(own_loss ? fmt::format("{} has input_size {}, output_size {}, loss {}; --task {} needs {}, {}, {}",
+                                            m.file.string(), m.spec.input_size, m.spec.output_size, m.spec.loss, c.task,
+                                            info.input_size, info.output_size, loss)
+                              : fmt::format("{} has input_size {} and output_size {}; --task {} needs {} and {}",
+                                            m.file.string(), m.spec.input_size, m.spec.output_size, c.task,
+                                            info.input_size, info.output_size));
   const NetShape shape = net_shape(m.spec, c.batch);
   if (c.dtype == "float64") return evaluate_typed<double>(m, c, corpus, shape, o.sequences);
   return evaluate_typed<float>(m, c, corpus, shape, o.sequences);

@@ -9,11 +9,13 @@ source "$(dirname "$0")/lib.bash"  # tmp, fail, expect_error
 
 # ---- A. Numbers out of range -------------------------------------------------------------------
 # A budget far above plain BPTT's memory runs plain BPTT, however large.
-for budget in 1e21 1e300 1TB 2TiB 3T 1e30%; do
+for budget in 1e21 1e300 1TB 2TiB 3T 1e30% 1e306% 1e308%; do
   "$bin" train --task adding --length 50 --hidden 4 --batch 2 --steps 1 --eval-sequences 2 --memory "$budget" >"$tmp/out" \
     || fail "train --memory $budget failed"
   grep -q "plan: policy full" "$tmp/out" || { cat "$tmp/out"; fail "--memory $budget did not plan plain BPTT"; }
 done
+"$bin" plan --length 1000 --memory 1e308 --unit percent --alpha 4 >"$tmp/out" || fail "plan with a huge budget"
+grep -q "above plain BPTT's 4000: planned as that" "$tmp/out" || { cat "$tmp/out"; fail "plan's text for a huge budget"; }
 "$bin" plan --length 1000 --memory 1e21 --unit percent --json >"$tmp/out" || fail "plan with a huge budget"
 grep -q '"forward_ops":1000' "$tmp/out" || { cat "$tmp/out"; fail "a huge budget is not plain BPTT's cost"; }
 # Revolve (HSM) recomputes every step once even with a slot per step: 2T - 1, as at plain BPTT's memory.
@@ -25,12 +27,17 @@ expect_error "--alpha: 1e400 is not allowed: allowed is a number from 1 to 1e+06
 expect_error "--alpha: 1e7 is not allowed" "$bin" plan --length 10 --memory 5 --alpha 1e7
 expect_error "--beta: -1 is not allowed" "$bin" plan --length 10 --memory 5 --beta -1
 expect_error "--beta: nan is not allowed" "$bin" plan --length 10 --memory 5 --beta nan
-expect_error "--length: 1e21 is not allowed: allowed is an integer from 1 to 1000000000000" "$bin" plan --length 1e21 --memory 5
+expect_error "--length: 1e21 is not allowed: allowed is an integer from 1 to 10000000" "$bin" plan --length 1e21 --memory 5
+expect_error "--length: 1000000000000 is not allowed" "$bin" curve --length 1000000000000
+expect_error "policy quadratic at 1000000 steps would run" "$bin" plan --length 1000000 --memory 5 --policy quadratic
 expect_error "--memory: 1e400 is not allowed" "$bin" plan --length 10 --memory 1e400
 expect_error "--hidden-bytes: 0 is not allowed" "$bin" plan --length 10 --memory 5 --unit bytes --hidden-bytes 0
 expect_error "--points: 1 is not allowed" "$bin" curve --length 10 --points 1
 expect_error "--lr: 1e400 is not allowed" "$bin" train --lr 1e400
-expect_error "--lr 0 is not allowed" "$bin" train --lr 0
+expect_error "--lr: 0 is not allowed: allowed is a finite number > 0" "$bin" train --lr 0
+expect_error "--lr: -1 is not allowed: allowed is a finite number > 0" "$bin" train --lr -1
+expect_error "--record-cost: 0 is not allowed: allowed is a number > 0 and at most 1e+06" "$bin" plan --length 10 --memory 5 --record-cost 0
+expect_error "--length: 0 is not allowed: allowed is an integer from 1 to" "$bin" sample --model "$tmp/none" --length 0
 expect_error "--hidden: 1e21 is not allowed" "$bin" train --hidden 1e21
 expect_error "--layers: 5000 is not allowed: allowed is an integer from 1 to 1024" "$bin" train --layers 5000
 expect_error "--steps: -3 is not allowed" "$bin" train --steps -3
@@ -43,8 +50,16 @@ expect_error "--sequences: 0 is not allowed" "$bin" eval --model "$tmp/none" --s
 expect_error "--input-size: 3000000000 is not allowed" "$bin" init --input-size 3000000000 --hidden 4 --output 2 --out "$tmp/m"
 expect_error "--hidden: 1e400 is not allowed" "$bin" bench --hidden 1e400
 expect_error "--reps: 0 is not allowed" "$bin" bench --reps 0
-# An integer written as 1e3 is still an integer.
+# bench checks what it was given before its calibration and timed rounds, not after.
+expect_error "--budgets '' names no budget" "$bin" bench --budgets ''
+expect_error "--policies ',' names no policy" "$bin" bench --policies ,
+expect_error "memory budget 'nan' is not allowed" "$bin" bench --budgets 5%,nan
+expect_error "cannot write $tmp/no/such/dir/b.csv: its directory" "$bin" bench --csv "$tmp/no/such/dir/b.csv"
+[ ! -s "$tmp/out" ] || { cat "$tmp/out"; fail "bench printed before refusing its options"; }
+# An integer written as 1e3 is still an integer; blanks around a number are dropped, not an error.
 "$bin" plan --length 1e3 --memory 5 --json | grep -q '"length":1000' || fail "--length 1e3"
+"$bin" plan --length ' 100 ' --memory '5 ' --alpha ' 2' --json | grep -q '"length":100,"max_slots":10,"memory":10.0' || fail "blanks around numbers"
+"$bin" init --input-size 2 --hidden '3 ' --output 2 --seed 1e3 --out "$tmp/s.safetensors" >/dev/null || fail "--seed 1e3"
 
 # ---- E. Absurd sizes: how many bytes, and for what (no raw exception text) ---------------------
 if [ -z "${MEMBPTT_SANITIZED:-}" ]; then
@@ -125,6 +140,11 @@ assert r["accuracy"] == 0.0, r          # none of them can be predicted right
 assert r["bits_per_char"] > math.log2(0x110000 - 0x800 - 2), r  # each costs at least the spread of p(unknown)
 PY
 "$bin" eval --model "$tmp/lm" | grep -q "outside the training vocabulary: counted wrong" || fail "eval summary"
+# A temperature that underflows every weight but the best is greedy sampling, not garbage.
+"$bin" sample --model "$tmp/lm" --length 30 --prime ab --temperature 0 >"$tmp/greedy.txt"
+for t in 1e-300 1e-310 1e-320; do
+  "$bin" sample --model "$tmp/lm" --length 30 --prime ab --temperature "$t" | cmp - "$tmp/greedy.txt" || fail "temperature $t"
+done
 
 # ---- D. Which checkpoint survives a stop -------------------------------------------------------
 run=(--task adding --length 20 --hidden 4 --batch 2 --eval-sequences 2)

@@ -65,6 +65,12 @@ elif cmd == "torchify":  # SRC DST RNN_PREFIX HEAD_PREFIX META_JSON(or 'none') [
         else:
             out[name] = (dtype, shape, raw)
     save(dst, out, None if meta == "none" else json.loads(meta))
+elif cmd == "poison":  # SRC DST NAME VALUE: the F32 tensor NAME's element 3 set to VALUE (nan, inf)
+    src, dst, name, value = sys.argv[2:6]
+    tensors, meta = load(src)
+    dtype, shape, raw = tensors[name]
+    tensors[name] = (dtype, shape, raw[:12] + struct.pack("<f", float(value)) + raw[16:])
+    save(dst, tensors, meta)
 elif cmd == "names":  # the tensor names and dtypes of a file
     tensors, meta = load(sys.argv[2])
     print(" ".join(f"{k}:{tensors[k][0]}" for k in sorted(tensors)))
@@ -131,9 +137,16 @@ st torchify "$tmp/m.safetensors" "$tmp/m-bf16.safetensors" "lstm." "fc." '{"form
 "$bin" grad --model "$tmp/m-bf16.safetensors" --inputs "$tmp/x-bf16.safetensors" --loss xent --policy msm --memory 40% \
   --out "$tmp/g16.safetensors" >/dev/null 2>"$tmp/bf16.err"
 [ "$(grep -c . "$tmp/bf16.err")" -eq 2 ] || { cat "$tmp/bf16.err"; fail "expected one note for the model and one for the inputs"; }
-grep -q "^note: model file .*m-bf16.safetensors: the parameters are BF16; membptt computes in float32 and writes the gradients in float32$" "$tmp/bf16.err" || { cat "$tmp/bf16.err"; fail "model note"; }
+grep -q "^note: model file .*m-bf16.safetensors: the parameters are BF16; membptt computes in float32 (and writes gradients, where it writes them, in float32)$" "$tmp/bf16.err" || { cat "$tmp/bf16.err"; fail "model note"; }
 grep -q "^note: inputs file .*x-bf16.safetensors: 'input' BF16 converted exactly to float32 for the computation$" "$tmp/bf16.err" || { cat "$tmp/bf16.err"; fail "inputs note"; }
 st same "$tmp/g32.safetensors" "$tmp/g16.safetensors" "lstm." "fc." || fail "BF16 gradients differ from float32's on the same values"
+# A weight that is not finite is refused as an input value is, naming the tensor and the index.
+st poison "$tmp/m.safetensors" "$tmp/m-nan.safetensors" rnn.weight_hh_l1 nan
+expect_error "tensor 'rnn.weight_hh_l1' holds nan at index 3: allowed are finite values" \
+  "$bin" grad --model "$tmp/m-nan.safetensors" --inputs "$tmp/x.safetensors"
+st poison "$tmp/m.safetensors" "$tmp/m-inf.safetensors" head.bias -inf
+expect_error "tensor 'head.bias' holds -inf at index 3" "$bin" eval --model "$tmp/m-inf.safetensors" --task copy --length 25
+
 # eval reads a state dict too: the sizes from the tensors, the loss from --task.
 "$bin" train --task adding --length 20 --hidden 4 --batch 2 --steps 3 --eval-sequences 8 --save "$tmp/run" >/dev/null
 st torchify "$tmp/run/model.safetensors" "$tmp/add-pt.safetensors" "lstm." "fc." '{"format": "pt"}'
@@ -142,6 +155,7 @@ ev=(--task adding --length 20 --batch 2 --sequences 8 --seed 5 --json)
 "$bin" eval --model "$tmp/add-pt.safetensors" "${ev[@]}" >"$tmp/ev-pt.json"
 cmp "$tmp/ev-own.json" "$tmp/ev-pt.json" || fail "eval of the state dict differs from the model's"
 expect_error "has no metadata 'loss': pass --task adding, copy or text" "$bin" eval --model "$tmp/add-pt.safetensors"
+expect_error "add-pt.safetensors has input_size 2 and output_size 1; --task copy needs 10 and 9" "$bin" eval --model "$tmp/add-pt.safetensors" --task copy
 expect_error "this is a zip archive, which is what torch.save writes" "$bin" eval --model "$tmp/model.pt"
 ! grep -q "truncated or corrupt" "$tmp/err" || fail "a torch.save file called corrupt"
 echo "ok: foreign files, PyTorch state dicts, BF16"

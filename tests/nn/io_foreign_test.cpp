@@ -585,8 +585,8 @@ void check_reduced_model(DType dtype, const std::string& cell) {
   EXPECT_EQ(b.file_dtype, dtype);
   EXPECT_EQ(model_spec_metadata(a.spec), model_spec_metadata(b.spec));
   ASSERT_EQ(b.notes.size(), cell == "rnn" ? 2u : 1u);
-  EXPECT_NE(b.notes[0].find(fmt::format("the parameters are {}; membptt computes in float32 and writes the gradients "
-                                        "in float32",
+  EXPECT_NE(b.notes[0].find(fmt::format("the parameters are {}; membptt computes in float32 (and writes gradients, "
+                                        "where it writes them, in float32)",
                                         dtype_name(dtype))),
             std::string::npos)
       << b.notes[0];

@@ -5,8 +5,10 @@
 // shape and the arena holds the schedule's stored states. Plain BPTT's activation memory is
 // workspace + T * internal_bytes.
 #pragma once
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 #include <optional>
 #include <string>
 
@@ -40,8 +42,11 @@ Plan plan_for_bytes(std::optional<Policy> policy, std::int64_t length, double bu
 struct BudgetSpec {
   double value = 0;
   bool percent = false;
+  // A share so large that it passes the largest double (1e306% of a large model) is still finite:
+  // any budget above plain BPTT's memory plans as plain BPTT's.
   double bytes(const StateSizes& sizes, std::int64_t length) const {
-    return percent ? value / 100.0 * static_cast<double>(sizes.plain_bptt_bytes(length)) : value;
+    return percent ? std::min(value / 100.0 * static_cast<double>(sizes.plain_bptt_bytes(length)), std::numeric_limits<double>::max())
+                   : value;
   }
 };
 // Throws PlanError naming the text and the forms allowed.

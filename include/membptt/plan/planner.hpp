@@ -59,9 +59,11 @@ struct CurvePoint {
 std::vector<CurvePoint> cost_curve(Policy policy, std::int64_t length, const CostModel& model,
                                    const std::vector<double>& budgets);
 
-// What the planner represents exactly: lengths up to 10^12 steps and alpha up to 10^6, so that
-// alpha * T in ticks (at most 8 per hidden state) fits a 64-bit integer; cost ratios up to 10^6.
-inline constexpr std::int64_t kMaxLength = 1'000'000'000'000;
+// What the planner takes: lengths up to 10^7 steps (a plan walks its schedule once to check it and
+// count its cost, O(forward steps): seconds at 10^7), alpha up to 10^6 (alpha * T in ticks fits a
+// 64-bit integer many times over), cost ratios up to 10^6; policy quadratic up to 10^9 forward steps.
+inline constexpr std::int64_t kMaxLength = 10'000'000;
+inline constexpr std::int64_t kMaxQuadraticSteps = 1'000'000'000;
 inline constexpr double kMaxAlpha = 1e6;
 inline constexpr double kMaxCostRatio = 1e6;
 

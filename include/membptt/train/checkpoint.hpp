@@ -75,6 +75,7 @@ struct ModelSource {
   nlohmann::json data;                // checkpoints: the task state
   std::int64_t optimizer_step = 0;
   std::vector<std::string> notes;     // model files read as PyTorch state dicts (F16/BF16: computed in float32)
+  bool loss_from_file = true;         // false: a state dict whose loss the caller supplied (eval --task)
 };
 
 // A directory means DIR/checkpoint.safetensors, or DIR/model.safetensors when there is no

@@ -1,0 +1,190 @@
+// The C API (include/membptt/membptt.h) over the planner: every entry point catches what the
+// library throws and turns it into a status and this thread's one-line message.
+#include "membptt/membptt.h"
+
+#include <cmath>
+#include <exception>
+#include <new>
+#include <optional>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "membptt/exec/budget.hpp"
+#include "membptt/plan/planner.hpp"
+
+struct membptt_plan {
+  membptt::Plan plan;
+};
+
+namespace {
+
+using namespace membptt;
+
+thread_local std::string last_error;
+
+// Runs f, mapping exceptions to a status and the message.
+template <class F>
+membptt_status guarded(F&& f) noexcept {
+  try {
+    last_error.clear();
+    f();
+    return MEMBPTT_OK;
+  } catch (const PlanError& e) {
+    last_error = e.what();
+    return MEMBPTT_INVALID_ARGUMENT;
+  } catch (const std::bad_alloc&) {
+    last_error = "out of memory";
+    return MEMBPTT_OUT_OF_MEMORY;
+  } catch (const std::length_error&) {
+    last_error = "out of memory (a size too large to allocate)";
+    return MEMBPTT_OUT_OF_MEMORY;
+  } catch (const std::exception& e) {
+    last_error = std::string("membptt internal error: ") + e.what();
+    return MEMBPTT_INTERNAL_ERROR;
+  } catch (...) {
+    last_error = "membptt internal error: an unknown exception";
+    return MEMBPTT_INTERNAL_ERROR;
+  }
+}
+
+void require(bool ok, const char* what) {
+  if (!ok) throw PlanError(std::string(what) + " must not be NULL");
+}
+
+std::string number_text(double v) {
+  std::ostringstream os;
+  os.precision(10);
+  os << v;
+  return os.str();
+}
+
+// nullopt: "auto".
+std::optional<Policy> policy_of(const char* name) {
+  if (name == nullptr || std::string(name) == "auto") return std::nullopt;
+  if (auto p = parse_policy(name)) return *p;
+  std::string allowed = "auto";
+  for (Policy p : kAllPolicies) allowed += ", " + std::string(policy_name(p));
+  throw PlanError("unknown policy '" + std::string(name) + "': allowed are " + allowed);
+}
+
+double units_of(double memory, int32_t unit, std::int64_t length, const CostModel& model, double hidden_bytes) {
+  if (!std::isfinite(memory) || memory < 0)
+    throw PlanError("memory budget " + number_text(memory) + " is not allowed: it must be a finite number >= 0");
+  switch (unit) {
+    case MEMBPTT_UNIT_UNITS: return memory;
+    case MEMBPTT_UNIT_PERCENT: return memory / 100.0 * plain_bptt_units(length, model);
+    case MEMBPTT_UNIT_BYTES:
+      if (!std::isfinite(hidden_bytes) || !(hidden_bytes > 0))
+        throw PlanError("hidden_bytes " + number_text(hidden_bytes) +
+                        " is not allowed: a budget in bytes needs the bytes of one hidden state, a finite number > 0");
+      return memory / hidden_bytes;
+    default:
+      throw PlanError("unit " + std::to_string(unit) + " is not allowed: use 0 (units), 1 (percent) or 2 (bytes)");
+  }
+}
+
+Plan make_auto(std::int64_t length, double units, const CostModel& model) {
+  const double least = least_budget(Policy::Msm, length, model);  // validates length, alpha, beta
+  if (units >= plain_bptt_units(length, model)) return make_plan(Policy::Full, length, units, model);
+  if (units < least - 1e-9) return make_plan(Policy::Msm, length, units, model);  // throws, naming the least
+  try {
+    return make_plan(Policy::Msm, length, units, model);
+  } catch (const PlanError&) {
+    return make_plan(Policy::Revolve, length, units, model);  // the MSM table would be too large
+  }
+}
+
+}  // namespace
+
+extern "C" {
+
+int32_t membptt_api_version(void) { return MEMBPTT_API_VERSION; }
+
+const char* membptt_last_error(void) { return last_error.c_str(); }
+
+membptt_status membptt_plan_make(const char* policy, int64_t length, double memory, int32_t unit, double alpha,
+                                 double beta, double hidden_bytes, membptt_plan** out) {
+  return guarded([&] {
+    require(out != nullptr, "out");
+    *out = nullptr;
+    const std::optional<Policy> p = policy_of(policy);
+    const CostModel model{alpha, beta, 1.0};
+    if (length <= 0 || length > kMaxLength)
+      throw PlanError("sequence length " + std::to_string(length) + " is not allowed: allowed is 1 to " +
+                      std::to_string(kMaxLength));
+    const double units = units_of(memory, unit, length, model, hidden_bytes);
+    auto* h = new membptt_plan{p ? make_plan(*p, length, units, model) : make_auto(length, units, model)};
+    *out = h;
+  });
+}
+
+void membptt_plan_free(membptt_plan* plan) { delete plan; }
+
+const char* membptt_plan_policy(const membptt_plan* plan) { return policy_name(plan->plan.policy).data(); }
+int64_t membptt_plan_length(const membptt_plan* plan) { return plan->plan.length; }
+int64_t membptt_plan_forward_steps(const membptt_plan* plan) { return plan->plan.forward_steps; }
+double membptt_plan_peak_units(const membptt_plan* plan) { return plan->plan.peak_units; }
+double membptt_plan_budget_units(const membptt_plan* plan) { return plan->plan.budget_units; }
+double membptt_plan_alpha(const membptt_plan* plan) { return plan->plan.model.alpha; }
+double membptt_plan_beta(const membptt_plan* plan) { return plan->plan.model.beta; }
+double membptt_plan_time_ratio(const membptt_plan* plan) { return plan->plan.time_ratio(); }
+int32_t membptt_plan_max_slots(const membptt_plan* plan) { return plan->plan.max_slots; }
+
+membptt_status membptt_plan_ops(const membptt_plan* plan, membptt_op* ops, int64_t capacity, int64_t* total) {
+  return guarded([&] {
+    require(plan != nullptr, "plan");
+    require(total != nullptr, "total");
+    if (capacity < 0) throw PlanError("capacity " + std::to_string(capacity) + " is not allowed: it must be >= 0");
+    require(capacity == 0 || ops != nullptr, "ops (with a capacity > 0)");
+    ScheduleGenerator gen = plan->plan.schedule();
+    Op op{};
+    std::int64_t n = 0;
+    while (gen.next(op)) {
+      if (n < capacity) ops[n] = {static_cast<int64_t>(op.kind), op.t, op.slot, op.count};
+      ++n;
+    }
+    *total = n;
+  });
+}
+
+membptt_status membptt_curve(const char* policy, int64_t length, double alpha, const double* budgets, int64_t n,
+                             int64_t* forward_steps) {
+  return guarded([&] {
+    if (n < 0) throw PlanError("n " + std::to_string(n) + " is not allowed: it must be >= 0");
+    require(n == 0 || (budgets != nullptr && forward_steps != nullptr), "budgets and forward_steps (with n > 0)");
+    const Policy p = policy_of(policy).value_or(Policy::Msm);
+    const CostModel model{alpha, 2.0, 1.0};
+    std::vector<double> b(budgets, budgets + n);
+    for (double v : b)
+      if (!std::isfinite(v)) throw PlanError("memory budget " + number_text(v) + " is not allowed: it must be a finite number of units");
+    const std::vector<CurvePoint> pts = cost_curve(p, length, model, b);
+    // cost_curve leaves out the budgets below the least, keeping the order of the rest.
+    std::size_t k = 0;
+    for (std::int64_t i = 0; i < n; ++i) {
+      if (k < pts.size() && pts[k].budget_units == b[i])
+        forward_steps[i] = pts[k++].forward_steps;
+      else
+        forward_steps[i] = -1;
+    }
+  });
+}
+
+membptt_status membptt_least_budget(const char* policy, int64_t length, double alpha, double* units) {
+  return guarded([&] {
+    require(units != nullptr, "units");
+    *units = least_budget(policy_of(policy).value_or(Policy::Msm), length, CostModel{alpha, 2.0, 1.0});
+  });
+}
+
+membptt_status membptt_parse_budget(const char* text, double* value, int32_t* is_percent) {
+  return guarded([&] {
+    require(text != nullptr && value != nullptr && is_percent != nullptr, "text, value and is_percent");
+    const BudgetSpec s = parse_budget(text);
+    *value = s.value;
+    *is_percent = s.percent ? 1 : 0;
+  });
+}
+
+}  // extern "C"
