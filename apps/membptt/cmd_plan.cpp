@@ -101,7 +101,16 @@ int run_plan(std::int64_t length, double memory, const std::string& unit, const 
   const CostModel model = o.model();
   const Policy policy = policy_or_throw(policy_name_arg);
   const double budget = budget_in_units(memory, unit, length, model, o);
-  const Plan plan = make_plan(policy, length, budget, model);
+  const Plan plan = [&] {
+    try {
+      return make_plan(policy, length, budget, model);
+    } catch (const PlanError& e) {
+      if (unit != "bytes") throw;
+      // The planner speaks in hidden states: say what the user's bytes are in them.
+      throw PlanError(fmt::format("{} (--memory {:g} bytes is {:g} units of --hidden-bytes {:g}; the least is {:g} bytes)", e.what(),
+                                  memory, budget, o.hidden_bytes, least_budget(policy, length, model) * o.hidden_bytes));
+    }
+  }();
   const double plain = plain_bptt_units(length, model);
 
   if (json) {

@@ -336,24 +336,28 @@ RunOutcome train_loop(train::TrainerBase& t, const fs::path& save_dir, std::int6
       throw std::runtime_error(fmt::format("{}: training stopped (try a smaller --lr or --clip); {}", d.what(),
                                            surviving_checkpoint(ck, out, earlier)));
     }
+    const nlohmann::json record = step_record(t, r, elapsed_before + since(t0));
     try {
-      log.write(step_record(t, r, elapsed_before + since(t0)));
+      log.write(record);
     } catch (const std::runtime_error& e) {
-      // The step itself is good: keep it in the checkpoint if one is being saved, then stop.
+      // The step itself is good: keep it, and its log line, in the checkpoint if one is being
+      // saved (the resumed run writes the line first), then stop.
       progress.end_line();
-      std::string kept = "nothing saved (no --save)";
+      std::string kept = fmt::format("step {}'s line (loss {:.6g}) is missing from the log; nothing saved (no --save)",
+                                     t.step_count(), r.loss);
       if (!ck.empty()) {
         try {
-          save();
-          kept = fmt::format("step {} saved to {}; free space and continue with: membptt train --resume {}", t.step_count(),
-                             ck.string(), save_dir.string());
+          t.save_checkpoint(ck, elapsed_before + since(t0), record.dump());
+          out.last_saved = t.step_count();
+          kept = fmt::format("step {} saved to {} with its log line, which a run resumed with --log {} writes first; free "
+                             "space and continue with: membptt train --resume {} --log {}",
+                             t.step_count(), ck.string(), log.path, save_dir.string(), log.path);
         } catch (const std::exception& se) {
           kept = fmt::format("the checkpoint could not be saved either ({}); {}", se.what(), surviving_checkpoint(ck, out, earlier));
         }
       }
-      throw std::runtime_error(fmt::format("{}; training stopped after step {}, whose line (loss {:.6g}) is missing from the "
-                                           "log, which holds whole lines only; {}",
-                                           e.what(), t.step_count(), r.loss, kept));
+      throw std::runtime_error(fmt::format("{}; training stopped after step {} (the log holds whole lines only); {}",
+                                           e.what(), t.step_count(), kept));
     }
     progress.update(r, t.plain_bytes());
     if (!ck.empty() && (r.step % save_every == 0 || r.step == c.steps)) save();
@@ -457,6 +461,14 @@ int run_train(TrainOptions& o) {
   if (!save_dir.empty()) fs::create_directories(save_dir);
   LogFile log;
   if (!o.log.empty()) log.open(o.log, false);
+  if (ck && !ck->pending_log.empty()) {
+    // The line of the checkpoint's last step, which the earlier run's log could not take.
+    if (o.log.empty())
+      fmt::print(stderr, "note: {} holds step {}'s log line, which the earlier run could not write; pass --log to write it\n",
+                 ck->file.string(), ck->step);
+    else if (const auto line = nlohmann::json::parse(ck->pending_log, nullptr, false); line.is_object())
+      log.write(line);
+  }
 
   Progress progress;
   progress.baseline = t->baseline();

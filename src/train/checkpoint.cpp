@@ -164,6 +164,7 @@ ModelSource open_model(const std::filesystem::path& file_or_dir, const ModelLoad
     }
   }
   if (const std::string* h = m.tensors.find_metadata("text_hash")) m.text_hash = *h;
+  if (const std::string* l = m.tensors.find_metadata("pending_log")) m.pending_log = *l;
   if (m.config) {
     const TrainConfig& c = *m.config;
     if (c.cell != m.spec.cell || c.hidden != m.spec.hidden_size || c.layers != m.spec.num_layers ||

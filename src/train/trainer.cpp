@@ -174,7 +174,8 @@ class Trainer final : public TrainerBase {
     for (const ParamView& v : params_.views()) w.add(v.name, v.shape, params_.data() + v.offset, v.size);
   }
 
-  void save_checkpoint(const std::filesystem::path& file, double elapsed_seconds) const override {
+  void save_checkpoint(const std::filesystem::path& file, double elapsed_seconds,
+                       const std::string& pending_log_line = {}) const override {
     if (!all_finite(params_)) throw TrainError("refusing to save a checkpoint with non-finite parameters");
     CheckedWriter w;
     add_model(w);
@@ -183,6 +184,7 @@ class Trainer final : public TrainerBase {
     w.set_metadata("optimizer_step", std::to_string(opt_->steps()));
     w.set_metadata("data", task_->state().dump());
     w.set_metadata("elapsed_seconds", fmt::format("{:.3f}", elapsed_seconds));
+    if (!pending_log_line.empty()) w.set_metadata("pending_log", pending_log_line);
     const auto P = static_cast<std::int64_t>(params_.size());
     if (Params<T>* m = opt_->exp_avg()) w.add("optimizer.exp_avg", {P}, m->data(), m->size());
     if (Params<T>* v = opt_->exp_avg_sq()) w.add("optimizer.exp_avg_sq", {P}, v->data(), v->size());
@@ -381,6 +383,10 @@ EvalResult evaluate_model(const ModelSource& m, const EvalOptions& o) {
   c.dtype = m.spec.dtype;
   validate(c);
   if (o.sequences < 1) throw TrainError(fmt::format("--sequences {} is not allowed: allowed is 1 or more", o.sequences));
+  if (c.task == "text" && o.length > 0)
+    throw TrainError(fmt::format("--length {} is not allowed for a text model: eval reads the held-out part straight through "
+                                 "(--length is for adding and copy)",
+                                 o.length));
   std::shared_ptr<const Corpus> corpus;
   if (c.task == "text") {
     if (m.vocab.empty())

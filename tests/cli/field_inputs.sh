@@ -56,6 +56,8 @@ expect_error "--policies ',' names no policy" "$bin" bench --policies ,
 expect_error "memory budget 'nan' is not allowed" "$bin" bench --budgets 5%,nan
 expect_error "cannot write $tmp/no/such/dir/b.csv: its directory" "$bin" bench --csv "$tmp/no/such/dir/b.csv"
 [ ! -s "$tmp/out" ] || { cat "$tmp/out"; fail "bench printed before refusing its options"; }
+expect_error "(--memory 50 bytes is 0.5 units of --hidden-bytes 100; the least is 200 bytes)" \
+  "$bin" plan --length 100 --memory 50 --unit bytes --hidden-bytes 100 --alpha 2
 # An integer written as 1e3 is still an integer; blanks around a number are dropped, not an error.
 "$bin" plan --length 1e3 --memory 5 --json | grep -q '"length":1000' || fail "--length 1e3"
 "$bin" plan --length ' 100 ' --memory '5 ' --alpha ' 2' --json | grep -q '"length":100,"max_slots":10,"memory":10.0' || fail "blanks around numbers"
@@ -114,6 +116,13 @@ if [ "$(id -u)" -eq 0 ] && mount -t tmpfs -o size=48k tmpfs "$disk" 2>/dev/null;
   grep -q "saved to $tmp/fullsave/checkpoint.safetensors" "$tmp/err" || { cat "$tmp/err"; fail "no checkpoint on a log failure"; }
   [ "$(tail -c 1 "$disk/run.jsonl" | od -An -c | tr -d ' ')" = '\n' ] || fail "the log ends in a half line"
   "$bin" plot "$disk/run.jsonl" --svg "$tmp/full.svg" >/dev/null || fail "plot of the full-disk log"
+  # With room again, the resumed run writes the line the full disk kept out first: every step once.
+  rm -f "$disk/filler"
+  "$bin" train --resume "$tmp/fullsave" --steps 60 --log "$disk/run.jsonl" >/dev/null || fail "resume after the full disk"
+  /usr/bin/env python3 -c '
+import json, sys
+steps = [json.loads(l)["step"] for l in open(sys.argv[1])]
+assert steps == list(range(1, 61)), steps' "$disk/run.jsonl" || fail "the resumed log does not hold steps 1 to 60 once each"
   # plan --json into a file on the full disk: an error, not exit 0 with 0 bytes.
   rm -f "$disk/run.jsonl"
   head -c 20000 /dev/zero >"$disk/filler2" 2>/dev/null || true
@@ -140,6 +149,7 @@ assert r["accuracy"] == 0.0, r          # none of them can be predicted right
 assert r["bits_per_char"] > math.log2(0x110000 - 0x800 - 2), r  # each costs at least the spread of p(unknown)
 PY
 "$bin" eval --model "$tmp/lm" | grep -q "outside the training vocabulary: counted wrong" || fail "eval summary"
+expect_error "--length 5 is not allowed for a text model" "$bin" eval --model "$tmp/lm" --length 5
 # A temperature that underflows every weight but the best is greedy sampling, not garbage.
 "$bin" sample --model "$tmp/lm" --length 30 --prime ab --temperature 0 >"$tmp/greedy.txt"
 for t in 1e-300 1e-310 1e-320; do

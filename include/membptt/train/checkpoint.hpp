@@ -75,6 +75,7 @@ struct ModelSource {
   nlohmann::json data;                // checkpoints: the task state
   std::int64_t optimizer_step = 0;
   std::vector<std::string> notes;     // model files read as PyTorch state dicts (F16/BF16: computed in float32)
+  std::string pending_log;            // checkpoints: the --log line a full disk kept out, written on resume
   bool loss_from_file = true;         // false: a state dict whose loss the caller supplied (eval --task)
 };
 

@@ -74,7 +74,10 @@ class TrainerBase {
   virtual EvalResult evaluate(std::int64_t sequences) const = 0;
   // True when every parameter is finite.
   virtual bool params_finite() const = 0;
-  virtual void save_checkpoint(const std::filesystem::path& file, double elapsed_seconds) const = 0;
+  // `pending_log_line`: the --log line of the last step when the log could not take it (a full
+  // disk); kept in the checkpoint (metadata pending_log) so that the resumed run writes it first.
+  virtual void save_checkpoint(const std::filesystem::path& file, double elapsed_seconds,
+                               const std::string& pending_log_line = {}) const = 0;
   virtual void write_model(const std::filesystem::path& file) const = 0;
   // Restores the state of a checkpoint whose config equals this trainer's in everything that
   // decides the result. Throws TrainError when its tensors do not fit.
