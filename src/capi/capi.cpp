@@ -2,8 +2,10 @@
 // library throws and turns it into a status and this thread's one-line message.
 #include "membptt/membptt.h"
 
+#include <algorithm>
 #include <cmath>
 #include <exception>
+#include <limits>
 #include <new>
 #include <optional>
 #include <sstream>
@@ -74,7 +76,7 @@ double units_of(double memory, int32_t unit, std::int64_t length, const CostMode
     throw PlanError("memory budget " + number_text(memory) + " is not allowed: it must be a finite number >= 0");
   switch (unit) {
     case MEMBPTT_UNIT_UNITS: return memory;
-    case MEMBPTT_UNIT_PERCENT: return memory / 100.0 * plain_bptt_units(length, model);
+    case MEMBPTT_UNIT_PERCENT: return std::min(memory / 100.0 * plain_bptt_units(length, model), std::numeric_limits<double>::max());
     case MEMBPTT_UNIT_BYTES:
       if (!std::isfinite(hidden_bytes) || !(hidden_bytes > 0))
         throw PlanError("hidden_bytes " + number_text(hidden_bytes) +
@@ -82,17 +84,6 @@ double units_of(double memory, int32_t unit, std::int64_t length, const CostMode
       return memory / hidden_bytes;
     default:
       throw PlanError("unit " + std::to_string(unit) + " is not allowed: use 0 (units), 1 (percent) or 2 (bytes)");
-  }
-}
-
-Plan make_auto(std::int64_t length, double units, const CostModel& model) {
-  const double least = least_budget(Policy::Msm, length, model);  // validates length, alpha, beta
-  if (units >= plain_bptt_units(length, model)) return make_plan(Policy::Full, length, units, model);
-  if (units < least - 1e-9) return make_plan(Policy::Msm, length, units, model);  // throws, naming the least
-  try {
-    return make_plan(Policy::Msm, length, units, model);
-  } catch (const PlanError&) {
-    return make_plan(Policy::Revolve, length, units, model);  // the MSM table would be too large
   }
 }
 
@@ -111,11 +102,8 @@ membptt_status membptt_plan_make(const char* policy, int64_t length, double memo
     *out = nullptr;
     const std::optional<Policy> p = policy_of(policy);
     const CostModel model{alpha, beta, 1.0};
-    if (length <= 0 || length > kMaxLength)
-      throw PlanError("sequence length " + std::to_string(length) + " is not allowed: allowed is 1 to " +
-                      std::to_string(kMaxLength));
     const double units = units_of(memory, unit, length, model, hidden_bytes);
-    auto* h = new membptt_plan{p ? make_plan(*p, length, units, model) : make_auto(length, units, model)};
+    auto* h = new membptt_plan{p ? make_plan(*p, length, units, model) : make_auto_plan(length, units, model)};
     *out = h;
   });
 }

@@ -84,15 +84,7 @@ Plan plan_for_bytes(std::optional<Policy> policy, std::int64_t length, double bu
                     "; the workspace takes " + bytes_text(static_cast<double>(sizes.workspace_bytes)) + " and plain BPTT needs " +
                     bytes_text(static_cast<double>(sizes.plain_bptt_bytes(length))));
   const double units = (budget_bytes - static_cast<double>(sizes.workspace_bytes)) / static_cast<double>(sizes.hidden_bytes);
-  if (!policy && units >= plain_bptt_units(length, model)) return make_plan(Policy::Full, length, units, model);
-  if (!policy) {
-    try {
-      return make_plan(Policy::Msm, length, units, model);
-    } catch (const PlanError&) {
-      return make_plan(Policy::Revolve, length, units, model);  // the table would be too large
-    }
-  }
-  return make_plan(p, length, units, model);
+  return policy ? make_plan(p, length, units, model) : make_auto_plan(length, units, model);
 }
 
 }  // namespace membptt

@@ -196,6 +196,17 @@ Plan make_plan(Policy policy, std::int64_t length, double budget_units, const Co
   return plan;
 }
 
+Plan make_auto_plan(std::int64_t length, double budget_units, const CostModel& model) {
+  const double least = least_budget(Policy::Msm, length, model);  // validates length, alpha, beta
+  if (budget_units >= plain_bptt_units(length, model)) return make_plan(Policy::Full, length, budget_units, model);
+  if (budget_units < least - 1e-9) return make_plan(Policy::Msm, length, budget_units, model);  // throws, naming the least
+  try {
+    return make_plan(Policy::Msm, length, budget_units, model);
+  } catch (const PlanError&) {
+    return make_plan(Policy::Revolve, length, budget_units, model);  // the MSM table would be too large
+  }
+}
+
 std::vector<CurvePoint> cost_curve(Policy policy, std::int64_t length, const CostModel& model,
                                    const std::vector<double>& budgets) {
   validate(length, model);

@@ -321,9 +321,9 @@ namespace {
 // What a run holds, in bytes (double: the products of the allowed ranges pass 2^64), for the
 // message of a run too large to allocate.
 std::string run_memory_text(const TrainConfig& c, const TaskInfo& info) {
-  const double scalar = c.dtype == "float64" ? 8 : 4, GiB = 1024.0 * 1024 * 1024;
-  const double gates = c.cell == "lstm" ? 4 : c.cell == "gru" ? 3 : 1, H = c.hidden, I = info.input_size;
-  const double params = gates * H * (I + H + 2) + (c.layers - 1) * gates * H * (2 * H + 2) + info.output_size * (H + 1);
+  const double scalar = c.dtype == "float64" ? 8 : 4, GiB = 1024.0 * 1024 * 1024, I = info.input_size;
+  const double params = static_cast<double>(
+      param_count(NetShape{parse_cell(c.cell), info.input_size, c.hidden, c.layers, c.batch, info.output_size}));
   const double state = params * scalar * (c.optimizer == "adam" ? 4 : 2);
   const double batch = static_cast<double>(c.length) * c.batch * (I * scalar + (info.loss == LossKind::Xent ? 8 : 0));
   return fmt::format("about {:.2f} GiB for {:.4g} parameters with their gradients{} and {:.2f} GiB for a batch of {} x {} "

@@ -51,6 +51,10 @@ double least_budget(Policy policy, std::int64_t length, const CostModel& model);
 // plans as plain BPTT's memory would.
 Plan make_plan(Policy policy, std::int64_t length, double budget_units, const CostModel& model);
 
+// "auto": plain BPTT when the budget holds it (whatever its size), else MSM, else revolve (HSM by
+// the closed form) when the MSM table would be too large. Below MSM's least: PlanError naming it.
+Plan make_auto_plan(std::int64_t length, double budget_units, const CostModel& model);
+
 // Cost per step against memory for one policy: the points of the trade-off curve.
 struct CurvePoint {
   double budget_units;
