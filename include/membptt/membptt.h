@@ -7,6 +7,7 @@
  *
  * Units are the planner's (docs/planner.md): memory in hidden-state units (an internal state is
  * alpha units; plain BPTT needs alpha * length), time in forward steps, the first pass included.
+ * The recurrent network (membptt_rnn) counts memory in bytes.
  *
  * Built as libmembptt.so (CMake target membptt_c). */
 #ifndef MEMBPTT_H
@@ -18,7 +19,7 @@
 extern "C" {
 #endif
 
-#define MEMBPTT_API_VERSION 1
+#define MEMBPTT_API_VERSION 2
 
 #if defined(MEMBPTT_BUILDING_C_API) && defined(__GNUC__)
 #define MEMBPTT_API __attribute__((visibility("default")))
@@ -99,6 +100,80 @@ MEMBPTT_API membptt_status membptt_least_budget(const char* policy, int64_t leng
 /* A budget as users write it: bytes ("64MiB", "500KB", "1e6") or a share of plain BPTT's memory
  * ("5%"). *value is bytes, or the percentage when *is_percent is 1. */
 MEMBPTT_API membptt_status membptt_parse_budget(const char* text, double* value, int32_t* is_percent);
+
+/* ---- A stack of recurrent layers trained by a plan (what membptt.torch's modules call) ----------
+ *
+ * membptt_rnn: LSTM, GRU or tanh-RNN layers with PyTorch's equations and parameters
+ * (torch.nn.LSTM / GRU / RNN with bias=True, batch_first=False; include/membptt/cells/
+ * recurrent_net.hpp), a memory budget and a policy. Its plan for each (length, batch) is made once
+ * and kept. Buffers cross by pointer, host memory, contiguous, row-major, of the dtype given at
+ * creation:
+ *   weights      every weight_ih_l{k}, weight_hh_l{k}, bias_ih_l{k}, bias_hh_l{k} back to back, in
+ *                that order, layer by layer (PyTorch's state-dict order); membptt_rnn_weight_count
+ *                elements
+ *   input        [length x batch x input_size]   (time-major)
+ *   output       [length x batch x hidden_size]  (the top layer's h_t, as PyTorch's output)
+ *   carry        h of every layer [num_layers x batch x hidden_size], then for the LSTM c likewise
+ *                (PyTorch's h_0 then c_0); membptt_rnn_carry_count elements
+ * A forward pass run for training returns a membptt_pass holding the plan's stored states until
+ * membptt_pass_backward: that and its fixed workspace are the memory the budget bounds. One handle
+ * may serve several passes in flight; calls on one handle are serialised by it. */
+
+typedef enum membptt_dtype {
+  MEMBPTT_FLOAT32 = 0,
+  MEMBPTT_FLOAT64 = 1,
+} membptt_dtype;
+
+typedef struct membptt_rnn membptt_rnn;   /* opaque */
+typedef struct membptt_pass membptt_pass; /* opaque: a forward pass waiting for its backward */
+
+typedef struct membptt_pass_stats {
+  int64_t forward_steps;         /* cell steps run forward so far (forward and backward parts) */
+  int64_t backward_steps;
+  int64_t planned_forward_steps; /* the plan's cost: forward_steps once the backward is done */
+  int64_t peak_arena_bytes;      /* most bytes the stored states took so far */
+  int64_t arena_bytes;           /* bytes of the arena (the plan's peak) */
+  int64_t workspace_bytes;       /* fixed bytes besides: cursor, carry gradient, zero h_0, scratch */
+  double budget_bytes;           /* the budget the plan was made for (plain BPTT's memory: no budget) */
+} membptt_pass_stats;
+
+/* cell: "lstm", "gru" or "rnn" (tanh). memory: a budget as membptt_parse_budget reads it ("64MiB",
+ * "5%"), or NULL for none (plain BPTT). policy: as membptt_plan_make ("auto" or NULL: the best that
+ * fits). beta: the cost of a backward step in forward steps (the planner's; 2 if unsure).
+ * The budget is checked against each (length, batch) when its plan is made. */
+MEMBPTT_API membptt_status membptt_rnn_create(const char* cell, int64_t input_size, int64_t hidden_size,
+                                              int64_t num_layers, int32_t dtype, const char* memory,
+                                              const char* policy, double beta, membptt_rnn** out);
+MEMBPTT_API void membptt_rnn_free(membptt_rnn* rnn); /* passes still in flight stay valid */
+MEMBPTT_API int64_t membptt_rnn_weight_count(const membptt_rnn* rnn);
+MEMBPTT_API int64_t membptt_rnn_carry_count(const membptt_rnn* rnn, int64_t batch);
+
+/* The plan used for (length, batch), as a new handle (free it with membptt_plan_free); *budget_bytes
+ * and *plain_bytes (each optional): the budget in bytes and plain BPTT's memory in bytes (both
+ * counting the workspace). A budget below the least that works: MEMBPTT_INVALID_ARGUMENT naming
+ * that least in bytes. */
+MEMBPTT_API membptt_status membptt_rnn_plan(membptt_rnn* rnn, int64_t length, int64_t batch, membptt_plan** out,
+                                            double* budget_bytes, double* plain_bytes);
+
+/* The forward pass over `length` steps of `batch` sequences: writes output and final_carry (NULL:
+ * not written) from input and h0 (NULL: zeros). With pass NULL it only infers: nothing is kept and
+ * no plan is made. Otherwise it runs the plan up to its first backward step and *pass holds what
+ * the backward needs; input and h0 must then stay valid and unchanged until the backward. */
+MEMBPTT_API membptt_status membptt_rnn_forward(membptt_rnn* rnn, int64_t length, int64_t batch, const void* weights,
+                                               const void* input, const void* h0, void* output, void* final_carry,
+                                               membptt_pass** pass);
+
+/* The rest of the plan: from doutput = dL/d output and dfinal_carry = dL/d final carry (each NULL:
+ * zeros), writes dinput = dL/d input, dh0 = dL/d h0 and dweights = dL/d weights (each NULL: not
+ * wanted; dweights is overwritten, not added to). weights must equal the forward's. Once only. */
+MEMBPTT_API membptt_status membptt_pass_backward(membptt_pass* pass, const void* weights, const void* doutput,
+                                                 const void* dfinal_carry, void* dinput, void* dh0, void* dweights);
+MEMBPTT_API membptt_status membptt_pass_stats_get(const membptt_pass* pass, membptt_pass_stats* out);
+MEMBPTT_API void membptt_pass_free(membptt_pass* pass);
+
+/* Threads of the BLAS the CPU cells run on (process-wide). */
+MEMBPTT_API int32_t membptt_num_threads(void);
+MEMBPTT_API membptt_status membptt_set_num_threads(int32_t n);
 
 #ifdef __cplusplus
 }

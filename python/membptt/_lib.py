@@ -10,15 +10,22 @@ import ctypes
 import os
 from pathlib import Path
 
-API_VERSION = 1
+API_VERSION = 2
 LIBRARY_NAME = "libmembptt.so"
 
 OK, INVALID_ARGUMENT, OUT_OF_MEMORY, INTERNAL_ERROR = 0, 1, 2, 3
 UNIT_UNITS, UNIT_PERCENT, UNIT_BYTES = 0, 1, 2
+FLOAT32, FLOAT64 = 0, 1
 
 
 class Op(ctypes.Structure):
     _fields_ = [("kind", ctypes.c_int64), ("t", ctypes.c_int64), ("slot", ctypes.c_int64), ("count", ctypes.c_int64)]
+
+
+class PassStats(ctypes.Structure):
+    _fields_ = [("forward_steps", ctypes.c_int64), ("backward_steps", ctypes.c_int64),
+                ("planned_forward_steps", ctypes.c_int64), ("peak_arena_bytes", ctypes.c_int64),
+                ("arena_bytes", ctypes.c_int64), ("workspace_bytes", ctypes.c_int64), ("budget_bytes", ctypes.c_double)]
 
 
 def candidates() -> list[Path]:
@@ -54,6 +61,19 @@ def _declare(lib: ctypes.CDLL) -> None:
                                     c.POINTER(c.c_int64)]),
         "membptt_least_budget": (c.c_int, [c.c_char_p, c.c_int64, c.c_double, c.POINTER(c.c_double)]),
         "membptt_parse_budget": (c.c_int, [c.c_char_p, c.POINTER(c.c_double), c.POINTER(c.c_int32)]),
+        "membptt_rnn_create": (c.c_int, [c.c_char_p, c.c_int64, c.c_int64, c.c_int64, c.c_int32, c.c_char_p, c.c_char_p,
+                                         c.c_double, c.POINTER(P)]),
+        "membptt_rnn_free": (None, [P]),
+        "membptt_rnn_weight_count": (c.c_int64, [P]),
+        "membptt_rnn_carry_count": (c.c_int64, [P, c.c_int64]),
+        "membptt_rnn_plan": (c.c_int, [P, c.c_int64, c.c_int64, c.POINTER(P), c.POINTER(c.c_double),
+                                       c.POINTER(c.c_double)]),
+        "membptt_rnn_forward": (c.c_int, [P, c.c_int64, c.c_int64, P, P, P, P, P, c.POINTER(P)]),
+        "membptt_pass_backward": (c.c_int, [P, P, P, P, P, P, P]),
+        "membptt_pass_stats_get": (c.c_int, [P, c.POINTER(PassStats)]),
+        "membptt_pass_free": (None, [P]),
+        "membptt_num_threads": (c.c_int32, []),
+        "membptt_set_num_threads": (c.c_int, [c.c_int32]),
     }
     for name, (res, args) in sig.items():
         f = getattr(lib, name)

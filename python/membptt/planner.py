@@ -134,9 +134,14 @@ def plan(length: int, memory: Union[float, str], alpha: float = 1.0, policy: str
             raise ValueError(f"unit {unit!r} is not allowed: use one of {', '.join(_UNITS)}")
         code = _UNITS[unit]
     hb = 0.0 if hidden_bytes is None else _number("hidden_bytes", hidden_bytes)
-    L = _lib.lib()
     ptr = ctypes.c_void_p()
-    _lib.check(L.membptt_plan_make(_policy_bytes(policy), length, value, code, alpha, beta, hb, ctypes.byref(ptr)))
+    _lib.check(_lib.lib().membptt_plan_make(_policy_bytes(policy), length, value, code, alpha, beta, hb, ctypes.byref(ptr)))
+    return plan_of_handle(ptr)
+
+
+def plan_of_handle(ptr: ctypes.c_void_p) -> Plan:
+    """The Plan of a membptt_plan* the caller passes on (it is freed with the Plan)."""
+    L = _lib.lib()
     h = _Handle(ptr)
     n = L.membptt_plan_length(ptr)
     peak = L.membptt_plan_peak_units(ptr)

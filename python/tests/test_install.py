@@ -35,3 +35,10 @@ def test_pip_install(tmp_path):
     where, policy, steps = got.stdout.split()
     assert Path(where).is_relative_to(venv) and (Path(where) / "libmembptt.so").is_file()
     assert (policy, steps) == ("msm", "1950")
+    if importlib.util.find_spec("torch") is not None:  # the torch layers are installed too, and run
+        probe = ("import torch, membptt.torch as mt; m = mt.LSTM(3, 4, memory='50%'); "
+                 "y, _ = m(torch.randn(20, 2, 3)); y.sum().backward(); print(m.last_stats.forward_steps > 20)")
+        got = subprocess.run([str(venv / "bin" / "python"), "-c", probe], cwd=tmp_path, env=env, capture_output=True,
+                             text=True, timeout=120)
+        assert got.returncode == 0, got.stderr
+        assert got.stdout.split() == ["True"]

@@ -13,47 +13,24 @@
 #include <string>
 #include <vector>
 
+#include "internal.hpp"
 #include "membptt/exec/budget.hpp"
 #include "membptt/plan/planner.hpp"
 
-struct membptt_plan {
-  membptt::Plan plan;
-};
+
+namespace membptt::capi {
+std::string& last_error() {
+  thread_local std::string message;
+  return message;
+}
+}  // namespace membptt::capi
 
 namespace {
 
 using namespace membptt;
 
-thread_local std::string last_error;
-
-// Runs f, mapping exceptions to a status and the message.
-template <class F>
-membptt_status guarded(F&& f) noexcept {
-  try {
-    last_error.clear();
-    f();
-    return MEMBPTT_OK;
-  } catch (const PlanError& e) {
-    last_error = e.what();
-    return MEMBPTT_INVALID_ARGUMENT;
-  } catch (const std::bad_alloc&) {
-    last_error = "out of memory";
-    return MEMBPTT_OUT_OF_MEMORY;
-  } catch (const std::length_error&) {
-    last_error = "out of memory (a size too large to allocate)";
-    return MEMBPTT_OUT_OF_MEMORY;
-  } catch (const std::exception& e) {
-    last_error = std::string("membptt internal error: ") + e.what();
-    return MEMBPTT_INTERNAL_ERROR;
-  } catch (...) {
-    last_error = "membptt internal error: an unknown exception";
-    return MEMBPTT_INTERNAL_ERROR;
-  }
-}
-
-void require(bool ok, const char* what) {
-  if (!ok) throw PlanError(std::string(what) + " must not be NULL");
-}
+using capi::guarded;
+using capi::require;
 
 std::string number_text(double v) {
   std::ostringstream os;
@@ -93,7 +70,7 @@ extern "C" {
 
 int32_t membptt_api_version(void) { return MEMBPTT_API_VERSION; }
 
-const char* membptt_last_error(void) { return last_error.c_str(); }
+const char* membptt_last_error(void) { return capi::last_error().c_str(); }
 
 membptt_status membptt_plan_make(const char* policy, int64_t length, double memory, int32_t unit, double alpha,
                                  double beta, double hidden_bytes, membptt_plan** out) {

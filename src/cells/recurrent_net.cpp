@@ -135,7 +135,7 @@ void RecurrentNet<T>::advance_record(const Params<T>& p, const T* x_t, const T* 
 
 template <class T>
 void RecurrentNet<T>::backward(const Params<T>& p, const T* x_t, const T* record,
-                               const T* dcarry_out, T* dcarry_in, Params<T>& grads) {
+                               const T* dcarry_out, T* dcarry_in, Params<T>& grads, T* dx_t) {
   check(p, "backward");
   check(grads, "backward (grads)");
   if (dcarry_in == dcarry_out) {  // in place: read the incoming gradient from a copy
@@ -177,11 +177,15 @@ void RecurrentNet<T>::backward(const Params<T>& p, const T* x_t, const T* record
     }
     // dL/dh_{t-1} of this layer.
     gemm<T>(Trans::No, Trans::No, B, H, GH, T(1), dgh, GH, w + o.w_hh, H, beta_hh, dh_in, H);
-    // dL/d(input) of this layer = part of dL/dh' of the layer below (layer 0's input needs none).
+    // dL/d(input) of this layer = part of dL/dh' of the layer below; layer 0's, dL/dx_t, only
+    // when the caller asks.
     if (l > 0) {
       std::copy_n(dcarry_out + lo - bh_, bh_, dh_.data());
       gemm<T>(Trans::No, Trans::No, B, o.in, GH, T(1), dg_.data(), GH, w + o.w_ih, o.in, T(1),
               dh_.data(), o.in);
+    } else if (dx_t != nullptr) {
+      gemm<T>(Trans::No, Trans::No, B, o.in, GH, T(1), dg_.data(), GH, w + o.w_ih, o.in, T(0), dx_t,
+              o.in);
     }
     // Parameter gradients (accumulated).
     gemm<T>(Trans::Yes, Trans::No, GH, o.in, B, T(1), dg_.data(), GH, in, o.in, T(1), gw + o.w_ih,

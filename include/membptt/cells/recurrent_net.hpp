@@ -81,9 +81,11 @@ class RecurrentNet {
   // Backward of one step. dcarry_out = dL/d(carry out) in carry layout (everything later steps and
   // the head sent back); writes dcarry_in = dL/d(carry in) (overwrites it, carry layout);
   // ACCUMULATES the parameter gradients into grads (+=; grads' head.* views are not touched).
-  // x_t is the step's input (layer 0's input is not in the record). Deterministic.
+  // x_t is the step's input (layer 0's input is not in the record). dx_t (optional, [B x I])
+  // receives dL/dx_t (overwritten), for a caller whose inputs need gradients (membptt.torch).
+  // Deterministic.
   void backward(const Params<T>& p, const T* x_t, const T* record, const T* dcarry_out,
-                T* dcarry_in, Params<T>& grads);
+                T* dcarry_in, Params<T>& grads, T* dx_t = nullptr);
 
  private:
   struct LayerOffsets {

@@ -14,8 +14,9 @@
 //   Scalar, Net (advance, advance_record, backward, record_carry_out, top_hidden, carry_elems,
 //   record_elems, scratch_bytes), Head (step_xent, last_mse, scratch_bytes), Buffer (a fixed
 //   array: Buffer(n), data(), size()), Params; and static copy(dst, src, n), zero(dst, n),
-//   complete(grads) (adds whatever gradient contributions a device still holds back into grads)
-//   and finish_loss(head, sum) (the loss once the run is over: the sum of what the head returned,
+//   complete(grads) (adds whatever gradient contributions a device still holds back into grads),
+//   optionally add(dst, src, n) (dst += src; with a net whose backward also gives dL/dx_t, it
+//   enables the module form, forward() and backward()) and finish_loss(head, sum) (the loss once the run is over: the sum of what the head returned,
 //   or what a device head accumulated itself). All pointers in a batch live where the Backend
 //   computes.
 //
@@ -26,6 +27,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -67,6 +69,22 @@ class BasicExecutor {
   using Buffer = typename Backend::Buffer;
   using ParamsT = typename Backend::Params;
 
+ private:
+  // Optional hooks of a device net, found at compile time (the CPU's RecurrentNet has neither):
+  // begin_pass(x, T) announces the pass's inputs (input projection by blocks of steps); a
+  // five-argument advance_record also writes the carry it produces into the cursor.
+  static constexpr bool kNetTakesInputs = requires(Net& n, const T* x) { n.begin_pass(x, std::int64_t{0}); };
+  static constexpr bool kNetRecordsToCursor = requires(Net& n, const ParamsT& p, const T* x, T* c) {
+    n.advance_record(p, x, c, c, c);
+  };
+  // The module form needs dL/dx_t from the net and an elementwise add from the backend.
+  static constexpr bool kModuleForm = requires(Net& n, const ParamsT& p, ParamsT& g, const T* x, T* c) {
+    n.backward(p, x, x, x, c, g, c);
+    Backend::add(c, x, std::size_t{0});
+  };
+
+
+ public:
   BasicExecutor(const NetShape& shape, LossKind loss, Plan plan)
       : shape_(shape), loss_(loss), plan_(std::move(plan)), net_(shape), head_(shape),
         arena_(arena_elems(plan_, net_.carry_elems(), net_.record_elems())),
@@ -100,13 +118,47 @@ class BasicExecutor {
   }
   const Net& net() const { return net_; }
 
+  // The module form (membptt.torch, the C API's membptt_rnn): the stack of cells without a head,
+  // its outputs given to the caller, forward and backward called apart.
+  //
+  // forward() runs the schedule up to its first backward step: every step once, in order, writing
+  // the top layer's h_t to outputs [T x B x H] (time-major) and the carry after step T to
+  // final_carry (optional, carry layout). It keeps the schedule's stored states, and the pointers
+  // inputs [T x B x I] and h0 (carry layout; null: zeros), which must stay valid and unchanged until
+  // backward(). backward() runs the rest: doutputs = dL/d outputs [T x B x H] and dfinal_carry =
+  // dL/d final carry (each optional: zeros); writes dinputs = dL/d inputs [T x B x I] and dh0 =
+  // dL/d h0 (each optional); ADDS the parameter gradients into grads. The forward steps of both
+  // together are the plan's cost: the outputs are computed once, in the first sweep.
+  RunStats forward(const ParamsT& params, const T* inputs, std::int64_t length, const T* h0, T* outputs,
+                   T* final_carry)
+    requires kModuleForm;
+  RunStats backward(const ParamsT& params, const T* doutputs, const T* dfinal_carry, T* dinputs, T* dh0,
+                    ParamsT& grads)
+    requires kModuleForm;
+  // True between a forward() and its backward().
+  bool waiting() const { return pending_ && pending_->forward_done; }
+
  private:
-  // Optional hooks of a device net, found at compile time (the CPU's RecurrentNet has neither):
-  // begin_pass(x, T) announces the pass's inputs (input projection by blocks of steps); a
-  // five-argument advance_record also writes the carry it produces into the cursor.
-  static constexpr bool kNetTakesInputs = requires(Net& n, const T* x) { n.begin_pass(x, std::int64_t{0}); };
-  static constexpr bool kNetRecordsToCursor = requires(Net& n, const ParamsT& p, const T* x, T* c) {
-    n.advance_record(p, x, c, c, c);
+  // Runs op unless it is a backward step (then returns false, doing nothing); after_step(t) after
+  // each forward step t.
+  template <class AfterStep>
+  bool forward_op(const Op& op, const ParamsT& params, const T* inputs, const T* h0, RunStats& stats,
+                  std::size_t& top, AfterStep&& after_step);
+  void check_length(std::int64_t length) const {
+    if (length != plan_.length)
+      throw std::invalid_argument("sequence length " + std::to_string(length) + " does not match the plan's " +
+                                  std::to_string(plan_.length));
+  }
+
+  // A forward() waiting for its backward(): where the schedule stopped and what it ran on.
+  struct Pending {
+    ScheduleGenerator gen;
+    Op op;
+    const T* inputs;
+    const T* h0;
+    RunStats stats;
+    std::size_t top;
+    bool forward_done;
   };
 
   // Slot 0 is the caller's h_0 (only ever read); slot k >= 1 starts where slot k-1 ends.
@@ -124,24 +176,69 @@ class BasicExecutor {
   std::vector<std::size_t> offset_;     // per stack depth k: where slot k ends (slot 0, h_0: at 0)
   std::vector<std::uint8_t> internal_;  // per stack depth: 1 when it holds an internal state
   T loss_sum_ = T(0);                   // what the head returned in the pass issued last
+  std::optional<Pending> pending_;      // the module form between forward() and backward()
 };
+
+template <class Backend>
+template <class AfterStep>
+bool BasicExecutor<Backend>::forward_op(const Op& op, const ParamsT& params, const T* inputs, const T* h0,
+                                        RunStats& stats, std::size_t& top, AfterStep&& after_step) {
+  const std::size_t carry = net_.carry_elems();
+  const std::size_t x_step = static_cast<std::size_t>(shape_.batch) * static_cast<std::size_t>(shape_.input_size);
+  auto x_at = [&](std::int64_t t) { return inputs + static_cast<std::size_t>(t - 1) * x_step; };
+  auto push = [&](std::int32_t slot, std::size_t elems, bool internal) {
+    offset_[slot] = offset_[slot - 1] + elems;
+    internal_[slot] = internal;
+    top = offset_[slot];
+    return slot_ptr(slot, h0);
+  };
+  switch (op.kind) {
+    case OpKind::Restore: {
+      const T* src = slot_ptr(op.slot, h0);
+      Backend::copy(cursor_.data(), internal_[op.slot] ? net_.record_carry_out(src) : src, carry);
+      return true;
+    }
+    case OpKind::Advance:
+      for (std::int64_t t = op.t; t < op.t + op.count; ++t) {
+        net_.advance(params, x_at(t), cursor_.data(), cursor_.data());
+        after_step(t);
+      }
+      stats.forward_steps += op.count;
+      return true;
+    case OpKind::AdvanceHidden: {
+      T* dst = push(op.slot, carry, false);
+      net_.advance(params, x_at(op.t), cursor_.data(), cursor_.data());
+      Backend::copy(dst, cursor_.data(), carry);
+      stats.forward_steps += 1;
+      after_step(op.t);
+      return true;
+    }
+    case OpKind::AdvanceRecord: {
+      T* rec = push(op.slot, net_.record_elems(), true);
+      if constexpr (kNetRecordsToCursor) {
+        net_.advance_record(params, x_at(op.t), cursor_.data(), rec, cursor_.data());
+      } else {
+        net_.advance_record(params, x_at(op.t), cursor_.data(), rec);
+        Backend::copy(cursor_.data(), net_.record_carry_out(rec), carry);
+      }
+      stats.forward_steps += 1;
+      after_step(op.t);
+      return true;
+    }
+    case OpKind::Pop: return true;
+    case OpKind::Backward: return false;
+  }
+  return false;
+}
 
 template <class Backend>
 RunStats BasicExecutor<Backend>::enqueue(const ParamsT& params, const SequenceBatch<T>& batch, ParamsT& grads,
                                          T* final_carry, T* dh0) {
-  if (batch.length != plan_.length)
-    throw std::invalid_argument("sequence length " + std::to_string(batch.length) + " does not match the plan's " +
-                                std::to_string(plan_.length));
+  check_length(batch.length);
   const std::size_t carry = net_.carry_elems();
   const std::size_t x_step = static_cast<std::size_t>(shape_.batch) * static_cast<std::size_t>(shape_.input_size);
   const T* h0 = batch.h0 ? batch.h0 : zeros_.data();
-  auto x_at = [&](std::int64_t t) { return batch.inputs + static_cast<std::size_t>(t - 1) * x_step; };
   const T xent_scale = T(1) / static_cast<T>(batch.length * shape_.batch);
-  auto push = [&](std::int32_t slot, std::size_t elems, bool internal) {
-    offset_[slot] = offset_[slot - 1] + elems;
-    internal_[slot] = internal;
-    return slot_ptr(slot, h0);
-  };
 
   RunStats stats;
   std::size_t top = 0;  // elements the stored states take now
@@ -154,57 +251,91 @@ RunStats BasicExecutor<Backend>::enqueue(const ParamsT& params, const SequenceBa
   ScheduleGenerator gen = plan_.schedule();
   Op op{};
   while (gen.next(op)) {
-    switch (op.kind) {
-      case OpKind::Restore: {
-        const T* src = slot_ptr(op.slot, h0);
-        Backend::copy(cursor_.data(), internal_[op.slot] ? net_.record_carry_out(src) : src, carry);
-        break;
-      }
-      case OpKind::Advance:
-        for (std::int64_t t = op.t; t < op.t + op.count; ++t) net_.advance(params, x_at(t), cursor_.data(), cursor_.data());
-        stats.forward_steps += op.count;
-        break;
-      case OpKind::AdvanceHidden: {
-        T* dst = push(op.slot, carry, false);
-        net_.advance(params, x_at(op.t), cursor_.data(), cursor_.data());
-        Backend::copy(dst, cursor_.data(), carry);
-        stats.forward_steps += 1;
-        top = offset_[op.slot];
-        break;
-      }
-      case OpKind::AdvanceRecord: {
-        T* rec = push(op.slot, net_.record_elems(), true);
-        if constexpr (kNetRecordsToCursor) {
-          net_.advance_record(params, x_at(op.t), cursor_.data(), rec, cursor_.data());
-        } else {
-          net_.advance_record(params, x_at(op.t), cursor_.data(), rec);
-          Backend::copy(cursor_.data(), net_.record_carry_out(rec), carry);
-        }
-        stats.forward_steps += 1;
-        top = offset_[op.slot];
-        break;
-      }
-      case OpKind::Backward: {
-        const T* rec = slot_ptr(op.slot, h0);
-        const T* h_top = net_.top_hidden(net_.record_carry_out(rec));
-        T* dh_top = net_.top_hidden(dcarry_.data());
-        if (loss_ == LossKind::Xent)
-          loss += head_.step_xent(params, h_top, batch.class_targets + static_cast<std::size_t>(op.t - 1) * shape_.batch,
-                                  xent_scale, dh_top, grads);
-        else if (op.t == batch.length)
-          loss += head_.last_mse(params, h_top, batch.regression_targets, dh_top, grads);
-        if (op.t == batch.length && final_carry) Backend::copy(final_carry, net_.record_carry_out(rec), carry);
-        net_.backward(params, x_at(op.t), rec, dcarry_.data(), dcarry_.data(), grads);
-        stats.backward_steps += 1;
-        break;
-      }
-      case OpKind::Pop: break;
+    if (!forward_op(op, params, batch.inputs, h0, stats, top, [](std::int64_t) {})) {  // a backward step
+      const T* rec = slot_ptr(op.slot, h0);
+      const T* h_top = net_.top_hidden(net_.record_carry_out(rec));
+      T* dh_top = net_.top_hidden(dcarry_.data());
+      if (loss_ == LossKind::Xent)
+        loss += head_.step_xent(params, h_top, batch.class_targets + static_cast<std::size_t>(op.t - 1) * shape_.batch,
+                                xent_scale, dh_top, grads);
+      else if (op.t == batch.length)
+        loss += head_.last_mse(params, h_top, batch.regression_targets, dh_top, grads);
+      if (op.t == batch.length && final_carry) Backend::copy(final_carry, net_.record_carry_out(rec), carry);
+      net_.backward(params, batch.inputs + static_cast<std::size_t>(op.t - 1) * x_step, rec, dcarry_.data(),
+                    dcarry_.data(), grads);
+      stats.backward_steps += 1;
     }
     stats.peak_arena_bytes = std::max(stats.peak_arena_bytes, top * sizeof(T));
   }
   if (dh0) Backend::copy(dh0, dcarry_.data(), carry);
   if constexpr (kNetTakesInputs) net_.begin_pass(nullptr, 0);  // the pass is over
   Backend::complete(grads);
+  return stats;
+}
+
+template <class Backend>
+RunStats BasicExecutor<Backend>::forward(const ParamsT& params, const T* inputs, std::int64_t length, const T* h0,
+                                         T* outputs, T* final_carry)
+  requires kModuleForm
+{
+  check_length(length);
+  const std::size_t carry = net_.carry_elems();
+  const std::size_t y_step = static_cast<std::size_t>(shape_.batch) * static_cast<std::size_t>(shape_.hidden_size);
+  pending_.reset();
+  pending_.emplace(Pending{plan_.schedule(), Op{}, inputs, h0 ? h0 : zeros_.data(), RunStats{}, 0, false});
+  Pending& p = *pending_;
+  Backend::copy(cursor_.data(), p.h0, carry);
+  std::int64_t last = 0;  // the first sweep runs steps 1..T once each, in order
+  auto emit = [&](std::int64_t t) {
+    if (t != last + 1) throw std::logic_error("membptt: a schedule's first sweep ran step " + std::to_string(t) +
+                                              " after step " + std::to_string(last));
+    last = t;
+    Backend::copy(outputs + static_cast<std::size_t>(t - 1) * y_step, net_.top_hidden(cursor_.data()), y_step);
+  };
+  while (true) {
+    if (!p.gen.next(p.op)) throw std::logic_error("membptt: a schedule ended before its first backward step");
+    const bool forward_step = forward_op(p.op, params, inputs, p.h0, p.stats, p.top, emit);
+    p.stats.peak_arena_bytes = std::max(p.stats.peak_arena_bytes, p.top * sizeof(T));
+    if (!forward_step) break;  // p.op: the first backward step, run by backward()
+  }
+  if (last != length) throw std::logic_error("membptt: a schedule's first sweep stopped at step " + std::to_string(last));
+  if (final_carry) Backend::copy(final_carry, cursor_.data(), carry);
+  p.forward_done = true;
+  return p.stats;
+}
+
+template <class Backend>
+RunStats BasicExecutor<Backend>::backward(const ParamsT& params, const T* doutputs, const T* dfinal_carry, T* dinputs,
+                                          T* dh0, ParamsT& grads)
+  requires kModuleForm
+{
+  if (!pending_ || !pending_->forward_done)
+    throw std::logic_error("membptt: backward() without a forward() waiting for it");
+  Pending& p = *pending_;
+  const std::size_t carry = net_.carry_elems();
+  const std::size_t x_step = static_cast<std::size_t>(shape_.batch) * static_cast<std::size_t>(shape_.input_size);
+  const std::size_t y_step = static_cast<std::size_t>(shape_.batch) * static_cast<std::size_t>(shape_.hidden_size);
+  if (dfinal_carry)
+    Backend::copy(dcarry_.data(), dfinal_carry, carry);
+  else
+    Backend::zero(dcarry_.data(), carry);
+  bool more = true;  // p.op holds the first backward step
+  while (more) {
+    if (!forward_op(p.op, params, p.inputs, p.h0, p.stats, p.top, [](std::int64_t) {})) {
+      const T* rec = slot_ptr(p.op.slot, p.h0);
+      const std::size_t k = static_cast<std::size_t>(p.op.t - 1);
+      if (doutputs) Backend::add(net_.top_hidden(dcarry_.data()), doutputs + k * y_step, y_step);
+      net_.backward(params, p.inputs + k * x_step, rec, dcarry_.data(), dcarry_.data(), grads,
+                    dinputs ? dinputs + k * x_step : nullptr);
+      p.stats.backward_steps += 1;
+    }
+    p.stats.peak_arena_bytes = std::max(p.stats.peak_arena_bytes, p.top * sizeof(T));
+    more = p.gen.next(p.op);
+  }
+  if (dh0) Backend::copy(dh0, dcarry_.data(), carry);
+  Backend::complete(grads);
+  const RunStats stats = p.stats;
+  pending_.reset();
   return stats;
 }
 

@@ -18,6 +18,9 @@ struct CpuBackend {
   using Params = membptt::Params<T>;
   static void copy(T* dst, const T* src, std::size_t n) { std::memcpy(dst, src, n * sizeof(T)); }
   static void zero(T* dst, std::size_t n) { std::memset(dst, 0, n * sizeof(T)); }
+  static void add(T* dst, const T* src, std::size_t n) {
+    for (std::size_t i = 0; i < n; ++i) dst[i] += src[i];
+  }
   static void complete(Params&) {}  // the CPU adds gradients as it goes
   static T finish_loss(const Head&, T sum) { return sum; }
 };

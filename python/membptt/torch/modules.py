@@ -1,0 +1,291 @@
+"""``membptt.torch.LSTM``, ``GRU`` and ``RNN``: ``torch.nn.LSTM`` / ``GRU`` / ``RNN`` whose training
+keeps within a memory budget.
+
+Same constructor arguments, parameter names, shapes and initialisation (U(-1/sqrt(H), 1/sqrt(H))),
+so ``load_state_dict`` works both ways with ``torch.nn``'s modules; same ``forward(input, hx)``
+and outputs, unbatched input included. Two arguments more:
+
+- ``memory``: the most bytes the layer may hold between forward and backward for its activations
+  (the plan's stored states and a fixed workspace): bytes (``"64MiB"``, ``"500KB"``, ``2**26``) or a
+  share of plain BPTT's memory for the sequence at hand (``"5%"``). ``None``: plain BPTT.
+- ``policy``: ``"auto"`` (plain BPTT when the budget holds it, else BPTT-MSM, the paper's best),
+  or one of ``membptt.POLICIES``.
+
+The cells are the equations of torch.nn (include/membptt/cells/recurrent_net.hpp): LSTM (gates
+i, f, g, o), GRU (r, z, n), tanh RNN, with biases. Options they do not have yet (bias=False,
+bidirectional, proj_size, nonlinearity='relu', dropout between layers) are refused at
+construction with a ValueError naming the option. Tensors: float32 or float64, on the CPU.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+import warnings
+from typing import Optional, Union
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import PackedSequence
+
+from ..planner import POLICIES, Plan, parse_budget
+from .function import PassStats, RnnFunction, RnnHandle, flat_weights
+
+_GATES = {"lstm": 4, "gru": 3, "rnn": 1}
+_NAMES = {"lstm": "LSTM", "gru": "GRU", "rnn": "RNN"}
+
+
+def _budget_text(memory) -> Optional[str]:
+    """memory as the C API reads it (checked now, so that a bad one fails at construction)."""
+    if memory is None:
+        return None
+    if isinstance(memory, bool) or not isinstance(memory, (str, numbers.Real)):
+        raise TypeError(f"memory must be bytes (a number or a string such as '64MiB') or a share such as '5%', "
+                        f"got {type(memory).__name__}")
+    text = memory if isinstance(memory, str) else repr(float(memory))
+    parse_budget(text)  # ValueError naming the text and the forms allowed
+    return text
+
+
+class _RecurrentBase(nn.Module):
+    _cell = ""
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
+                 batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False, proj_size: int = 0,
+                 device=None, dtype=None, *, nonlinearity: str = "tanh", memory: Union[str, float, None] = None,
+                 policy: str = "auto", beta: float = 2.0):
+        super().__init__()
+        name = f"membptt.torch.{_NAMES[self._cell]}"
+        for arg, value in (("input_size", input_size), ("hidden_size", hidden_size), ("num_layers", num_layers)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+                raise TypeError(f"{arg} should be of type int, got: {type(value).__name__}")
+            if value <= 0:
+                raise ValueError(f"{arg} must be greater than zero, got {value}")
+        if not isinstance(dropout, numbers.Number) or isinstance(dropout, bool) or not 0 <= dropout <= 1:
+            raise ValueError("dropout should be a number in range [0, 1] representing the probability of an element "
+                             "being zeroed")
+        # What the cells do not have yet: one line naming the option.
+        unsupported = []
+        if not bias:
+            unsupported.append("bias=False (the cells always add b_ih and b_hh)")
+        if bidirectional:
+            unsupported.append("bidirectional=True (the cells run forward in time only)")
+        if proj_size:
+            unsupported.append(f"proj_size={proj_size} (the LSTM has no projection yet)")
+        if nonlinearity != "tanh":
+            if nonlinearity != "relu":
+                raise ValueError(f"Unknown nonlinearity '{nonlinearity}'. Select from 'tanh' or 'relu'.")
+            unsupported.append("nonlinearity='relu' (the RNN cell is tanh)")
+        if dropout > 0 and num_layers > 1:
+            unsupported.append(f"dropout={dropout} between layers")
+        if unsupported:
+            raise ValueError(f"{name}: {unsupported[0]} is not supported yet; torch.nn.{_NAMES[self._cell]} has it")
+        if dropout > 0:
+            warnings.warn("dropout option adds dropout after all but last recurrent layer, so non-zero dropout "
+                          f"expects num_layers greater than 1, but got dropout={dropout} and num_layers={num_layers}")
+        if not isinstance(policy, str) or policy not in ("auto", *POLICIES):
+            raise ValueError(f"policy {policy!r} is not allowed: use 'auto' or one of {', '.join(POLICIES)}")
+        if isinstance(beta, bool) or not isinstance(beta, numbers.Real) or not 0 <= beta <= 1e6:
+            raise ValueError(f"beta {beta!r} is not allowed: the cost of a backward step in forward steps, 0 to 1e+06")
+        self.mode = _NAMES[self._cell]
+        self.input_size, self.hidden_size, self.num_layers = int(input_size), int(hidden_size), int(num_layers)
+        self.bias, self.batch_first, self.dropout = True, bool(batch_first), float(dropout)
+        self.bidirectional, self.proj_size = False, 0
+        self.memory, self.policy, self.beta = _budget_text(memory), policy, float(beta)
+        factory = {"device": device, "dtype": dtype}
+        gate_size = _GATES[self._cell] * hidden_size
+        self._flat_weights_names = []
+        for layer in range(num_layers):
+            layer_input = input_size if layer == 0 else hidden_size
+            for pname, shape in ((f"weight_ih_l{layer}", (gate_size, layer_input)),
+                                 (f"weight_hh_l{layer}", (gate_size, hidden_size)),
+                                 (f"bias_ih_l{layer}", (gate_size,)), (f"bias_hh_l{layer}", (gate_size,))):
+                setattr(self, pname, nn.Parameter(torch.empty(shape, **factory)))
+                self._flat_weights_names.append(pname)
+        self._handles: dict[torch.dtype, RnnHandle] = {}
+        self._last_stats: Optional[PassStats] = None
+        self.reset_parameters()
+
+    # -- torch.nn.RNNBase's conventions ---------------------------------------------------------
+    def reset_parameters(self) -> None:
+        stdv = 1.0 / math.sqrt(self.hidden_size)
+        for weight in self.parameters():
+            nn.init.uniform_(weight, -stdv, stdv)
+
+    @property
+    def _flat_weights(self) -> list[torch.Tensor]:
+        return [getattr(self, n) for n in self._flat_weights_names]
+
+    @property
+    def all_weights(self) -> list[list[nn.Parameter]]:
+        w = self._flat_weights
+        return [w[4 * k:4 * k + 4] for k in range(self.num_layers)]
+
+    def flatten_parameters(self) -> None:
+        """Nothing to do (torch.nn's modules compact weights for cuDNN here); kept for drop-in use."""
+
+    def extra_repr(self) -> str:
+        s = f"{self.input_size}, {self.hidden_size}"
+        if self.num_layers != 1:
+            s += f", num_layers={self.num_layers}"
+        if self.batch_first:
+            s += ", batch_first=True"
+        if self.dropout:
+            s += f", dropout={self.dropout}"
+        if self.memory is not None:
+            s += f", memory={self.memory!r}"
+        if self.policy != "auto":
+            s += f", policy={self.policy!r}"
+        return s
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        self._handles = {}
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_handles"] = {}  # C handles are rebuilt on first use (pickling, deepcopy, DDP)
+        return state
+
+    # -- membptt ----------------------------------------------------------------------------------
+    @property
+    def last_stats(self) -> Optional[PassStats]:
+        """The executor's counts for the last backward pass (None before one): forward steps (the
+        plan's cost), the bytes held between forward and backward, the budget."""
+        return self._last_stats
+
+    def plan(self, length: int, batch: int = 1) -> tuple[Plan, float, float]:
+        """(plan, budget in bytes, plain BPTT's memory in bytes) for sequences of ``length`` steps and
+        a batch of ``batch``, at the module's dtype: what training such a batch runs."""
+        return self._handle(self._flat_weights[0].dtype).plan(int(length), int(batch))
+
+    def _handle(self, dtype: torch.dtype) -> RnnHandle:
+        h = self._handles.get(dtype)
+        if h is None:
+            h = RnnHandle(self._cell, self.input_size, self.hidden_size, self.num_layers, dtype, self.memory,
+                          self.policy, self.beta)
+            self._handles[dtype] = h
+        return h
+
+    def _carry_count(self, batch: int) -> int:
+        return self.num_layers * batch * self.hidden_size * (2 if self._cell == "lstm" else 1)
+
+    # -- forward ----------------------------------------------------------------------------------
+    def _check_input(self, input: torch.Tensor, weights: list[torch.Tensor]) -> None:
+        name = self.mode
+        if isinstance(input, PackedSequence):
+            raise ValueError(f"membptt.torch.{name}: PackedSequence input is not supported yet: pass a padded "
+                             "tensor (torch.nn.utils.rnn.pad_packed_sequence) or sequences of one length")
+        if not isinstance(input, torch.Tensor):
+            raise TypeError(f"{name}: input must be a Tensor, got {type(input).__name__}")
+        if input.dim() not in (2, 3):
+            raise ValueError(f"{name}: Expected input to be 2D or 3D, got {input.dim()}D instead")
+        wdtype = weights[0].dtype
+        if wdtype not in (torch.float32, torch.float64):
+            raise ValueError(f"membptt.torch.{name}: parameters of dtype {wdtype} are not supported: use float32 or "
+                             "float64 (module.float() or module.double())")
+        if input.dtype != wdtype:
+            raise ValueError(f"input must have the type {wdtype}, got type {input.dtype}")
+        devices = {w.device for w in weights}
+        if len(devices) > 1 or input.device not in devices:
+            raise RuntimeError(f"Expected all tensors to be on the same device, but found input on {input.device} "
+                               f"and parameters on {', '.join(sorted(map(str, devices)))}")
+        if input.device.type != "cpu":
+            raise RuntimeError(f"membptt.torch.{name}: tensors on {input.device} are not supported by this build: "
+                               "the Python package runs the CPU cells (move the module and input to the CPU)")
+        if input.size(-1) != self.input_size:
+            raise RuntimeError(f"input.size(-1) must be equal to input_size. Expected {self.input_size}, "
+                               f"got {input.size(-1)}")
+        if input.size(0 if input.dim() == 2 or not self.batch_first else 1) == 0:
+            raise ValueError(f"membptt.torch.{name}: the input has no time steps (sequence length 0)")
+
+    def _check_hidden(self, h: torch.Tensor, expected: tuple[int, ...], what: str, input: torch.Tensor) -> None:
+        if not isinstance(h, torch.Tensor):
+            raise TypeError(f"{what} must be a Tensor, got {type(h).__name__}")
+        if tuple(h.shape) != expected:
+            raise RuntimeError(f"Expected {what} size {expected}, got {list(h.shape)}")
+        if h.dtype != input.dtype:
+            raise ValueError(f"{what} must have the type {input.dtype}, got type {h.dtype}")
+        if h.device != input.device:
+            raise RuntimeError(f"Expected all tensors to be on the same device, but found input on {input.device} "
+                               f"and {what} on {h.device}")
+
+    def _carry0(self, hx, input: torch.Tensor, batch: int, batched: bool) -> Optional[torch.Tensor]:
+        """hx as the C API's carry (h of every layer, then c), flat; None: zeros."""
+        if hx is None:
+            return None
+        shape = (self.num_layers, batch, self.hidden_size) if batched else (self.num_layers, self.hidden_size)
+        if self._cell == "lstm":
+            if not isinstance(hx, (tuple, list)) or len(hx) != 2:
+                raise TypeError("LSTM: hx must be a tuple (h_0, c_0) of two tensors")
+            self._check_hidden(hx[0], shape, "hidden[0]", input)
+            self._check_hidden(hx[1], shape, "hidden[1]", input)
+            return torch.cat([hx[0].reshape(-1), hx[1].reshape(-1)])
+        self._check_hidden(hx, shape, "hidden", input)
+        return hx.reshape(-1)
+
+    def forward(self, input: torch.Tensor, hx=None):
+        weights = self._flat_weights
+        self._check_input(input, weights)
+        batched = input.dim() == 3
+        x = input if batched else input.unsqueeze(1)
+        if batched and self.batch_first:
+            x = x.transpose(0, 1)
+        T, B = x.shape[0], x.shape[1]
+        carry0 = self._carry0(hx, input, B, batched)
+        handle = self._handle(input.dtype)
+        C = self._carry_count(B)
+        train = torch.is_grad_enabled() and (x.requires_grad or (carry0 is not None and carry0.requires_grad)
+                                             or any(w.requires_grad for w in weights))
+        if train:
+            y, carry_n = RnnFunction.apply(handle, self, self.hidden_size, C, x, carry0, *weights)
+        else:
+            c0 = None if carry0 is None else carry0.detach().contiguous()
+            y, carry_n = handle.infer(x.detach().contiguous(), c0, flat_weights(tuple(weights)), self.hidden_size, C)
+        LBH = self.num_layers * B * self.hidden_size
+        h_shape = (self.num_layers, B, self.hidden_size) if batched else (self.num_layers, self.hidden_size)
+        h_n = carry_n[:LBH].view(h_shape)
+        if batched and self.batch_first:
+            y = y.transpose(0, 1)
+        elif not batched:
+            y = y.squeeze(1)
+        if self._cell == "lstm":
+            return y, (h_n, carry_n[LBH:].view(h_shape))
+        return y, h_n
+
+
+class LSTM(_RecurrentBase):
+    """``torch.nn.LSTM`` (input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
+    dropout=0.0, bidirectional=False, proj_size=0, device=None, dtype=None) plus ``memory=`` and
+    ``policy=`` (see the module's docstring). Input [T, B, input_size] ([B, T, ...] with
+    batch_first; [T, input_size] unbatched); hx = (h_0, c_0), each [num_layers, B, hidden_size];
+    returns output [T, B, hidden_size] and (h_n, c_n)."""
+
+    _cell = "lstm"
+
+
+class GRU(_RecurrentBase):
+    """``torch.nn.GRU`` (input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
+    dropout=0.0, bidirectional=False, device=None, dtype=None) plus ``memory=`` and ``policy=``.
+    Returns output [T, B, hidden_size] and h_n [num_layers, B, hidden_size]."""
+
+    _cell = "gru"
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
+                 batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False, device=None,
+                 dtype=None, **membptt_options):
+        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, 0, device,
+                         dtype, **membptt_options)
+
+
+class RNN(_RecurrentBase):
+    """``torch.nn.RNN`` (input_size, hidden_size, num_layers=1, nonlinearity='tanh', bias=True,
+    batch_first=False, dropout=0.0, bidirectional=False, device=None, dtype=None) plus ``memory=``
+    and ``policy=``. Returns output [T, B, hidden_size] and h_n [num_layers, B, hidden_size]."""
+
+    _cell = "rnn"
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, nonlinearity: str = "tanh",
+                 bias: bool = True, batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
+                 device=None, dtype=None, **membptt_options):
+        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, 0, device,
+                         dtype, nonlinearity=nonlinearity, **membptt_options)

@@ -1,0 +1,315 @@
+"""membptt.torch.LSTM / GRU / RNN against torch.nn's modules on the same weights: outputs, loss and
+every gradient; every policy bit for bit against plain BPTT; gradcheck; the budget; errors."""
+import copy
+import ctypes
+
+import pytest
+
+torch = pytest.importorskip("torch", reason="membptt.torch needs PyTorch (Debian: python3-torch)")
+nn = torch.nn
+
+import membptt  # noqa: E402
+import membptt.torch as mt  # noqa: E402
+from membptt import _lib  # noqa: E402
+from membptt.torch.function import RnnFunction  # noqa: E402
+
+PAIRS = {"lstm": (mt.LSTM, nn.LSTM), "gru": (mt.GRU, nn.GRU), "rnn": (mt.RNN, nn.RNN)}
+TOL = {torch.float64: dict(rtol=1e-10, atol=1e-10), torch.float32: dict(rtol=1e-5, atol=1e-5)}
+
+
+def pair(cell, *args, memory=None, policy="auto", **kw):
+    ours = PAIRS[cell][0](*args, memory=memory, policy=policy, **kw)
+    ref = PAIRS[cell][1](*args, **kw)
+    ref.load_state_dict(ours.state_dict())
+    return ours, ref
+
+
+def hidden(cell, shape, dtype, gen):
+    make = lambda: torch.randn(*shape, dtype=dtype, generator=gen).requires_grad_()  # noqa: E731
+    return (make(), make()) if cell == "lstm" else make()
+
+
+def leaves(h):
+    return list(h) if isinstance(h, tuple) else [h]
+
+
+def run(module, x, hx):
+    """Forward and backward of a loss touching the output and the final state; returns
+    (output, final state list, loss, gradients of input, hx, parameters)."""
+    y, h = module(x, hx)
+    hn = leaves(h)
+    loss = (y * torch.linspace(-1, 1, y.shape[-1], dtype=y.dtype)).pow(2).sum() + sum((t * 0.5).sum() for t in hn)
+    loss.backward()
+    grads = [x.grad] + [t.grad for t in leaves(hx)] if hx is not None else [x.grad]
+    return y, hn, loss, grads + [p.grad for p in module.parameters()]
+
+
+@pytest.mark.parametrize("cell", PAIRS)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("layers,batch_first,batched,with_hx", [(1, False, True, False), (2, True, True, True),
+                                                               (3, False, False, True), (2, False, True, True)])
+def test_matches_torch_nn(cell, dtype, layers, batch_first, batched, with_hx):
+    gen = torch.Generator().manual_seed(7)
+    torch.manual_seed(3)
+    T, B, I, H = 37, 3, 5, 6
+    ours, ref = pair(cell, I, H, layers, batch_first=batch_first, dtype=dtype, memory="20%")
+    shape = ((B, T, I) if batch_first else (T, B, I)) if batched else (T, I)
+    x = torch.randn(*shape, dtype=dtype, generator=gen)
+    hx = hidden(cell, (layers, B, H) if batched else (layers, H), dtype, gen) if with_hx else None
+    x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
+    h1 = None if hx is None else (tuple(t.detach().clone().requires_grad_() for t in hx) if cell == "lstm"
+                                  else hx.detach().clone().requires_grad_())
+    h2 = None if hx is None else (tuple(t.detach().clone().requires_grad_() for t in hx) if cell == "lstm"
+                                  else hx.detach().clone().requires_grad_())
+    y1, hn1, loss1, g1 = run(ours, x1, h1)
+    y2, hn2, loss2, g2 = run(ref, x2, h2)
+    assert y1.shape == y2.shape and [t.shape for t in hn1] == [t.shape for t in hn2]
+    torch.testing.assert_close(y1, y2, **TOL[dtype])
+    for a, b in zip(hn1, hn2):
+        torch.testing.assert_close(a, b, **TOL[dtype])
+    torch.testing.assert_close(loss1, loss2, **TOL[dtype])
+    assert len(g1) == len(g2)
+    for a, b in zip(g1, g2):
+        torch.testing.assert_close(a, b, **TOL[dtype])
+    stats = ours.last_stats
+    assert stats.forward_steps == stats.planned_forward_steps > T  # 20%: states were recomputed
+    assert stats.backward_steps == T
+
+
+def memory_for(policy):
+    # Fixed-memory policies take what they need; the others get a share that forces recomputation.
+    return None if policy in ("full", "chen-sqrt", "chen-recursive") else "12%"
+
+
+@pytest.mark.parametrize("cell", PAIRS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_every_policy_is_bitwise_plain_bptt(cell, dtype):
+    T, B, I, H, L = 60, 2, 3, 4, 2
+    gen = torch.Generator().manual_seed(11)
+    x = torch.randn(T, B, I, dtype=dtype, generator=gen)
+    hx = hidden(cell, (L, B, H), dtype, gen)
+    results = {}
+    for policy in ("full", "auto", *membptt.POLICIES):
+        torch.manual_seed(5)
+        m = PAIRS[cell][0](I, H, L, dtype=dtype, memory=memory_for(policy), policy=policy)
+        xi = x.clone().requires_grad_()
+        hi = tuple(t.detach().clone().requires_grad_() for t in hx) if cell == "lstm" else hx.detach().clone().requires_grad_()
+        y, hn, loss, grads = run(m, xi, hi)
+        results[policy] = [y, *hn, loss, *grads]
+        s = m.last_stats
+        assert s.forward_steps == s.planned_forward_steps == m.plan(T, B)[0].forward_steps
+        assert s.peak_arena_bytes == s.arena_bytes and s.held_bytes <= s.budget_bytes
+        if policy not in ("full",):
+            assert s.forward_steps > T, policy  # each of these recomputes at this budget
+    for policy, got in results.items():
+        for a, b in zip(got, results["full"]):
+            assert torch.equal(a, b), policy
+
+
+@pytest.mark.parametrize("cell", PAIRS)
+def test_gradcheck_float64(cell):
+    T, B, I, H, L = 9, 2, 3, 2, 2
+    torch.manual_seed(2)
+    m = PAIRS[cell][0](I, H, L, dtype=torch.float64, memory="40%")
+    handle = m._handle(torch.float64)
+    C = m._carry_count(B)
+    x = torch.randn(T, B, I, dtype=torch.float64, requires_grad=True)
+    c0 = torch.randn(C, dtype=torch.float64, requires_grad=True)
+    weights = [p.detach().clone().requires_grad_() for p in m.parameters()]
+
+    def f(x, c0, *w):
+        return RnnFunction.apply(handle, m, H, C, x, c0, *w)
+
+    assert torch.autograd.gradcheck(f, (x, c0, *weights), eps=1e-6, atol=1e-8, rtol=1e-6)
+    assert m.last_stats.forward_steps > T
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_mixed_model_trains_like_torch_nn(dtype):
+    """Embedding -> membptt LSTM -> Linear -> cross-entropy with Adam: the same losses as torch.nn's."""
+    V, E, H, T, B = 11, 8, 16, 40, 4
+
+    class Model(nn.Module):
+        def __init__(self, rnn):
+            super().__init__()
+            self.embed, self.rnn, self.head = nn.Embedding(V, E, dtype=dtype), rnn, nn.Linear(H, V, dtype=dtype)
+
+        def forward(self, tokens):
+            y, _ = self.rnn(self.embed(tokens))
+            return self.head(y)
+
+    torch.manual_seed(0)
+    ours = Model(mt.LSTM(E, H, 2, memory="15%", dtype=dtype))
+    ref = copy.deepcopy(ours)
+    ref.rnn = nn.LSTM(E, H, 2, dtype=dtype)
+    ref.load_state_dict(ours.state_dict())
+    opts = [torch.optim.Adam(m.parameters(), lr=1e-2) for m in (ours, ref)]
+    gen = torch.Generator().manual_seed(1)
+    losses = [[], []]
+    for _ in range(50):
+        start = torch.randint(0, V, (1, B), generator=gen)  # a learnable stream: each token predicts the next
+        tokens = (start + 3 * torch.arange(T + 1).unsqueeze(1)) % V
+        for k, (m, opt) in enumerate(zip((ours, ref), opts)):
+            opt.zero_grad()
+            logits = m(tokens[:-1])
+            loss = nn.functional.cross_entropy(logits.reshape(-1, V), tokens[1:].reshape(-1))
+            loss.backward()
+            opt.step()
+            losses[k].append(loss.item())
+    tol = 1e-9 if dtype == torch.float64 else 2e-4
+    assert losses[0][-1] < losses[0][0] - 0.1  # it learned something
+    for a, b in zip(*losses):
+        assert abs(a - b) <= tol * max(1.0, abs(b))
+    assert ours.rnn.last_stats.forward_steps > T
+
+
+def test_state_dict_both_ways_and_initialisation():
+    for cell, (ours_cls, ref_cls) in PAIRS.items():
+        ours, ref = ours_cls(5, 7, 3), ref_cls(5, 7, 3)
+        assert list(ours.state_dict()) == list(ref.state_dict())
+        assert [p.shape for p in ours.parameters()] == [p.shape for p in ref.parameters()]
+        ours.load_state_dict(ref.state_dict())
+        ref.load_state_dict(ours.state_dict())
+        bound = 1 / 7 ** 0.5
+        assert all(p.abs().max() <= bound for p in ours.parameters())
+        assert max(p.abs().max() for p in ours.parameters()) > 0.9 * bound  # uniform over the range
+        assert len(ours.all_weights) == 3 and ours.all_weights[0][0] is ours.weight_ih_l0
+
+
+def test_inference_equals_training_forward_bitwise():
+    torch.manual_seed(0)
+    m = mt.GRU(4, 6, 2, memory="10%")
+    x = torch.randn(30, 3, 4)
+    with torch.no_grad():
+        y0, h0 = m(x)
+    y1, h1 = m(x.requires_grad_())
+    assert torch.equal(y0, y1) and torch.equal(h0, h1)
+    assert y0.grad_fn is None and y1.grad_fn is not None
+
+
+def test_budget_held_and_too_small():
+    T, B, I, H = 200, 4, 8, 16
+    m = mt.LSTM(I, H, memory="64KiB")
+    plan, budget, plain = m.plan(T, B)
+    assert budget == 65536 and plain > 4 * budget and plan.policy == "msm"
+    y, _ = m(torch.randn(T, B, I))
+    y.sum().backward()
+    s = m.last_stats
+    assert s.held_bytes <= 65536 and s.forward_steps == plan.forward_steps
+    # A percentage is of this sequence's plain BPTT memory.
+    m5 = mt.LSTM(I, H, memory="5%")
+    _, budget5, plain5 = m5.plan(T, B)
+    assert budget5 == pytest.approx(0.05 * plain5)
+    y, _ = m5(torch.randn(T, B, I))
+    y.sum().backward()
+    assert m5.last_stats.held_bytes <= budget5
+    # Below the least that works: a ValueError naming that least in bytes.
+    tiny = mt.LSTM(I, H, memory="1KiB")
+    with pytest.raises(ValueError, match=r"memory budget 1024 bytes is below the least .* \d+ bytes"):
+        tiny(torch.randn(T, B, I, requires_grad=True))
+    with pytest.raises(ValueError, match=r"memory budget 5% of plain BPTT's memory for 5 steps of a batch of 4: "
+                                         r"memory budget \d+ bytes is below the least"):
+        m5(torch.randn(5, B, I, requires_grad=True))
+    with torch.no_grad():  # inference holds no states: any budget
+        assert tiny(torch.randn(T, B, I))[0].shape == (T, B, H)
+
+
+def test_lengths_and_batches_change_between_calls():
+    torch.manual_seed(0)
+    ours, ref = pair("lstm", 3, 5, memory="10%", dtype=torch.float64)
+    for T, B in ((100, 2), (150, 1), (100, 2), (80, 5)):
+        x = torch.randn(T, B, 3, dtype=torch.float64)
+        y1, _ = ours(x.requires_grad_())
+        y2, _ = ref(x)
+        torch.testing.assert_close(y1, y2, **TOL[torch.float64])
+        y1.sum().backward()
+        assert ours.last_stats.forward_steps == ours.plan(T, B)[0].forward_steps
+
+
+def test_dropped_graph_and_second_backward():
+    m = mt.RNN(3, 4, memory="30%")
+    x = torch.randn(40, 2, 3, requires_grad=True)
+    y, _ = m(x)
+    del y  # a forward whose graph is dropped: its states are freed, the next pass is unaffected
+    y, _ = m(x)
+    y.sum().backward(retain_graph=True)
+    first = [x.grad.clone()] + [p.grad.clone() for p in m.parameters()]
+    steps = m.last_stats.forward_steps
+    y.sum().backward()  # a second backward runs the forward sweep again: the same gradients again
+    second = [x.grad] + [p.grad for p in m.parameters()]
+    assert all(torch.equal(b, 2 * a) for a, b in zip(first, second))
+    assert m.last_stats.forward_steps == steps
+
+
+def test_threads_follow_torch():
+    old = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        m = mt.LSTM(3, 4)
+        m(torch.randn(5, 1, 3, requires_grad=True))[0].sum().backward()
+        assert _lib.lib().membptt_num_threads() == 1
+    finally:
+        torch.set_num_threads(old)
+    with pytest.raises(ValueError, match="number of threads 0"):
+        mt.set_num_threads(0)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(bias=False), r"membptt.torch.LSTM: bias=False \(.*\) is not supported yet"),
+    (dict(bidirectional=True), r"bidirectional=True \(.*\) is not supported yet"),
+    (dict(num_layers=2, dropout=0.5), "dropout=0.5 between layers is not supported yet"),
+    (dict(memory="5 parsecs"), "unknown unit 'parsecs'"),
+    (dict(memory="-1MiB"), "must be a finite number >= 0"),
+    (dict(policy="fastest"), "policy 'fastest' is not allowed"),
+    (dict(dropout=1.5), "dropout should be a number in range"),
+    (dict(hidden_size=0), "hidden_size must be greater than zero"),
+])
+def test_construction_errors(kwargs, match):
+    args = dict(input_size=3, hidden_size=4)
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=match):
+        mt.LSTM(**args)
+
+
+def test_cell_specific_refusals():
+    with pytest.raises(ValueError, match="proj_size=2 .* is not supported yet"):
+        mt.LSTM(3, 4, proj_size=2)
+    with pytest.raises(ValueError, match="nonlinearity='relu' .* is not supported yet"):
+        mt.RNN(3, 4, nonlinearity="relu")
+    with pytest.raises(ValueError, match="Unknown nonlinearity 'gelu'"):
+        mt.RNN(3, 4, nonlinearity="gelu")
+    with pytest.raises(TypeError, match="input_size should be of type int"):
+        mt.GRU(3.5, 4)
+
+
+def test_forward_errors():
+    m = mt.LSTM(3, 4, 2)
+    x = torch.randn(6, 2, 3)
+    cases = [
+        (ValueError, "Expected input to be 2D or 3D, got 4D", lambda: m(torch.randn(1, 6, 2, 3))),
+        (RuntimeError, "input.size\\(-1\\) must be equal to input_size. Expected 3, got 5", lambda: m(torch.randn(6, 2, 5))),
+        (ValueError, "input must have the type torch.float32, got type torch.float64", lambda: m(x.double())),
+        (RuntimeError, r"Expected hidden\[0\] size \(2, 2, 4\), got \[1, 2, 4\]",
+         lambda: m(x, (torch.zeros(1, 2, 4), torch.zeros(2, 2, 4)))),
+        (TypeError, "hx must be a tuple", lambda: m(x, torch.zeros(2, 2, 4))),
+        (ValueError, "sequence length 0", lambda: m(torch.randn(0, 2, 3))),
+        (ValueError, "PackedSequence input is not supported", lambda: m(nn.utils.rnn.pack_sequence([torch.randn(4, 3)]))),
+        (ValueError, "dtype torch.float16 are not supported", lambda: copy.deepcopy(m).half()(x.half())),
+    ]
+    for exc, match, call in cases:
+        with pytest.raises(exc, match=match):
+            call()
+    g = mt.GRU(3, 4)
+    with pytest.raises(RuntimeError, match=r"Expected hidden size \(1, 2, 4\), got \[2, 4\]"):
+        g(x, torch.zeros(2, 4))
+
+
+def test_module_conventions():
+    m = mt.LSTM(3, 4, 2, batch_first=True, memory="5%")
+    assert repr(m) == "LSTM(3, 4, num_layers=2, batch_first=True, memory='5%')"
+    copy.deepcopy(m)(torch.randn(2, 100, 3, requires_grad=True))[0].sum().backward()  # handles rebuilt
+    m2 = mt.LSTM(3, 4, memory=2 ** 20)
+    assert m2.plan(10, 2)[1] == 2 ** 20
+    m3 = mt.LSTM(3, 4, memory="5%")
+    m3.plan(100, 2)
+    assert ctypes.sizeof(_lib.PassStats) == 7 * 8

@@ -1,0 +1,346 @@
+// The C API's recurrent network (membptt_rnn, membptt_pass; include/membptt/membptt.h): the
+// executor's module form (BasicExecutor::forward / backward) over caller-owned buffers, with the
+// plan for each (length, batch) made once and an executor kept for reuse, so that steady training
+// allocates nothing.
+#include <cmath>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <utility>
+#include <variant>
+
+#include "internal.hpp"
+#include "membptt/backend/blas.hpp"
+#include "membptt/cells/recurrent_net.hpp"
+#include "membptt/exec/budget.hpp"
+#include "membptt/exec/executor.hpp"
+
+namespace {
+
+using namespace membptt;
+using capi::ArgumentError;
+using capi::guarded;
+using capi::require;
+
+// Sizes are ints inside the cells; lengths are the planner's.
+int size_in(std::int64_t v, const char* name, std::int64_t hi) {
+  if (v < 1 || v > hi)
+    throw ArgumentError(std::string(name) + " " + std::to_string(v) + " is not allowed: allowed is 1 to " + std::to_string(hi));
+  return static_cast<int>(v);
+}
+
+std::optional<Policy> policy_of(const char* name) {
+  if (name == nullptr || std::string(name) == "auto") return std::nullopt;
+  if (auto p = parse_policy(name)) return *p;
+  std::string allowed = "auto";
+  for (Policy p : kAllPolicies) allowed += ", " + std::string(policy_name(p));
+  throw PlanError("unknown policy '" + std::string(name) + "': allowed are " + allowed);
+}
+
+template <class T>
+class Rnn;
+
+// A plan for one (length, batch), with the budget it was made for and plain BPTT's memory, bytes.
+struct Planned {
+  std::shared_ptr<const Plan> plan;
+  double budget_bytes, plain_bytes;
+};
+
+// One forward pass waiting for its backward: the executor holds the stored states.
+template <class T>
+struct PassOf {
+  using Scalar = T;
+  std::shared_ptr<Rnn<T>> rnn;
+  std::shared_ptr<const Plan> plan;
+  std::unique_ptr<Executor<T>> exec;
+  RunStats stats;
+  double budget_bytes = 0;
+  bool backward_done = false;
+};
+
+template <class T>
+class Rnn : public std::enable_shared_from_this<Rnn<T>> {
+ public:
+  using Scalar = T;
+  Rnn(const NetShape& shape, std::optional<BudgetSpec> budget, std::optional<Policy> policy, double beta)
+      : shape_(shape), budget_(budget), policy_(policy), beta_(beta), weights_(shape), grads_(shape) {
+    weight_count_ = static_cast<std::int64_t>(param_count(shape) - shape.hidden_size - 1);  // less the unused head
+  }
+
+  std::int64_t weight_count() const { return weight_count_; }
+  std::int64_t carry_count(std::int64_t batch) const {
+    return static_cast<std::int64_t>(carry_elems(with_batch(static_cast<int>(batch))));
+  }
+
+  Planned plan_for(std::int64_t length, std::int64_t batch) {
+    std::lock_guard lock(mu_);
+    return plan_locked(length, batch);
+  }
+
+  void infer(std::int64_t length, std::int64_t batch, const T* weights, const T* x, const T* h0, T* y, T* hn) {
+    std::lock_guard lock(mu_);
+    const int b = size_in(batch, "batch", kMaxBatch);
+    if (!infer_net_ || infer_net_->shape().batch != b) {
+      infer_net_.reset();
+      infer_net_ = std::make_unique<RecurrentNet<T>>(with_batch(b));
+      carry_ = backend::AlignedBuffer<T>(infer_net_->carry_elems());
+    }
+    load(weights);
+    RecurrentNet<T>& net = *infer_net_;
+    const std::size_t x_step = static_cast<std::size_t>(b) * static_cast<std::size_t>(shape_.input_size);
+    const std::size_t y_step = static_cast<std::size_t>(b) * static_cast<std::size_t>(shape_.hidden_size);
+    if (h0) std::memcpy(carry_.data(), h0, carry_.size() * sizeof(T)); else carry_.zero();
+    for (std::int64_t t = 0; t < length; ++t) {
+      net.advance(weights_, x + static_cast<std::size_t>(t) * x_step, carry_.data(), carry_.data());
+      std::memcpy(y + static_cast<std::size_t>(t) * y_step, net.top_hidden(carry_.data()), y_step * sizeof(T));
+    }
+    if (hn) std::memcpy(hn, carry_.data(), carry_.size() * sizeof(T));
+  }
+
+  std::unique_ptr<PassOf<T>> forward(std::int64_t length, std::int64_t batch, const T* weights, const T* x, const T* h0,
+                                     T* y, T* hn) {
+    std::lock_guard lock(mu_);
+    const Planned planned = plan_locked(length, batch);
+    auto pass = std::make_unique<PassOf<T>>();
+    pass->rnn = this->shared_from_this();
+    pass->plan = planned.plan;
+    pass->budget_bytes = planned.budget_bytes;
+    // The executor kept from an earlier pass of the same plan, else a new one (its arena sized once).
+    if (idle_ && idle_plan_ == planned.plan) {
+      pass->exec = std::move(idle_);
+      idle_plan_.reset();
+    } else {
+      pass->exec = std::make_unique<Executor<T>>(with_batch(static_cast<int>(batch)), LossKind::Xent, *planned.plan);
+    }
+    load(weights);
+    pass->stats = pass->exec->forward(weights_, x, length, h0, y, hn);
+    return pass;
+  }
+
+  void backward(PassOf<T>& pass, const T* weights, const T* dy, const T* dhn, T* dx, T* dh0, T* dweights) {
+    if (pass.backward_done)
+      throw ArgumentError("this forward pass has been backpropagated already: its stored states are gone (in PyTorch: "
+                          "backward through the graph a second time needs retain_graph=True, which membptt "
+                          "does not keep)");
+    std::lock_guard lock(mu_);
+    load(weights);
+    grads_.zero();
+    pass.stats = pass.exec->backward(weights_, dy, dhn, dx, dh0, grads_);
+    pass.backward_done = true;
+    if (dweights) std::memcpy(dweights, grads_.data(), static_cast<std::size_t>(weight_count_) * sizeof(T));
+  }
+
+  // Keeps the executor of a finished pass for the next pass of the same plan (one is kept: the
+  // last; a pass freed before its backward leaves its executor mid-schedule, so it is dropped).
+  void give_back(PassOf<T>& pass) {
+    if (!pass.exec || pass.exec->waiting()) return;
+    std::lock_guard lock(mu_);
+    idle_ = std::move(pass.exec);
+    idle_plan_ = pass.plan;
+  }
+
+ private:
+  static constexpr std::int64_t kMaxBatch = 1 << 24;
+  static constexpr std::size_t kPlansKept = 16;
+
+  NetShape with_batch(int batch) const {
+    NetShape s = shape_;
+    s.batch = batch;
+    return s;
+  }
+
+  void load(const T* weights) { std::memcpy(weights_.data(), weights, static_cast<std::size_t>(weight_count_) * sizeof(T)); }
+
+  Planned plan_locked(std::int64_t length, std::int64_t batch) {
+    if (length < 1 || length > kMaxLength)
+      throw PlanError("sequence length " + std::to_string(length) + " is not allowed: allowed is 1 to " +
+                      std::to_string(kMaxLength));
+    const int b = size_in(batch, "batch", kMaxBatch);
+    const auto key = std::make_pair(length, b);
+    if (auto it = plans_.find(key); it != plans_.end()) return it->second;
+    const StateSizes sizes = state_sizes(with_batch(b), sizeof(T));
+    const double plain = static_cast<double>(sizes.plain_bptt_bytes(length));
+    const double budget = budget_ ? budget_->bytes(sizes, length) : plain;
+    Planned planned{std::make_shared<const Plan>(plan_in(length, b, budget, sizes)), budget, plain};
+    if (plans_.size() >= kPlansKept) plans_.clear();  // lengths that keep changing: plan anew
+    plans_.emplace(key, planned);
+    return planned;
+  }
+
+  // plan_for_bytes, whose message names a share as the user wrote it.
+  Plan plan_in(std::int64_t length, int batch, double budget, const StateSizes& sizes) const {
+    try {
+      return plan_for_bytes(policy_, length, budget, sizes, beta_);
+    } catch (const PlanError& e) {
+      if (!budget_ || !budget_->percent) throw;
+      std::ostringstream os;
+      os << "memory budget " << budget_->value << "% of plain BPTT's memory for " << length << " steps of a batch of "
+         << batch << ": " << e.what();
+      throw PlanError(os.str());
+    }
+  }
+
+  NetShape shape_;
+  std::optional<BudgetSpec> budget_;
+  std::optional<Policy> policy_;
+  double beta_;
+  std::int64_t weight_count_ = 0;
+  std::mutex mu_;
+  Params<T> weights_, grads_;  // the caller's weights and the gradients, in the cells' layout
+  std::map<std::pair<std::int64_t, int>, Planned> plans_;
+  std::unique_ptr<Executor<T>> idle_;  // an executor no pass uses, with its arena
+  std::shared_ptr<const Plan> idle_plan_;
+  std::unique_ptr<RecurrentNet<T>> infer_net_;  // inference: one net and its carry
+  backend::AlignedBuffer<T> carry_;
+};
+
+}  // namespace
+
+struct membptt_rnn {
+  std::variant<std::shared_ptr<Rnn<float>>, std::shared_ptr<Rnn<double>>> impl;
+};
+
+struct membptt_pass {
+  std::variant<std::unique_ptr<PassOf<float>>, std::unique_ptr<PassOf<double>>> impl;
+};
+
+extern "C" {
+
+membptt_status membptt_rnn_create(const char* cell, int64_t input_size, int64_t hidden_size, int64_t num_layers,
+                                  int32_t dtype, const char* memory, const char* policy, double beta, membptt_rnn** out) {
+  return guarded([&] {
+    require(out != nullptr, "out");
+    *out = nullptr;
+    require(cell != nullptr, "cell");
+    NetShape shape;
+    const std::string name(cell);
+    if (name == "lstm") shape.cell = CellType::Lstm;
+    else if (name == "gru") shape.cell = CellType::Gru;
+    else if (name == "rnn") shape.cell = CellType::Rnn;
+    else throw ArgumentError("cell '" + name + "' is not allowed: allowed are lstm, gru, rnn");
+    shape.input_size = size_in(input_size, "input_size", 1 << 30);
+    shape.hidden_size = size_in(hidden_size, "hidden_size", 1 << 30);
+    shape.num_layers = size_in(num_layers, "num_layers", kMaxLayers);
+    shape.output_size = 1;  // the executor's head is not used: one unit keeps it small
+    try {
+      validate(shape);
+      (void)param_count(shape);
+    } catch (const std::invalid_argument& e) {
+      throw ArgumentError(e.what());
+    }
+    if (!std::isfinite(beta) || beta < 0 || beta > kMaxCostRatio)
+      throw ArgumentError("beta " + std::to_string(beta) + " is not allowed: allowed is 0 to " + std::to_string(kMaxCostRatio));
+    std::optional<BudgetSpec> budget;
+    if (memory != nullptr) budget = parse_budget(memory);
+    const std::optional<Policy> p = policy_of(policy);
+    auto* h = new membptt_rnn;
+    if (dtype == MEMBPTT_FLOAT32) h->impl = std::make_shared<Rnn<float>>(shape, budget, p, beta);
+    else if (dtype == MEMBPTT_FLOAT64) h->impl = std::make_shared<Rnn<double>>(shape, budget, p, beta);
+    else {
+      delete h;
+      throw ArgumentError("dtype " + std::to_string(dtype) + " is not allowed: use 0 (float32) or 1 (float64)");
+    }
+    *out = h;
+  });
+}
+
+void membptt_rnn_free(membptt_rnn* rnn) { delete rnn; }
+
+int64_t membptt_rnn_weight_count(const membptt_rnn* rnn) {
+  return std::visit([](const auto& r) { return r->weight_count(); }, rnn->impl);
+}
+
+int64_t membptt_rnn_carry_count(const membptt_rnn* rnn, int64_t batch) {
+  int64_t n = -1;
+  (void)guarded([&] { n = std::visit([&](const auto& r) { return r->carry_count(batch); }, rnn->impl); });
+  return n;
+}
+
+membptt_status membptt_rnn_plan(membptt_rnn* rnn, int64_t length, int64_t batch, membptt_plan** out, double* budget_bytes,
+                                double* plain_bytes) {
+  return guarded([&] {
+    require(rnn != nullptr && out != nullptr, "rnn and out");
+    *out = nullptr;
+    const auto planned = std::visit([&](const auto& r) { return r->plan_for(length, batch); }, rnn->impl);
+    if (budget_bytes) *budget_bytes = planned.budget_bytes;
+    if (plain_bytes) *plain_bytes = planned.plain_bytes;
+    *out = new membptt_plan{*planned.plan};
+  });
+}
+
+membptt_status membptt_rnn_forward(membptt_rnn* rnn, int64_t length, int64_t batch, const void* weights, const void* input,
+                                   const void* h0, void* output, void* final_carry, membptt_pass** pass) {
+  return guarded([&] {
+    require(rnn != nullptr && weights != nullptr && input != nullptr && output != nullptr, "rnn, weights, input and output");
+    if (pass) *pass = nullptr;
+    std::visit(
+        [&](const auto& r) {
+          using T = typename std::remove_reference_t<decltype(*r)>::Scalar;
+          const auto* w = static_cast<const T*>(weights);
+          const auto* x = static_cast<const T*>(input);
+          if (pass == nullptr) {
+            if (length < 1 || length > kMaxLength)
+              throw PlanError("sequence length " + std::to_string(length) + " is not allowed: allowed is 1 to " +
+                              std::to_string(kMaxLength));
+            r->infer(length, batch, w, x, static_cast<const T*>(h0), static_cast<T*>(output), static_cast<T*>(final_carry));
+            return;
+          }
+          auto p = r->forward(length, batch, w, x, static_cast<const T*>(h0), static_cast<T*>(output),
+                              static_cast<T*>(final_carry));
+          *pass = new membptt_pass{std::move(p)};
+        },
+        rnn->impl);
+  });
+}
+
+membptt_status membptt_pass_backward(membptt_pass* pass, const void* weights, const void* doutput, const void* dfinal_carry,
+                                     void* dinput, void* dh0, void* dweights) {
+  return guarded([&] {
+    require(pass != nullptr && weights != nullptr, "pass and weights");
+    std::visit(
+        [&](auto& p) {
+          using T = typename std::remove_reference_t<decltype(*p)>::Scalar;
+          p->rnn->backward(*p, static_cast<const T*>(weights), static_cast<const T*>(doutput),
+                           static_cast<const T*>(dfinal_carry), static_cast<T*>(dinput), static_cast<T*>(dh0),
+                           static_cast<T*>(dweights));
+        },
+        pass->impl);
+  });
+}
+
+membptt_status membptt_pass_stats_get(const membptt_pass* pass, membptt_pass_stats* out) {
+  return guarded([&] {
+    require(pass != nullptr && out != nullptr, "pass and out");
+    std::visit(
+        [&](const auto& p) {
+          const RunStats& s = p->stats;
+          const auto& exec = *p->exec;
+          *out = membptt_pass_stats{s.forward_steps, s.backward_steps, exec.plan().forward_steps,
+                                    static_cast<int64_t>(s.peak_arena_bytes), static_cast<int64_t>(exec.arena_bytes()),
+                                    static_cast<int64_t>(exec.workspace_bytes()), p->budget_bytes};
+        },
+        pass->impl);
+  });
+}
+
+void membptt_pass_free(membptt_pass* pass) {
+  if (pass == nullptr) return;
+  std::visit([](auto& p) { p->rnn->give_back(*p); }, pass->impl);
+  delete pass;
+}
+
+int32_t membptt_num_threads(void) { return backend::blas_threads(); }
+
+membptt_status membptt_set_num_threads(int32_t n) {
+  return guarded([&] {
+    if (n < 1 || n > 4096)
+      throw ArgumentError("number of threads " + std::to_string(n) + " is not allowed: allowed is 1 to 4096");
+    backend::set_blas_threads(n);
+  });
+}
+
+}  // extern "C"
