@@ -302,6 +302,13 @@ def test_forward_errors():
     g = mt.GRU(3, 4)
     with pytest.raises(RuntimeError, match=r"Expected hidden size \(1, 2, 4\), got \[2, 4\]"):
         g(x, torch.zeros(2, 4))
+    # Devices: mixed ones, and tensors that are not on the CPU (meta stands in for CUDA here).
+    with pytest.raises(RuntimeError, match="same device, but found input on meta and parameters on cpu"):
+        g(x.to("meta"))
+    with pytest.raises(RuntimeError, match="same device, but found input on cpu and hidden on meta"):
+        g(x, torch.zeros(1, 2, 4, device="meta"))
+    with pytest.raises(RuntimeError, match="tensors on meta are not supported by this build"):
+        copy.deepcopy(g).to("meta")(x.to("meta"))
 
 
 def test_module_conventions():
