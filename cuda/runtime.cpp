@@ -299,4 +299,14 @@ void CudaOps::gemv_cm(int m, int n, double alpha, const double* a, int lda, cons
   check_blas(cublasDgemv(internal::blas(), CUBLAS_OP_N, m, n, &alpha, a, lda, x, 1, &beta, y, 1), "cublasDgemv");
 }
 
+void CudaOps::add(float* dst, const float* src, std::size_t n) {
+  const float one = 1;
+  check_blas(cublasSaxpy_64(internal::blas(), static_cast<std::int64_t>(n), &one, src, 1, dst, 1), "cublasSaxpy");
+}
+
+void CudaOps::add(double* dst, const double* src, std::size_t n) {
+  const double one = 1;
+  check_blas(cublasDaxpy_64(internal::blas(), static_cast<std::int64_t>(n), &one, src, 1, dst, 1), "cublasDaxpy");
+}
+
 }  // namespace membptt::cuda

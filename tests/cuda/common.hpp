@@ -14,11 +14,14 @@
 #include "membptt/cuda/cuda_backend.hpp"
 #include "membptt/exec/budget.hpp"
 #include "membptt/exec/executor.hpp"
+#include "module_form.hpp"
 #include "policy_sweep.hpp"
 
 namespace membptt::cuda::test {
 
 using membptt::test::check_all_policies;
+using membptt::test::module_outcome;
+using membptt::test::OutputGrads;
 using membptt::test::Outcome;
 using membptt::test::Problem;
 using membptt::test::run_cpu;
@@ -76,6 +79,29 @@ Outcome<T> run_device(const Problem<T>& pr, const Plan& plan, int runs = 1) {
   out.grads.assign(g.data(), g.data() + g.size());
   out.dh0 = to_host<Ops, T>(dh0);
   out.final_carry = to_host<Ops, T>(fc);
+  out.arena_bytes = ex.arena_bytes();
+  out.workspace_bytes = ex.workspace_bytes();
+  return out;
+}
+
+// One pass of the module form (forward() then backward(), what membptt.torch runs) on a device,
+// brought back as module_outcome packs it.
+template <class T, class Ops>
+Outcome<T> run_module_device(const Problem<T>& pr, const Plan& plan, const OutputGrads<T>& g) {
+  using Backend = BasicDeviceBackend<T, Ops>;
+  BasicExecutor<Backend> ex(pr.shape, pr.loss, plan);
+  typename Backend::Params params(pr.shape), grads(pr.shape);
+  params.upload(pr.params);
+  const auto x = to_device<Ops>(pr.x), h0 = to_device<Ops>(pr.h0), dy = to_device<Ops>(g.dy),
+             dfinal = to_device<Ops>(g.dfinal);
+  const std::size_t carry = ex.net().carry_elems();
+  typename Ops::template Buffer<T> y(g.dy.size()), fc(carry), dh0(carry), dx(pr.x.size());
+  ex.forward(params, x.data(), pr.T_len, h0.data(), y.data(), fc.data());
+  const RunStats stats = ex.backward(params, dy.data(), dfinal.data(), dx.data(), dh0.data(), grads);
+  Params<T> gh(pr.shape);
+  grads.download(gh);
+  Outcome<T> out = module_outcome(stats, g, to_host<Ops, T>(y), to_host<Ops, T>(fc), to_host<Ops, T>(dh0),
+                                  to_host<Ops, T>(dx), std::vector<T>(gh.data(), gh.data() + gh.size()));
   out.arena_bytes = ex.arena_bytes();
   out.workspace_bytes = ex.workspace_bytes();
   return out;

@@ -66,6 +66,29 @@ TEST(DeviceLogic, EveryPolicyBitwiseEqualToPlainBptt) {
   }
 }
 
+// The module form (membptt.torch's forward and backward apart) on the device cells: dL/dx from the
+// device backward, dL/dy added on the device; every policy bitwise equal to plain BPTT, and the
+// CPU module form's values to rounding.
+TEST(DeviceLogic, ModuleFormEveryPolicyBitwiseAndMatchesTheCpu) {
+  for (const Case& c : kCases) {
+    SCOPED_TRACE(name(c));
+    const NetShape shape{c.cell, 4, 5, c.layers, 3, 1};
+    const Problem<double> pr(shape, LossKind::Xent, 19, 3 + c.layers);
+    const OutputGrads<double> g(pr, 9);
+    const Outcome<double> plain = check_all_policies(pr, emu_sizes<double>(shape), [&](const Problem<double>& p, const Plan& plan) {
+      return run_module_device<double, HostOps>(p, plan, g);
+    });
+    // The CPU's module form on the same problem (its test: tests/nn/exec_module_form_test.cpp).
+    Executor<double> cpu(shape, LossKind::Xent, plain_plan(pr.T_len, state_sizes(shape, sizeof(double))));
+    std::vector<double> y(g.dy.size()), fc(carry_elems(shape)), dh0(fc.size()), dx(pr.x.size());
+    Params<double> grads(shape);
+    cpu.forward(pr.params, pr.x.data(), pr.T_len, pr.h0.data(), y.data(), fc.data());
+    const RunStats st = cpu.backward(pr.params, g.dy.data(), g.dfinal.data(), dx.data(), dh0.data(), grads);
+    const Outcome<double> ref = module_outcome(st, g, y, fc, dh0, dx, std::vector<double>(grads.data(), grads.data() + grads.size()));
+    expect_close(plain, ref, shape, 1e-12);
+  }
+}
+
 TEST(DeviceLogic, DeferredGroupsOfAnySizeAgree) {
   OptionsGuard guard;
   const NetShape shape{CellType::Lstm, 3, 6, 2, 2, 4};

@@ -64,6 +64,10 @@ struct HostOps {
   static void gemv_cm(int m, int n, double alpha, const double* a, int lda, const double* x, double beta, double* y) {
     cblas_dgemv(CblasColMajor, CblasNoTrans, m, n, alpha, a, lda, x, 1, beta, y, 1);
   }
+  template <class U>
+  static void add(U* dst, const U* src, std::size_t n) {
+    for (std::size_t i = 0; i < n; ++i) dst[i] += src[i];
+  }
 
   template <class F, class... A>
   static void each(int B, int H, A... a) {

@@ -4,40 +4,15 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
-#include <random>
 #include <stdexcept>
 #include <vector>
 
-#include "../support/policy_sweep.hpp"
+#include "../support/module_form.hpp"
 
 namespace membptt::test {
 namespace {
 
-// Output gradients for a problem: fixed random dL/dy [T x B x H] and dL/d(final carry).
-template <class T>
-struct OutputGrads {
-  std::vector<T> dy, dfinal;
-  OutputGrads(const Problem<T>& pr, std::uint64_t seed) {
-    std::mt19937_64 rng(seed);
-    std::uniform_real_distribution<double> u(-1, 1);
-    dy.resize(static_cast<std::size_t>(pr.T_len * pr.shape.batch * pr.shape.hidden_size));
-    for (auto& v : dy) v = static_cast<T>(u(rng));
-    dfinal.resize(carry_elems(pr.shape));
-    for (auto& v : dfinal) v = static_cast<T>(u(rng));
-  }
-};
-
-// The scalar the output gradients stand for: L = sum(dy * y) + sum(dfinal * final carry).
-template <class T>
-double surrogate_loss(const std::vector<T>& y, const std::vector<T>& final_carry, const OutputGrads<T>& g) {
-  double l = 0;
-  for (std::size_t i = 0; i < y.size(); ++i) l += static_cast<double>(g.dy[i]) * static_cast<double>(y[i]);
-  for (std::size_t i = 0; i < final_carry.size(); ++i) l += static_cast<double>(g.dfinal[i]) * static_cast<double>(final_carry[i]);
-  return l;
-}
-
-// One module-form pass; the Outcome's fields carry: final_carry = outputs then final carry,
-// dh0 = dL/dh_0 then dL/dx, loss = the surrogate loss.
+// One module-form pass on the CPU (module_outcome says what the Outcome holds).
 template <class T>
 Outcome<T> run_module(const Problem<T>& pr, const Plan& plan, const OutputGrads<T>& g) {
   Executor<T> ex(pr.shape, pr.loss, plan);
@@ -47,15 +22,9 @@ Outcome<T> run_module(const Problem<T>& pr, const Plan& plan, const OutputGrads<
   const RunStats fwd = ex.forward(pr.params, pr.x.data(), pr.T_len, pr.h0.data(), y.data(), final_carry.data());
   EXPECT_EQ(fwd.backward_steps, 0);
   EXPECT_TRUE(ex.waiting());
-  Outcome<T> out;
-  out.stats = ex.backward(pr.params, g.dy.data(), g.dfinal.data(), dx.data(), dh0.data(), grads);
+  const RunStats stats = ex.backward(pr.params, g.dy.data(), g.dfinal.data(), dx.data(), dh0.data(), grads);
   EXPECT_FALSE(ex.waiting());
-  out.stats.loss = surrogate_loss(y, final_carry, g);
-  out.grads.assign(grads.data(), grads.data() + grads.size());
-  out.final_carry = y;
-  out.final_carry.insert(out.final_carry.end(), final_carry.begin(), final_carry.end());
-  out.dh0 = dh0;
-  out.dh0.insert(out.dh0.end(), dx.begin(), dx.end());
+  Outcome<T> out = module_outcome(stats, g, y, final_carry, dh0, dx, std::vector<T>(grads.data(), grads.data() + grads.size()));
   out.arena_bytes = ex.arena_bytes();
   out.workspace_bytes = ex.workspace_bytes();
   return out;

@@ -36,6 +36,7 @@ struct BasicDeviceBackend {
   using Params = BasicDeviceParams<T, Ops>;
   static void copy(T* dst, const T* src, std::size_t n) { Ops::copy(dst, src, n); }
   static void zero(T* dst, std::size_t n) { Ops::zero(dst, n); }
+  static void add(T* dst, const T* src, std::size_t n) { Ops::add(dst, src, n); }
   static void complete(Params& grads) { grads.complete(); }
   static T finish_loss(const Head& head, T) { return head.finish(); }
 };

@@ -216,6 +216,9 @@ struct CudaOps {
   // y = alpha A x + beta y, A [m x n] column-major, not transposed (cublas<t>gemv).
   static void gemv_cm(int m, int n, float alpha, const float* a, int lda, const float* x, float beta, float* y);
   static void gemv_cm(int m, int n, double alpha, const double* a, int lda, const double* x, double beta, double* y);
+  // dst += src, n elements (cublas<t>axpy with alpha 1: the same bits as an addition).
+  static void add(float* dst, const float* src, std::size_t n);
+  static void add(double* dst, const double* src, std::size_t n);
 
 #define MEMBPTT_CUDA_OPS_DECL(T)                                                                                   \
   static void lstm_fwd(int B, int H, const T* px, const T* ph, const T* b_ih, const T* b_hh, const T* h_in,       \

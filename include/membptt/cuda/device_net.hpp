@@ -250,9 +250,11 @@ class BasicDeviceNet final : public Deferred {
   const T* top_hidden(const T* carry) const { return carry + top_off_; }
   T* top_hidden(T* carry) const { return carry + top_off_; }
 
-  // RecurrentNet::backward's contract; the parameter gradients are added when the group is
-  // flushed (see the header comment). x_t must stay valid until then.
-  void backward(const ParamsT& p, const T* x_t, const T* record, const T* dcarry_out, T* dcarry_in, ParamsT& grads) {
+  // RecurrentNet::backward's contract (dx_t, optional: dL/dx_t [B x I], written now); the
+  // parameter gradients are added when the group is flushed (see the header comment). x_t must
+  // stay valid until then.
+  void backward(const ParamsT& p, const T* x_t, const T* record, const T* dcarry_out, T* dcarry_in, ParamsT& grads,
+                T* dx_t = nullptr) {
     check(p, "backward");
     check(grads, "backward (grads)");
     const std::size_t xstep = static_cast<std::size_t>(s_.batch) * static_cast<std::size_t>(s_.input_size);
@@ -303,6 +305,7 @@ class BasicDeviceNet final : public Deferred {
       }
       gemm_rm(false, false, B, H, GH, T(1), dgh, GH, w + o.w_hh, H, beta_hh, dh_in, H);
       if (l > 0) gemm_rm(false, false, B, o.in, GH, T(1), dg, GH, w + o.w_ih, o.in, T(0), dh_.data(), o.in);
+      else if (dx_t) gemm_rm(false, false, B, o.in, GH, T(1), dg, GH, w + o.w_ih, o.in, T(0), dx_t, o.in);
     }
     if (++n_ == K_) flush();
   }

@@ -284,6 +284,7 @@ RunStats BasicExecutor<Backend>::forward(const ParamsT& params, const T* inputs,
   pending_.reset();
   pending_.emplace(Pending{plan_.schedule(), Op{}, inputs, h0 ? h0 : zeros_.data(), RunStats{}, 0, false});
   Pending& p = *pending_;
+  if constexpr (kNetTakesInputs) net_.begin_pass(inputs, length);  // until the end of backward()
   Backend::copy(cursor_.data(), p.h0, carry);
   std::int64_t last = 0;  // the first sweep runs steps 1..T once each, in order
   auto emit = [&](std::int64_t t) {
@@ -333,6 +334,7 @@ RunStats BasicExecutor<Backend>::backward(const ParamsT& params, const T* doutpu
     more = p.gen.next(p.op);
   }
   if (dh0) Backend::copy(dh0, dcarry_.data(), carry);
+  if constexpr (kNetTakesInputs) net_.begin_pass(nullptr, 0);  // the pass is over
   Backend::complete(grads);
   const RunStats stats = p.stats;
   pending_.reset();
