@@ -1,0 +1,496 @@
+"""``membptt.torch.scan``: any recurrent PyTorch step, trained by the plan that minimises
+recomputation within a memory budget (Gruslys et al. 2016, BPTT-MSM), with PyTorch's autograd.
+
+    final_carry, ys = scan(step, carry, xs, memory="5%")
+    # step(carry, x_t) -> (carry, y_t): any PyTorch code; carry and x_t nested tuples/lists/dicts
+    # of tensors; xs scanned along its first dimension.
+
+How it runs the planner's schedule (include/membptt/schedule/op.hpp):
+
+- advance: the step without a graph (``torch.no_grad``);
+- advance_hidden: the same, keeping the carry it produced (a hidden state);
+- advance_record: the step with its graph; what autograd saves for it, with the carry it produced,
+  is the internal state;
+- backward: ``torch.autograd.grad`` of that graph with the carry's and output's gradients, giving
+  the carry's gradient for the step before, x_t's, and the parameters', summed over the steps and
+  handed to autograd once per scan (hooks and optimizers, DistributedDataParallel's included, see
+  one accumulation).
+
+The first sweep (everything before the first backward step) runs in the forward pass and produces
+each output once; the rest runs in the backward pass: the forward steps of both are the plan's
+cost. Sizes for the planner are measured on a probe step (autograd's saved tensors through
+``torch.autograd.graph.saved_tensors_hooks``: alpha = (saved bytes + a carry) / a carry), once per
+step function and shapes. Randomness inside the step (dropout) is reproduced on recomputation: the
+generator's state is kept with every stored state, as ``torch.utils.checkpoint`` does, and after
+the scan's forward the generators stand where the plain loop leaves them; the backward pass puts
+them back where it found them.
+
+Parameters: the step's leaf tensors that require grad, found by walking the probe step's graph
+(``AccumulateGrad`` nodes), or given as ``params=``. A tensor the step captures that requires grad
+and is not a leaf (computed before the scan) cannot be found that way; pass it in the carry or in
+``xs``, or list its leaves in ``params``.
+"""
+from __future__ import annotations
+
+import math
+import weakref
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional, Sequence, Union
+
+import torch
+from torch.utils import _pytree as pytree
+
+from ..planner import OP_NAMES, Plan, parse_budget, plan as make_plan
+
+ADVANCE, ADVANCE_HIDDEN, ADVANCE_RECORD, BACKWARD, RESTORE, POP = range(len(OP_NAMES))
+_OUTPUT_MODES = ("stack", "sum", "none")
+
+
+@dataclass
+class ScanStats:
+    """What one scan ran and held (filled when ``stats=`` is given a ScanStats)."""
+
+    plan: Optional[Plan] = None
+    carry_bytes: int = 0           # one carry: the planner's unit
+    record_bytes: int = 0          # one recorded step: autograd's saved tensors + the carry out
+    budget_bytes: float = 0.0      # what the plan was made for
+    plain_bytes: int = 0           # plain autograd over the scan: length * record_bytes
+    forward_steps: int = 0         # steps run forward, both passes (the plan's cost)
+    backward_steps: int = 0
+    peak_bytes: int = 0            # most bytes the stored states held (counted as they are made)
+    params: list = field(default_factory=list)
+
+
+# --- structures ------------------------------------------------------------------------------------
+
+def _flatten(tree, what: str) -> tuple[list[torch.Tensor], Any]:
+    leaves, spec = pytree.tree_flatten(tree)
+    for leaf in leaves:
+        if not isinstance(leaf, torch.Tensor):
+            raise TypeError(f"scan: {what} must be a tensor or a nested tuple/list/dict of tensors, found "
+                            f"{type(leaf).__name__}")
+    return leaves, spec
+
+
+def _signature(leaves: Sequence[torch.Tensor]) -> tuple:
+    return tuple((tuple(t.shape), t.dtype, t.device) for t in leaves)
+
+
+def _nbytes(t: torch.Tensor) -> int:
+    return t.numel() * t.element_size()
+
+
+class _Rng:
+    """The generators a step may draw from: the CPU's, and CUDA's when it is in use."""
+
+    def __init__(self, cuda: bool):
+        self.cuda = cuda and torch.cuda.is_available() and torch.cuda.is_initialized()
+
+    def get(self):
+        return (torch.get_rng_state(), torch.cuda.get_rng_state_all() if self.cuda else None)
+
+    def set(self, state) -> None:
+        torch.set_rng_state(state[0])
+        if self.cuda:
+            torch.cuda.set_rng_state_all(state[1])
+
+
+class _SavedBytes:
+    """Counts the bytes autograd saves while it is active (each tensor once; parameters and the
+    step's inputs x_t left out: they exist anyway), plus the carry the step produced."""
+
+    def __init__(self, skip: set):
+        self.skip, self.seen = skip, {}
+
+    def pack(self, t: torch.Tensor):
+        if t.numel() and t.data_ptr() not in self.skip:
+            self.seen[(t.data_ptr(), t.dtype, tuple(t.shape))] = _nbytes(t)
+        return t
+
+    def hooks(self):
+        return torch.autograd.graph.saved_tensors_hooks(self.pack, lambda t: t)
+
+    def total(self, carry_out: Sequence[torch.Tensor]) -> int:
+        seen = dict(self.seen)
+        for c in carry_out:
+            seen[(c.data_ptr(), c.dtype, tuple(c.shape))] = _nbytes(c)
+        return sum(seen.values())
+
+
+# --- the probe: parameters and sizes ---------------------------------------------------------------
+
+@dataclass
+class _Probe:
+    params: list
+    carry_bytes: int
+    record_bytes: int
+
+
+_probes: "weakref.WeakKeyDictionary[Any, dict]" = weakref.WeakKeyDictionary()
+
+
+def _probe(step, carry_leaves, carry_spec, x_leaves, x_spec, rng: _Rng) -> _Probe:
+    """Runs step 1 once with a graph (the generators put back after): the parameters it uses (the
+    leaves of its graph that require grad) and the bytes a recorded step holds."""
+    cin = [_grad_leaf(c) for c in carry_leaves]
+    xin = [x.detach() for x in x_leaves]
+    state = rng.get()
+    counter = _SavedBytes({t.data_ptr() for t in xin if t.numel()})
+    try:
+        with torch.enable_grad(), counter.hooks():
+            out_carry, y, _ = _call(step, cin, carry_spec, xin, x_spec)
+    finally:
+        rng.set(state)
+    ours = {id(t) for t in cin}
+    params, seen = [], set()
+    todo = [t.grad_fn for t in out_carry + (y or []) if t.grad_fn is not None]
+    while todo:
+        node = todo.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        var = getattr(node, "variable", None)
+        if var is not None:
+            if id(var) not in ours and all(var is not p for p in params):
+                params.append(var)
+            continue
+        todo.extend(n for n, _ in node.next_functions)
+    counter.skip |= {p.data_ptr() for p in params}
+    record = _SavedBytes(counter.skip)
+    record.seen = {k: v for k, v in counter.seen.items() if k[0] not in counter.skip}
+    return _Probe(params, sum(_nbytes(c) for c in carry_leaves), record.total(out_carry))
+
+
+def _grad_leaf(t: torch.Tensor) -> torch.Tensor:
+    """A detached copy that autograd follows (floating point only)."""
+    return t.detach().requires_grad_(t.is_floating_point() or t.is_complex())
+
+
+def _call(step, carry_leaves, carry_spec, x_leaves, x_spec):
+    """step on flat leaves; returns (carry leaves, y leaves or None, y's structure)."""
+    out = step(pytree.tree_unflatten(carry_leaves, carry_spec), pytree.tree_unflatten(x_leaves, x_spec))
+    if not isinstance(out, tuple) or len(out) != 2:
+        raise TypeError("scan: step(carry, x_t) must return a pair (carry, y_t)")
+    new_carry, y = out
+    c_leaves, c_spec = _flatten(new_carry, "the carry step returns")
+    if c_spec != carry_spec:
+        raise ValueError(f"scan: step changed the carry's structure: it was {carry_spec}, step returned {c_spec}")
+    if y is None:
+        return c_leaves, None, None
+    y_leaves, y_spec = _flatten(y, "step's output y_t")
+    return c_leaves, y_leaves, y_spec
+
+
+# --- the schedule with autograd --------------------------------------------------------------------
+
+class _Entry:
+    """A stored state at position t: a carry (hidden), or step t's graph (a record: its detached
+    inputs, its outputs with their graph); rng: the generators as they stood after step t."""
+
+    __slots__ = ("t", "carry", "rng", "bytes", "inputs", "xs", "y")
+
+    def __init__(self, t, carry, rng, nbytes, inputs=None, xs=None, y=None):
+        self.t, self.carry, self.rng, self.bytes = t, carry, rng, nbytes
+        self.inputs, self.xs, self.y = inputs, xs, y
+
+
+class _Run:
+    """One scan's schedule: run up to its first backward step in the forward pass, the rest in the
+    backward pass. Slot 0 is the caller's initial carry (not counted: it exists anyway)."""
+
+    def __init__(self, step, plan: Plan, carry_spec, x_spec, x_leaves, x_needs, params, stats: ScanStats,
+                 rng: _Rng, sig, outputs: str):
+        self.step, self.ops, self.k = step, plan.ops, 0
+        self.carry_spec, self.x_spec, self.x_leaves, self.x_needs = carry_spec, x_spec, x_leaves, x_needs
+        self.params, self.stats, self.rng, self.sig, self.outputs = params, stats, rng, sig, outputs
+        self.skip = {p.data_ptr() for p in params if p.numel()} | {x.data_ptr() for x in x_leaves if x.numel()}
+        self.slots: dict[int, _Entry] = {}
+        self.held = 0
+        self.ys: list = []          # "stack": y_t leaves of the first sweep, in order
+        self.total = None           # "sum": their sum
+        self.y_spec = None
+
+    # -- the first sweep's outputs
+    def emit(self, t: int, y, y_spec) -> None:
+        if self.outputs == "none":
+            return
+        if y is None:
+            raise ValueError(f"scan: step {t} returned y_t None with outputs={self.outputs!r}; use outputs='none'")
+        y = [v.detach() for v in y]
+        if self.y_spec is None:
+            self.y_spec = y_spec
+        elif y_spec != self.y_spec or (self.outputs == "stack" and [v.shape for v in y] != [v.shape for v in self.ys[0]]):
+            raise ValueError(f"scan: step {t} returned outputs {[tuple(v.shape) for v in y]}, step 1 "
+                             f"{[tuple(v.shape) for v in (self.ys[0] if self.ys else self.total)]}: outputs="
+                             f"{self.outputs!r} needs one structure and shape")
+        if self.outputs == "stack":
+            self.ys.append(y)
+        else:
+            self.total = y if self.total is None else [a + b for a, b in zip(self.total, y)]
+
+    def x_at(self, t: int) -> list[torch.Tensor]:
+        return [x[t - 1] for x in self.x_leaves]
+
+    def check_carry(self, leaves, t: int) -> None:
+        got = _signature(leaves)
+        if got != self.sig:
+            raise ValueError(f"scan: step {t} changed the carry's shapes or dtypes: from "
+                             f"{[s[:2] for s in self.sig]} to {[s[:2] for s in got]}")
+
+    def advance(self, carry, t: int, first_sweep: bool):
+        with torch.no_grad():
+            carry, y, y_spec = _call(self.step, carry, self.carry_spec, self.x_at(t), self.x_spec)
+        if first_sweep:
+            self.check_carry(carry, t)
+            self.emit(t, y, y_spec)
+        self.stats.forward_steps += 1
+        return carry
+
+    def record(self, carry, t: int, first_sweep: bool, slot: int):
+        cin = [_grad_leaf(c) for c in carry]
+        xin = [x.detach().requires_grad_(need) for x, need in zip(self.x_at(t), self.x_needs)]
+        counter = _SavedBytes(self.skip | {x.data_ptr() for x in xin if x.numel()})
+        with torch.enable_grad(), counter.hooks():
+            out, y, y_spec = _call(self.step, cin, self.carry_spec, xin, self.x_spec)
+        if first_sweep:
+            self.check_carry(out, t)
+            self.emit(t, y, y_spec)
+        self.stats.forward_steps += 1
+        self.push(slot, _Entry(t, out, self.rng.get(), counter.total(out), inputs=cin, xs=xin, y=y))
+        return [c.detach() for c in out]
+
+    def push(self, slot: int, entry: _Entry) -> None:
+        self.slots[slot] = entry
+        self.held += entry.bytes
+        self.stats.peak_bytes = max(self.stats.peak_bytes, self.held)
+
+    def pop(self, slot: int) -> _Entry:
+        e = self.slots.pop(slot)
+        self.held -= e.bytes
+        return e
+
+    def run(self, carry, forward_pass: bool, on_backward=None):
+        """Runs the ops from self.k on: in the forward pass up to the first backward op."""
+        while self.k < len(self.ops):
+            kind, t, slot, count = (int(v) for v in self.ops[self.k])
+            if kind == BACKWARD and forward_pass:
+                return carry
+            self.k += 1
+            if kind == ADVANCE:
+                for s in range(t, t + count):
+                    carry = self.advance(carry, s, forward_pass)
+            elif kind == ADVANCE_HIDDEN:
+                carry = self.advance(carry, t, forward_pass)
+                self.push(slot, _Entry(t, carry, self.rng.get(), sum(_nbytes(c) for c in carry)))
+            elif kind == ADVANCE_RECORD:
+                carry = self.record(carry, t, forward_pass, slot)
+            elif kind == RESTORE:
+                e = self.slots[slot]
+                carry = [c.detach() for c in e.carry]
+                self.rng.set(e.rng)  # as the plain loop's generators stood after step e.t
+            elif kind == POP:
+                self.pop(slot)
+            else:  # BACKWARD
+                on_backward(self.pop(slot))
+                self.stats.backward_steps += 1
+        return carry
+
+
+class _ScanFunction(torch.autograd.Function):
+    """(run, *carry0 leaves, *xs leaves, *params) -> (*final carry leaves, *output leaves)."""
+
+    @staticmethod
+    def forward(ctx, run: _Run, *inputs):
+        ctx.set_materialize_grads(False)
+        n_carry = len(run.sig)
+        carry0 = [c.detach() for c in inputs[:n_carry]]
+        run.slots[0] = _Entry(0, carry0, run.rng.get(), 0)
+        final = run.run(carry0, True)
+        run.rng_after_forward = run.rng.get()
+        if run.outputs == "stack":
+            out_y = [torch.stack([y[i] for y in run.ys]) for i in range(len(run.ys[0]))]
+            run.ys = []
+        elif run.outputs == "sum":
+            out_y = run.total
+            run.total = None
+        else:
+            out_y = []
+        run.n_y = len(out_y)
+        ctx.run = run
+        ctx.mark_non_differentiable(*[v for v in [*final, *out_y] if not v.is_floating_point()])
+        return (*final, *out_y)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, *grads):
+        run: _Run = ctx.run
+        if run.ops is None:
+            raise RuntimeError("scan: backward through a scan a second time: its stored states were used up by the "
+                               "first backward (retain_graph=True does not keep them); run the scan again")
+        n_carry = len(run.sig)
+        dcarry = list(grads[:n_carry])
+        dys = grads[n_carry:]
+        params = run.params
+        dparams: list = [None] * len(params)
+        dxs: list = [None] * len(run.x_leaves)
+
+        def on_backward(e: _Entry):
+            outs, gouts = [], []
+            for c, g in zip(e.carry, dcarry):
+                if g is not None and c.requires_grad:
+                    outs.append(c)
+                    gouts.append(g)
+            for v, g in zip(e.y or [], dys):
+                if g is not None and v.requires_grad:
+                    outs.append(v)
+                    gouts.append(g[e.t - 1] if run.outputs == "stack" else g)
+            wrt = [c for c in e.inputs if c.requires_grad] + [x for x in e.xs if x.requires_grad] + \
+                  [p for p in params if p.requires_grad]
+            try:
+                got = iter(torch.autograd.grad(outs, wrt, gouts, allow_unused=True) if outs else [None] * len(wrt))
+            except RuntimeError as err:
+                if "second time" not in str(err):
+                    raise
+                raise RuntimeError("scan: the step uses a tensor that requires grad and was computed before the "
+                                   "scan (not a leaf), whose graph every step would backpropagate through: pass it "
+                                   "in the carry or in xs") from None
+            for i, c in enumerate(e.inputs):
+                dcarry[i] = next(got) if c.requires_grad else None
+            for i, x in enumerate(e.xs):
+                if x.requires_grad:
+                    g = next(got)
+                    if g is not None:
+                        if dxs[i] is None:
+                            dxs[i] = torch.zeros_like(run.x_leaves[i])
+                        dxs[i][e.t - 1] = g
+            for i, p in enumerate(params):
+                if p.requires_grad:
+                    g = next(got)
+                    if g is not None:
+                        dparams[i] = g if dparams[i] is None else dparams[i] + g
+
+        caller = run.rng.get()  # the backward pass leaves the generators where it found them
+        try:
+            run.run(None, False, on_backward)
+        finally:
+            run.rng.set(caller)
+            run.ops, run.slots = None, {}  # used up
+        return (None, *dcarry, *dxs, *dparams)
+
+
+class _NoRng(_Rng):
+    """preserve_rng_state=False: the generators are left alone."""
+
+    def __init__(self):
+        self.cuda = False
+
+    def get(self):
+        return None
+
+    def set(self, state) -> None:
+        pass
+
+
+def _budget_bytes(memory, plain_bytes: int) -> float:
+    if memory is None:
+        return float(plain_bytes)
+    if isinstance(memory, str):
+        value, percent = parse_budget(memory)
+        return value / 100.0 * plain_bytes if percent else value
+    if isinstance(memory, (int, float)) and not isinstance(memory, bool):
+        if not math.isfinite(memory) or memory < 0:
+            raise ValueError(f"scan: memory {memory!r} is not allowed: a number of bytes >= 0")
+        return float(memory)
+    raise TypeError(f"scan: memory must be bytes (a number or a string such as '64MiB') or a share such as '5%', "
+                    f"got {type(memory).__name__}")
+
+
+def scan(step: Callable, carry, xs, *, memory: Union[str, float, None] = None, policy: str = "auto",
+         outputs: str = "stack", params: Optional[Sequence[torch.Tensor]] = None, beta: float = 2.0,
+         preserve_rng_state: bool = True, stats: Optional[ScanStats] = None):
+    """Runs ``carry, y_t = step(carry, x_t)`` over ``xs``'s first dimension; returns (final carry,
+    outputs): the y_t stacked along a new first dimension (``outputs="stack"``), summed over the
+    steps (``"sum"``: a per-step loss, so that nothing of size T is held), or None (``"none"``).
+
+    memory: the most bytes the scan's stored states may hold between its forward and backward
+    passes: bytes (``"64MiB"``, a number) or a share of plain autograd's memory over the scan
+    (``"5%"``); None: plain autograd's (no recomputation). policy: ``"auto"`` or one of
+    ``membptt.POLICIES``. params: the tensors the step uses that need gradients (default: found on
+    a probe step). beta: a backward step's cost in forward steps, for the planner.
+    preserve_rng_state: replay the generators on recomputation (as torch.utils.checkpoint).
+    stats: a ScanStats to fill (plan, sizes, forward steps, peak bytes held).
+
+    Gradients are plain autograd's over the unrolled loop (for the parameters, the carry and xs).
+    Errors: ValueError (a step that changes the carry's structure, shapes or dtypes; outputs of
+    varying shape with "stack"; a budget below the least that works, named in bytes; an empty xs),
+    TypeError (a step that does not return a pair of tensors or nested structures of tensors).
+    """
+    if outputs not in _OUTPUT_MODES:
+        raise ValueError(f"scan: outputs={outputs!r} is not allowed: use one of {', '.join(_OUTPUT_MODES)}")
+    carry_leaves, carry_spec = _flatten(carry, "carry")
+    x_leaves, x_spec = _flatten(xs, "xs")
+    if not carry_leaves:
+        raise ValueError("scan: the carry has no tensors")
+    if not x_leaves:
+        raise ValueError("scan: xs has no tensors")
+    lengths = {x.shape[0] if x.dim() else None for x in x_leaves}
+    if len(lengths) != 1 or None in lengths:
+        raise ValueError(f"scan: every tensor of xs must have the same first dimension (the steps): found "
+                         f"{[tuple(v.shape) for v in x_leaves]}")
+    T = lengths.pop()
+    if T == 0:
+        raise ValueError("scan: xs is empty (0 steps)")
+    if not torch.is_grad_enabled():
+        return _plain_loop(step, carry_leaves, carry_spec, x_leaves, x_spec, outputs)
+    rng = _Rng(any(t.is_cuda for t in carry_leaves + x_leaves)) if preserve_rng_state else _NoRng()
+
+    key = (_signature(carry_leaves), _signature([x[0] for x in x_leaves]), str(carry_spec), str(x_spec))
+    try:
+        cache = _probes.setdefault(step, {})
+    except TypeError:  # a step that cannot be weakly referenced: probed on every call
+        cache = {}
+    probe = cache.get(key)
+    if probe is None:
+        probe = cache[key] = _probe(step, carry_leaves, carry_spec, [x[0] for x in x_leaves], x_spec, rng)
+    use_params = list(params) if params is not None else list(probe.params)
+    if not any(t.requires_grad for t in carry_leaves + x_leaves + use_params):
+        return _plain_loop(step, carry_leaves, carry_spec, x_leaves, x_spec, outputs)
+
+    carry_bytes = max(probe.carry_bytes, 1)
+    record_bytes = max(probe.record_bytes, carry_bytes)
+    plain_bytes = T * record_bytes
+    budget = _budget_bytes(memory, plain_bytes)
+    try:
+        p = make_plan(T, min(budget, float(plain_bytes)), alpha=record_bytes / carry_bytes, policy=policy, beta=beta,
+                      unit="bytes", hidden_bytes=carry_bytes)
+    except ValueError as e:
+        raise ValueError(f"scan: memory budget {budget:.0f} bytes for {T} steps (a carry is {carry_bytes} bytes, a "
+                         f"recorded step {record_bytes}): {e}") from None
+    st = stats if stats is not None else ScanStats()
+    st.plan, st.carry_bytes, st.record_bytes, st.budget_bytes, st.plain_bytes = p, carry_bytes, record_bytes, budget, plain_bytes
+    st.forward_steps = st.backward_steps = st.peak_bytes = 0
+    st.params = use_params
+    run = _Run(step, p, carry_spec, x_spec, [x.detach() for x in x_leaves],
+               [x.requires_grad and (x.is_floating_point() or x.is_complex()) for x in x_leaves], use_params, st, rng,
+               _signature(carry_leaves), outputs)
+    flat = _ScanFunction.apply(run, *carry_leaves, *x_leaves, *use_params)
+    final = pytree.tree_unflatten(list(flat[:len(carry_leaves)]), carry_spec)
+    if outputs == "none":
+        return final, None
+    return final, pytree.tree_unflatten(list(flat[len(carry_leaves):]), run.y_spec)
+
+
+def _plain_loop(step, carry_leaves, carry_spec, x_leaves, x_spec, outputs):
+    """Without gradients: the loop itself."""
+    carry, ys, total, y_spec = carry_leaves, [], None, None
+    for t in range(x_leaves[0].shape[0]):
+        carry, y, y_spec = _call(step, carry, carry_spec, [x[t] for x in x_leaves], x_spec)
+        if outputs == "stack":
+            ys.append(y)
+        elif outputs == "sum":
+            total = y if total is None else [a + b for a, b in zip(total, y)]
+    final = pytree.tree_unflatten(carry, carry_spec)
+    if outputs == "none":
+        return final, None
+    out = [torch.stack([y[i] for y in ys]) for i in range(len(ys[0]))] if outputs == "stack" else total
+    return final, pytree.tree_unflatten(out, y_spec)

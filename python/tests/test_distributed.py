@@ -1,0 +1,28 @@
+"""DistributedDataParallel around membptt's modules and scan (examples/ddp_train.py): two processes
+on this machine (gloo, localhost), whose gradients after a step equal one process's over the whole
+batch, in float64."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch", reason="membptt.torch needs PyTorch (Debian: python3-torch)")
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("model", ["lstm", "scan"])
+def test_ddp_gradients_equal_one_process(model):
+    if not torch.distributed.is_available() or not torch.distributed.is_gloo_available():
+        pytest.skip("this PyTorch has no gloo backend for torch.distributed")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "python"), os.environ.get("PYTHONPATH", "")]))
+    out = subprocess.run([sys.executable, str(ROOT / "examples" / "ddp_train.py"), "--nproc", "2", "--check",
+                          "--model", model, "--steps", "3", "--seq-len", "60"], env=env, capture_output=True,
+                         text=True, timeout=240)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    diffs = [float(line.rsplit(" ", 1)[1]) for line in out.stdout.splitlines() if "largest gradient difference" in line]
+    assert len(diffs) == 2 and max(diffs) <= 1e-10
+    losses = [float(line.split()[-1]) for line in out.stdout.splitlines() if line.startswith("step")]
+    assert len(losses) == 2 and losses[1] < losses[0]

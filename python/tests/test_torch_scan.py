@@ -1,0 +1,214 @@
+"""membptt.torch.scan against plain autograd over the unrolled loop: outputs, final carry and every
+gradient; every policy bit for bit; the budget held; randomness replayed; errors."""
+import pytest
+
+torch = pytest.importorskip("torch", reason="membptt.torch needs PyTorch (Debian: python3-torch)")
+nn = torch.nn
+
+import membptt  # noqa: E402
+from membptt.torch import ScanStats, scan  # noqa: E402
+
+TOL = {torch.float64: dict(rtol=1e-10, atol=1e-10), torch.float32: dict(rtol=1e-5, atol=1e-5)}
+POLICY_MEMORY = [("full", None), ("msm", "15%"), ("hsm", "15%"), ("ism", "30%"), ("revolve", "15%"),
+                 ("chen-sqrt", None), ("chen-recursive", None), ("quadratic", None), ("auto", "10%")]
+
+
+class LayerNormLSTM(nn.Module):
+    """An LSTM cell with layer normalisation of the gates and the cell (a cell of the user's own)."""
+
+    def __init__(self, i, h, dtype):
+        super().__init__()
+        self.lin = nn.Linear(i + h, 4 * h, dtype=dtype)
+        self.ln_gates, self.ln_c = nn.LayerNorm(4 * h, dtype=dtype), nn.LayerNorm(h, dtype=dtype)
+
+    def forward(self, carry, x):
+        h, c = carry
+        i, f, g, o = self.ln_gates(self.lin(torch.cat([x, h], -1))).chunk(4, -1)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        h = torch.sigmoid(o) * torch.tanh(self.ln_c(c))
+        return (h, c), h
+
+
+class MinGRU(nn.Module):
+    """minGRU (Feng et al. 2024): h' = (1 - z) h + z h~, gates from the input alone."""
+
+    def __init__(self, i, h, dtype):
+        super().__init__()
+        self.z, self.h = nn.Linear(i, h, dtype=dtype), nn.Linear(i, h, dtype=dtype)
+
+    def forward(self, h, x):
+        z = torch.sigmoid(self.z(x))
+        h = (1 - z) * h + z * self.h(x)
+        return h, h
+
+
+class GRUWithHead(nn.Module):
+    """torch.nn.GRUCell, dropout, and a per-step loss as the output (outputs='sum')."""
+
+    def __init__(self, i, h, dtype):
+        super().__init__()
+        self.cell, self.drop, self.head = nn.GRUCell(i, h, dtype=dtype), nn.Dropout(0.25), nn.Linear(h, 3, dtype=dtype)
+
+    def forward(self, h, x):
+        h = self.cell(x, h)
+        return h, self.head(self.drop(h)).pow(2).mean()
+
+
+def make(kind, dtype, I=3, H=5, B=4):
+    torch.manual_seed(0)
+    if kind == "layernorm_lstm":
+        m = LayerNormLSTM(I, H, dtype)
+        carry = (torch.randn(B, H, dtype=dtype), torch.zeros(B, H, dtype=dtype))
+    elif kind == "min_gru":
+        m = MinGRU(I, H, dtype)
+        carry = torch.randn(B, H, dtype=dtype)
+    else:
+        m = GRUWithHead(I, H, dtype)
+        carry = torch.randn(B, H, dtype=dtype)
+    return m, carry
+
+
+def plain(step, carry, xs, outputs):
+    ys, total = [], None
+    for t in range(xs.shape[0]):
+        carry, y = step(carry, xs[t])
+        ys.append(y)
+        total = y if total is None else total + y
+    return carry, (torch.stack(ys) if outputs == "stack" else total)
+
+
+def loss_of(carry, ys):
+    leaves = list(carry) if isinstance(carry, tuple) else [carry]
+    return (ys * 1.5).pow(2).sum() + sum(c.sin().sum() for c in leaves)
+
+
+def gradients(kind, dtype, policy, memory, T=40, seed=11):
+    m, carry = make(kind, dtype)
+    outputs = "sum" if kind == "gru_dropout_sum" else "stack"
+    xs = torch.randn(T, 4, 3, dtype=dtype, generator=torch.Generator().manual_seed(1)).requires_grad_()
+    leaves = list(carry) if isinstance(carry, tuple) else [carry]
+    for c in leaves:
+        c.requires_grad_()
+    torch.manual_seed(seed)
+    st = ScanStats()
+    if policy == "loop":
+        final, ys = plain(m, carry, xs, outputs)
+    else:
+        final, ys = scan(m, carry, xs, memory=memory, policy=policy, outputs=outputs, stats=st)
+    after_forward = torch.rand(3)
+    loss_of(final, ys).backward()
+    grads = [xs.grad] + [c.grad for c in leaves] + [p.grad for p in m.parameters()]
+    return ys.detach(), grads, after_forward, st
+
+
+KINDS = ["layernorm_lstm", "min_gru", "gru_dropout_sum"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_matches_plain_autograd_and_every_policy_is_bitwise_full(kind, dtype):
+    ref_y, ref_g, ref_rng, _ = gradients(kind, dtype, "loop", None)
+    full = None
+    for policy, memory in POLICY_MEMORY:
+        y, g, rng, st = gradients(kind, dtype, policy, memory)
+        torch.testing.assert_close(y, ref_y, **TOL[dtype])
+        assert len(g) == len(ref_g)
+        for a, b in zip(g, ref_g):
+            torch.testing.assert_close(a, b, **TOL[dtype])
+        assert torch.equal(rng, ref_rng), "the generators after the scan's forward are not the plain loop's"
+        assert st.forward_steps == st.plan.forward_steps and st.backward_steps == 40
+        assert st.peak_bytes <= st.budget_bytes
+        if policy != "full":
+            assert st.forward_steps > 40, policy
+        if full is None:
+            full = (y, g)
+        else:
+            assert torch.equal(y, full[0]) and all(torch.equal(a, b) for a, b in zip(g, full[1])), policy
+
+
+def test_budget_in_bytes_is_held_and_too_small_is_named():
+    m, carry = make("layernorm_lstm", torch.float64)
+    xs = torch.randn(200, 4, 3, dtype=torch.float64)
+    st = ScanStats()
+    final, ys = scan(m, carry, xs, memory="5%", stats=st)
+    assert st.plan.policy == "msm" and st.budget_bytes == pytest.approx(0.05 * st.plain_bytes)
+    ys.sum().backward()
+    assert 0 < st.peak_bytes <= st.budget_bytes
+    budget = int(st.budget_bytes)
+    st2 = ScanStats()
+    scan(m, carry, xs, memory=budget, stats=st2)[1].sum().backward()
+    assert st2.peak_bytes <= budget and st2.forward_steps == st.forward_steps
+    with pytest.raises(ValueError, match=r"scan: memory budget 100 bytes for 200 steps .* below the least"):
+        scan(m, carry, xs, memory=100)
+
+
+def test_no_grad_is_the_plain_loop_and_parameters_get_one_accumulation():
+    m, carry = make("min_gru", torch.float64)
+    xs = torch.randn(30, 4, 3, dtype=torch.float64)
+    with torch.no_grad():
+        final, ys = scan(m, carry, xs, memory="10%")
+    ref_final, ref_ys = plain(m, carry, xs, "stack")
+    assert torch.equal(final, ref_final) and torch.equal(ys, ref_ys) and ys.grad_fn is None
+    calls = []
+    m.z.weight.register_hook(lambda g: calls.append(1))
+    scan(m, carry, xs, memory="10%")[1].sum().backward()
+    assert calls == [1]  # once per scan, not once per step
+
+
+def test_tuple_carry_dict_xs_and_nested_outputs():
+    torch.manual_seed(0)
+    lin = nn.Linear(4, 2, dtype=torch.float64)
+
+    def step(carry, x):
+        a, b = carry
+        a = torch.tanh(lin(torch.cat([a, x["u"]], -1)) + b)
+        return (a, b * x["v"]), {"a": a, "s": a.sum(-1)}
+
+    carry = (torch.zeros(3, 2, dtype=torch.float64), torch.ones(3, 2, dtype=torch.float64, requires_grad=True))
+    xs = {"u": torch.randn(25, 3, 2, dtype=torch.float64, requires_grad=True),
+          "v": torch.rand(25, 3, 1, dtype=torch.float64) + 0.5}
+    final, ys = scan(step, carry, xs, memory="20%")
+    assert set(ys) == {"a", "s"} and ys["a"].shape == (25, 3, 2) and ys["s"].shape == (25, 3)
+    (ys["a"].sum() + ys["s"].pow(2).sum() + final[1].sum()).backward()
+    got = [xs["u"].grad.clone(), carry[1].grad.clone(), lin.weight.grad.clone()]
+    xs["u"].grad = carry[1].grad = lin.weight.grad = lin.bias.grad = None
+    c, outs = carry, []
+    for t in range(25):
+        c, y = step(c, {"u": xs["u"][t], "v": xs["v"][t]})
+        outs.append(y)
+    (torch.stack([o["a"] for o in outs]).sum() + torch.stack([o["s"] for o in outs]).pow(2).sum() + c[1].sum()).backward()
+    for a, b in zip(got, [xs["u"].grad, carry[1].grad, lin.weight.grad]):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_errors():
+    lin = nn.Linear(2, 2)
+    xs = torch.randn(5, 2)
+    h = torch.zeros(2)
+    cases = [
+        (ValueError, "changed the carry's structure", lambda: scan(lambda c, x: ((c, c), c), h, xs)),
+        (ValueError, "step 1 changed the carry's shapes or dtypes", lambda: scan(lambda c, x: (lin(x)[:1], c), h, xs)),
+        (ValueError, "changed the carry's shapes or dtypes", lambda: scan(lambda c, x: (lin(c + x).double(), c), h, xs)),
+        (ValueError, "outputs='stack' needs one structure and shape",
+         lambda: scan(lambda c, x: (lin(c + x), torch.zeros(int(c.abs().sum() * 1e6) % 3 + 1)), h, xs)),
+        (ValueError, "xs is empty", lambda: scan(lambda c, x: (lin(c + x), c), h, torch.zeros(0, 2))),
+        (ValueError, "outputs='all' is not allowed", lambda: scan(lambda c, x: (c, c), h, xs, outputs="all")),
+        (TypeError, "must return a pair", lambda: scan(lambda c, x: lin(c + x), h, xs)),
+        (ValueError, "unknown unit", lambda: scan(lambda c, x: (lin(c + x), c), h, xs, memory="5 bananas")),
+        (ValueError, "same first dimension", lambda: scan(lambda c, x: (c, c), h, (xs, torch.zeros(4, 2)))),
+    ]
+    for exc, match, call in cases:
+        with pytest.raises(exc, match=match):
+            call()
+
+
+def test_captured_non_leaf_is_named():
+    lin = nn.Linear(2, 2)
+    w = lin.weight * 2  # requires grad, not a leaf
+
+    def step(c, x):
+        c = torch.tanh(c @ w + x)
+        return c, c
+
+    with pytest.raises(RuntimeError, match="computed before the scan"):
+        scan(step, torch.zeros(3, 2), torch.randn(6, 3, 2), memory=None)[1].sum().backward()
