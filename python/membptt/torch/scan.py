@@ -19,8 +19,9 @@ How it runs the planner's schedule (include/membptt/schedule/op.hpp):
 The first sweep (everything before the first backward step) runs in the forward pass and produces
 each output once; the rest runs in the backward pass: the forward steps of both are the plan's
 cost. Sizes for the planner are measured on a probe step (autograd's saved tensors through
-``torch.autograd.graph.saved_tensors_hooks``: alpha = (saved bytes + a carry) / a carry), once per
-step function and shapes. Randomness inside the step (dropout) is reproduced on recomputation: the
+``torch.autograd.graph.saved_tensors_hooks``: alpha = (saved bytes + a carry) / a carry), and the
+step's costs too (an advance against a recorded step's backward: beta, for the predicted time), once
+per step function and shapes: a few extra steps the first time, none after. Randomness inside the step (dropout) is reproduced on recomputation: the
 generator's state is kept with every stored state, as ``torch.utils.checkpoint`` does, and after
 the scan's forward the generators stand where the plain loop leaves them; the backward pass puts
 them back where it found them.
@@ -33,6 +34,7 @@ and is not a leaf (computed before the scan) cannot be found that way; pass it i
 from __future__ import annotations
 
 import math
+import time
 import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Sequence, Union
@@ -124,6 +126,7 @@ class _Probe:
     params: list
     carry_bytes: int
     record_bytes: int
+    beta: float  # measured: a recorded step's backward over an advance (the planner's time model)
 
 
 _probes: "weakref.WeakKeyDictionary[Any, dict]" = weakref.WeakKeyDictionary()
@@ -158,7 +161,43 @@ def _probe(step, carry_leaves, carry_spec, x_leaves, x_spec, rng: _Rng) -> _Prob
     counter.skip |= {p.data_ptr() for p in params}
     record = _SavedBytes(counter.skip)
     record.seen = {k: v for k, v in counter.seen.items() if k[0] not in counter.skip}
-    return _Probe(params, sum(_nbytes(c) for c in carry_leaves), record.total(out_carry))
+    beta = _measure_beta(step, carry_leaves, carry_spec, xin, x_spec, params, rng)
+    return _Probe(params, sum(_nbytes(c) for c in carry_leaves), record.total(out_carry), beta)
+
+
+def _measure_beta(step, carry_leaves, carry_spec, x_leaves, x_spec, params, rng: _Rng, reps: int = 3) -> float:
+    """Times step 1 as an advance (no graph) and as a recorded step's backward, medians of reps (the
+    command line's calibration, exec/calibrate.hpp, in small): beta = backward / advance."""
+    def advance():
+        with torch.no_grad():
+            _call(step, carry_leaves, carry_spec, x_leaves, x_spec)
+
+    def backward():
+        cin = [_grad_leaf(c) for c in carry_leaves]
+        with torch.enable_grad():
+            out, y, _ = _call(step, cin, carry_spec, x_leaves, x_spec)
+            outs = [v for v in out + (y or []) if v.requires_grad]
+            wrt = [c for c in cin if c.requires_grad] + [p for p in params if p.requires_grad]
+            t0 = time.perf_counter()
+            if outs and wrt:
+                # (retain_graph: a graph the step reaches outside itself stays for the scan to report)
+                torch.autograd.grad(outs, wrt, [torch.ones_like(v) for v in outs], allow_unused=True, retain_graph=True)
+            return time.perf_counter() - t0
+
+    def median(f):
+        times = []
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            r = f()
+            times.append(r if r is not None else time.perf_counter() - t0)
+        return sorted(times)[reps // 2]
+
+    state = rng.get()
+    try:
+        fwd, bwd = median(advance), median(backward)
+    finally:
+        rng.set(state)
+    return min(max(bwd / fwd, 0.1), 100.0) if fwd > 0 else 2.0
 
 
 def _grad_leaf(t: torch.Tensor) -> torch.Tensor:
@@ -406,7 +445,7 @@ def _budget_bytes(memory, plain_bytes: int) -> float:
 
 
 def scan(step: Callable, carry, xs, *, memory: Union[str, float, None] = None, policy: str = "auto",
-         outputs: str = "stack", params: Optional[Sequence[torch.Tensor]] = None, beta: float = 2.0,
+         outputs: str = "stack", params: Optional[Sequence[torch.Tensor]] = None, beta: Optional[float] = None,
          preserve_rng_state: bool = True, stats: Optional[ScanStats] = None):
     """Runs ``carry, y_t = step(carry, x_t)`` over ``xs``'s first dimension; returns (final carry,
     outputs): the y_t stacked along a new first dimension (``outputs="stack"``), summed over the
@@ -416,7 +455,8 @@ def scan(step: Callable, carry, xs, *, memory: Union[str, float, None] = None, p
     passes: bytes (``"64MiB"``, a number) or a share of plain autograd's memory over the scan
     (``"5%"``); None: plain autograd's (no recomputation). policy: ``"auto"`` or one of
     ``membptt.POLICIES``. params: the tensors the step uses that need gradients (default: found on
-    a probe step). beta: a backward step's cost in forward steps, for the planner.
+    a probe step). beta: a backward step's cost in forward steps, for the planner's predicted time
+    (None: measured on the probe step; it never changes which plan is best).
     preserve_rng_state: replay the generators on recomputation (as torch.utils.checkpoint).
     stats: a ScanStats to fill (plan, sizes, forward steps, peak bytes held).
 
@@ -461,7 +501,8 @@ def scan(step: Callable, carry, xs, *, memory: Union[str, float, None] = None, p
     plain_bytes = T * record_bytes
     budget = _budget_bytes(memory, plain_bytes)
     try:
-        p = make_plan(T, min(budget, float(plain_bytes)), alpha=record_bytes / carry_bytes, policy=policy, beta=beta,
+        p = make_plan(T, min(budget, float(plain_bytes)), alpha=record_bytes / carry_bytes, policy=policy,
+                      beta=probe.beta if beta is None else beta,
                       unit="bytes", hidden_bytes=carry_bytes)
     except ValueError as e:
         raise ValueError(f"scan: memory budget {budget:.0f} bytes for {T} steps (a carry is {carry_bytes} bytes, a "
