@@ -241,17 +241,34 @@ def test_dropped_graph_and_second_backward():
     assert m.last_stats.forward_steps == steps
 
 
-def test_threads_follow_torch():
-    old = torch.get_num_threads()
+def test_threads_follow_torch_during_calls_only():
+    from membptt.torch import function
+    L = _lib.lib()
+    old, before = torch.get_num_threads(), L.membptt_num_threads()
+    seen = []
+    real = L.membptt_rnn_forward
+
+    class Spy:  # sees the BLAS's count while membptt computes
+        def __call__(self, *args):
+            seen.append(L.membptt_num_threads())
+            return real(*args)
+
     try:
         torch.set_num_threads(1)
+        L.membptt_rnn_forward = Spy()
         m = mt.LSTM(3, 4)
         m(torch.randn(5, 1, 3, requires_grad=True))[0].sum().backward()
-        assert _lib.lib().membptt_num_threads() == 1
+        mt.set_num_threads(2)
+        m(torch.randn(5, 1, 3, requires_grad=True))[0].sum().backward()
     finally:
+        L.membptt_rnn_forward = real
+        mt.set_num_threads(None)
         torch.set_num_threads(old)
+    assert seen == [1, 2]
+    assert L.membptt_num_threads() == before  # PyTorch's own products keep their BLAS setting
     with pytest.raises(ValueError, match="number of threads 0"):
         mt.set_num_threads(0)
+    assert function._threads is None
 
 
 @pytest.mark.parametrize("kwargs,match", [

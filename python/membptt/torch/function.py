@@ -3,10 +3,12 @@
 ``forward`` runs the plan up to its first backward step: each step once, the outputs written, the
 plan's stored states kept in a membptt_pass; ``backward`` runs the rest of the plan with the output
 gradients (the executor's module form, include/membptt/exec/basic_executor.hpp). Tensors cross as
-pointers to contiguous, time-major CPU memory. ctypes releases the GIL during each call.
+pointers to contiguous, time-major CPU memory. ctypes releases the GIL during each call; the BLAS
+runs at PyTorch's thread count during it (set_num_threads).
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 from dataclasses import dataclass
 from typing import Optional
@@ -23,18 +25,33 @@ def _ptr(t: Optional[torch.Tensor]):
     return None if t is None else ctypes.c_void_p(t.data_ptr())
 
 
-def set_num_threads(n: int) -> None:
-    """Threads of the BLAS the cells run on. membptt.torch sets it to ``torch.get_num_threads()``
-    before each call, so that the cells and PyTorch's own operations use the same cores; call
-    ``torch.set_num_threads`` to change both."""
-    _lib.check(_lib.lib().membptt_set_num_threads(int(n)))
+_threads: Optional[int] = None  # set_num_threads's count; None: follow torch.get_num_threads()
 
 
-def _match_threads() -> None:
-    n = torch.get_num_threads()
+def set_num_threads(n: Optional[int]) -> None:
+    """Threads of the BLAS the cells run on during membptt's calls. By default membptt follows
+    ``torch.get_num_threads()`` (PyTorch's intra-op threads, idle while a membptt call runs, so the
+    two never compete); n sets a count of its own (None: follow PyTorch again). The BLAS's setting
+    is put back after each call: PyTorch's own matrix products, which may share the same OpenBLAS,
+    are not changed. docs/benchmarks.md has the measurements."""
+    global _threads
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 4096):
+        raise ValueError(f"number of threads {n!r} is not allowed: allowed is 1 to 4096, or None")
+    _threads = n
+
+
+@contextlib.contextmanager
+def _blas_threads():
+    """The BLAS at membptt's thread count for one call, then as it was."""
     L = _lib.lib()
-    if L.membptt_num_threads() != n:
-        _lib.check(L.membptt_set_num_threads(n))
+    want, before = _threads or torch.get_num_threads(), L.membptt_num_threads()
+    if want != before:
+        _lib.check(L.membptt_set_num_threads(want))
+    try:
+        yield
+    finally:
+        if want != before:
+            L.membptt_set_num_threads(before)
 
 
 @dataclass(frozen=True)
@@ -86,9 +103,9 @@ class RnnHandle:
         T, B = x.shape[0], x.shape[1]
         y = torch.empty(T, B, hidden_size, dtype=x.dtype)
         carry_n = torch.empty(carry_count, dtype=x.dtype)
-        _match_threads()
-        _lib.check(_lib.lib().membptt_rnn_forward(self.ptr, T, B, _ptr(weights), _ptr(x), _ptr(carry0), _ptr(y),
-                                                  _ptr(carry_n), None))
+        with _blas_threads():
+            _lib.check(_lib.lib().membptt_rnn_forward(self.ptr, T, B, _ptr(weights), _ptr(x), _ptr(carry0), _ptr(y),
+                                                      _ptr(carry_n), None))
         return y, carry_n
 
 
@@ -116,9 +133,9 @@ def _start_pass(handle: RnnHandle, w: torch.Tensor, xc: torch.Tensor, c0: Option
                 carry_n: torch.Tensor) -> _Pass:
     """The forward part of a training pass: writes y and carry_n, returns the pass to backpropagate."""
     ptr = ctypes.c_void_p()
-    _match_threads()
-    _lib.check(_lib.lib().membptt_rnn_forward(handle.ptr, xc.shape[0], xc.shape[1], _ptr(w), _ptr(xc), _ptr(c0),
-                                              _ptr(y), _ptr(carry_n), ctypes.byref(ptr)))
+    with _blas_threads():
+        _lib.check(_lib.lib().membptt_rnn_forward(handle.ptr, xc.shape[0], xc.shape[1], _ptr(w), _ptr(xc), _ptr(c0),
+                                                  _ptr(y), _ptr(carry_n), ctypes.byref(ptr)))
     return _Pass(ptr, handle)
 
 
@@ -168,9 +185,9 @@ class RnnFunction(torch.autograd.Function):
         dw = torch.empty(ctx.pass_.owner.weight_count, dtype=x.dtype) if want_w else None
         dy = None if dy is None else dy.contiguous()
         dcarry_n = None if dcarry_n is None else dcarry_n.contiguous()
-        _match_threads()
-        _lib.check(_lib.lib().membptt_pass_backward(ctx.pass_.ptr, _ptr(w), _ptr(dy),
-                                                    _ptr(dcarry_n), _ptr(dx), _ptr(dc0), _ptr(dw)))
+        with _blas_threads():
+            _lib.check(_lib.lib().membptt_pass_backward(ctx.pass_.ptr, _ptr(w), _ptr(dy),
+                                                        _ptr(dcarry_n), _ptr(dx), _ptr(dc0), _ptr(dw)))
         ctx.module._last_stats = ctx.pass_.stats()
         ctx.pass_.free()  # the executor goes back to the handle for the next pass
         grads = [None] * len(weights)
