@@ -92,6 +92,9 @@ def main():
     ids = torch.tensor([stoi[c] for c in text])
     split = len(ids) * 9 // 10  # the last 10% is held out
     n = split // a.batch  # stream length
+    if n < 2:
+        p.error(f"--batch {a.batch} is too large for the first 90% of {a.data.name} ({split} characters): "
+                f"at most {split // 2}")
     if a.seq_len + 1 > n:
         p.error(f"--seq-len {a.seq_len} is too long for {a.batch} streams of the first 90% of {a.data.name}: "
                 f"at most {n - 1}")

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+import membptt
 import membptt.torch as mt
 
 
@@ -103,13 +104,25 @@ def main():
     p.add_argument("--seq-len", type=int, default=200)
     p.add_argument("--batch", type=int, default=8, help="the global batch, split between the processes")
     p.add_argument("--hidden", type=int, default=64)
-    p.add_argument("--memory", default="10%")
+    p.add_argument("--memory", default="10%", help="bytes (64MiB), a share (10%%) or none")
     p.add_argument("--check", action="store_true", help="compare the first step's gradients with one process's")
     p.add_argument("--nproc", type=int, help="start this many processes (instead of torchrun)")
     args = p.parse_args()
+    for name in ("steps", "seq_len", "batch", "hidden"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} {getattr(args, name)} is not allowed: at least 1")
+    if args.memory.lower() == "none":
+        args.memory = None
+    else:
+        try:
+            membptt.parse_budget(args.memory)
+        except ValueError as e:
+            p.error(f"--memory: {e}")
     if "RANK" not in os.environ:
-        if not args.nproc or args.nproc < 1:
+        if args.nproc is None:
             p.error("start it with torchrun --nproc_per_node N, or give --nproc N")
+        if args.nproc < 1:
+            p.error(f"--nproc {args.nproc} is not allowed: at least 1")
         sys.exit(launch(args.nproc))
     dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     rank, world = dist.get_rank(), dist.get_world_size()

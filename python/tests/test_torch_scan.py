@@ -138,8 +138,13 @@ def test_budget_in_bytes_is_held_and_too_small_is_named():
     st2 = ScanStats()
     scan(m, carry, xs, memory=budget, stats=st2)[1].sum().backward()
     assert st2.peak_bytes <= budget and st2.forward_steps == st.forward_steps
-    with pytest.raises(ValueError, match=r"scan: memory budget 100 bytes for 200 steps .* below the least"):
+    with pytest.raises(ValueError, match=r"scan: memory budget 100 bytes is below the least in which policy msm runs "
+                                         r"200 steps: \d+ bytes"):
         scan(m, carry, xs, memory=100)
+    # A share of a short scan below the least that works is raised to that least.
+    st3 = ScanStats()
+    scan(m, carry, xs[:3], memory="5%", stats=st3)[1].sum().backward()
+    assert st3.budget_bytes > 0.05 * st3.plain_bytes and st3.peak_bytes <= st3.budget_bytes
 
 
 def test_no_grad_is_the_plain_loop_and_parameters_get_one_accumulation():
@@ -200,6 +205,17 @@ def test_errors():
     for exc, match, call in cases:
         with pytest.raises(exc, match=match):
             call()
+
+
+def test_the_loop_without_gradients_checks_as_the_scan_does():
+    lin = nn.Linear(2, 2)
+    with torch.no_grad():
+        with pytest.raises(ValueError, match="returned y_t None with outputs='stack'"):
+            scan(lambda c, x: (lin(c + x), None), torch.zeros(2), torch.randn(5, 2))
+        with pytest.raises(ValueError, match="step 1 changed the carry's shapes"):
+            scan(lambda c, x: (torch.cat([c, c]), c), torch.zeros(2), torch.randn(5, 2))
+        with pytest.raises(ValueError, match="policy 'bogus' is not allowed"):
+            scan(lambda c, x: (c, c), torch.zeros(2), torch.randn(5, 2), policy="bogus")
 
 
 def test_captured_non_leaf_is_named():

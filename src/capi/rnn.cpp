@@ -2,6 +2,7 @@
 // executor's module form (BasicExecutor::forward / backward) over caller-owned buffers, with the
 // plan for each (length, batch) made once and an executor kept for reuse, so that steady training
 // allocates nothing.
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <map>
@@ -164,15 +165,20 @@ class Rnn : public std::enable_shared_from_this<Rnn<T>> {
     if (auto it = plans_.find(key); it != plans_.end()) return it->second;
     const StateSizes sizes = state_sizes(with_batch(b), sizeof(T));
     const double plain = static_cast<double>(sizes.plain_bptt_bytes(length));
-    const double budget = budget_ ? budget_->bytes(sizes, length) : plain;
-    Planned planned{std::make_shared<const Plan>(plan_in(length, b, budget, sizes)), budget, plain};
+    double budget = budget_ ? budget_->bytes(sizes, length) : plain;
+    auto plan = std::make_shared<const Plan>(plan_in(length, b, budget, sizes));
+    Planned planned{std::move(plan), budget, plain};
     if (plans_.size() >= kPlansKept) plans_.clear();  // lengths that keep changing: plan anew
     plans_.emplace(key, planned);
     return planned;
   }
 
-  // plan_for_bytes, whose message names a share as the user wrote it.
-  Plan plan_in(std::int64_t length, int batch, double budget, const StateSizes& sizes) const {
+  // plan_for_bytes. A share is of this sequence's plain BPTT memory; where it falls below the least
+  // that works (short sequences: the fixed workspace outweighs 5% of little), it is raised to that
+  // least, so that a share never fails on a short batch; bytes are a limit and fail, naming it.
+  Plan plan_in(std::int64_t length, int batch, double& budget, const StateSizes& sizes) const {
+    if (budget_ && budget_->percent)
+      budget = std::max(budget, least_bytes(policy_.value_or(Policy::Msm), length, sizes));
     try {
       return plan_for_bytes(policy_, length, budget, sizes, beta_);
     } catch (const PlanError& e) {

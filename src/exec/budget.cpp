@@ -35,7 +35,10 @@ std::string bytes_text(double b) {
 
 }  // namespace
 
-BudgetSpec parse_budget(const std::string& text) {
+BudgetSpec parse_budget(const std::string& given) {
+  // Blanks around the budget are dropped (" 5%", "1 GiB "), as around the tool's numeric options.
+  const std::size_t first = given.find_first_not_of(" \t"), last = given.find_last_not_of(" \t");
+  const std::string text = first == std::string::npos ? std::string() : given.substr(first, last - first + 1);
   const std::string allowed =
       "a number of bytes with an optional unit (B; KB, MB, GB, TB: powers of 1000; KiB, MiB, GiB, TiB or K, M, G, T: "
       "powers of 1024) or a percentage of plain BPTT's memory such as 5%";

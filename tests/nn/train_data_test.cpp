@@ -253,8 +253,11 @@ TEST(TrainBudget, ParsesUnitsAndPercent) {
   EXPECT_THROW((void)parse_budget("12QB"), PlanError);
   EXPECT_THROW((void)parse_budget("-1MiB"), PlanError);
   EXPECT_THROW((void)parse_budget("lots"), PlanError);
-  for (const char* bad : {"", "abc", " 5%", "0x10", "5 parsecs", "-3MiB", "nan", "inf", "1e400", "1e300TiB", "1e400%"})
+  for (const char* bad : {"", "  ", "abc", "5 %x", "0x10", "5 parsecs", "-3MiB", "nan", "inf", "1e400", "1e300TiB", "1e400%"})
     EXPECT_THROW((void)parse_budget(bad), PlanError) << bad;
+  // Blanks around a budget are dropped, as around the tool's numeric options.
+  EXPECT_EQ(parse_budget(" 5% ").value, 5.0);
+  EXPECT_EQ(parse_budget("\t1 GiB ").value, 1024.0 * 1024 * 1024);
   // Terabytes (issue 11): TB is 10^12; TiB and the bare T (as memory limits are written) 2^40.
   EXPECT_EQ(parse_budget("1TB").value, 1e12);
   EXPECT_EQ(parse_budget("1TiB").value, 1024.0 * 1024 * 1024 * 1024);

@@ -7,7 +7,9 @@ and outputs, unbatched input included. Two arguments more:
 
 - ``memory``: the most bytes the layer may hold between forward and backward for its activations
   (the plan's stored states and a fixed workspace): bytes (``"64MiB"``, ``"500KB"``, ``2**26``) or a
-  share of plain BPTT's memory for the sequence at hand (``"5%"``). ``None``: plain BPTT.
+  share of plain BPTT's memory for the sequence at hand (``"5%"``; raised to the least that works
+  on a sequence too short for it; bytes are a limit, and a sequence they cannot hold is a
+  ValueError naming that least). ``None``: plain BPTT. May be changed between calls.
 - ``policy``: ``"auto"`` (plain BPTT when the budget holds it, else BPTT-MSM, the paper's best),
   or one of ``membptt.POLICIES``.
 
@@ -82,15 +84,12 @@ class _RecurrentBase(nn.Module):
         if dropout > 0:
             warnings.warn("dropout option adds dropout after all but last recurrent layer, so non-zero dropout "
                           f"expects num_layers greater than 1, but got dropout={dropout} and num_layers={num_layers}")
-        if not isinstance(policy, str) or policy not in ("auto", *POLICIES):
-            raise ValueError(f"policy {policy!r} is not allowed: use 'auto' or one of {', '.join(POLICIES)}")
-        if isinstance(beta, bool) or not isinstance(beta, numbers.Real) or not 0 <= beta <= 1e6:
-            raise ValueError(f"beta {beta!r} is not allowed: the cost of a backward step in forward steps, 0 to 1e+06")
         self.mode = _NAMES[self._cell]
         self.input_size, self.hidden_size, self.num_layers = int(input_size), int(hidden_size), int(num_layers)
         self.bias, self.batch_first, self.dropout = True, bool(batch_first), float(dropout)
         self.bidirectional, self.proj_size = False, 0
-        self.memory, self.policy, self.beta = _budget_text(memory), policy, float(beta)
+        self._handles: dict[torch.dtype, RnnHandle] = {}
+        self.memory, self.policy, self.beta = memory, policy, beta
         factory = {"device": device, "dtype": dtype}
         gate_size = _GATES[self._cell] * hidden_size
         self._flat_weights_names = []
@@ -101,7 +100,6 @@ class _RecurrentBase(nn.Module):
                                  (f"bias_ih_l{layer}", (gate_size,)), (f"bias_hh_l{layer}", (gate_size,))):
                 setattr(self, pname, nn.Parameter(torch.empty(shape, **factory)))
                 self._flat_weights_names.append(pname)
-        self._handles: dict[torch.dtype, RnnHandle] = {}
         self._last_stats: Optional[PassStats] = None
         self.reset_parameters()
 
@@ -147,6 +145,44 @@ class _RecurrentBase(nn.Module):
         return state
 
     # -- membptt ----------------------------------------------------------------------------------
+    # memory, policy and beta may be changed between calls: the next call plans with the new value.
+    @property
+    def memory(self) -> Optional[str]:
+        """The budget as the C API reads it ("64MiB", "5%", bytes as a number's text), or None."""
+        return self._memory
+
+    @memory.setter
+    def memory(self, value) -> None:
+        self._memory = _budget_text(value)
+        self._handles = {}
+
+    @property
+    def policy(self) -> str:
+        return self._policy
+
+    @policy.setter
+    def policy(self, value: str) -> None:
+        if not isinstance(value, str) or value not in ("auto", *POLICIES):
+            raise ValueError(f"policy {value!r} is not allowed: use 'auto' or one of {', '.join(POLICIES)}")
+        self._policy = value
+        self._handles = {}
+
+    @property
+    def beta(self) -> float:
+        return self._beta
+
+    @beta.setter
+    def beta(self, value: float) -> None:
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value <= 1e6:
+            raise ValueError(f"beta {value!r} is not allowed: the cost of a backward step in forward steps, 0 to 1e+06")
+        self._beta = float(value)
+        self._handles = {}
+
+    def __prepare_scriptable__(self):
+        raise RuntimeError(f"membptt.torch.{self.mode} cannot be compiled by TorchScript: its forward calls membptt's "
+                           "library through ctypes; script the modules around it, or use torch.nn."
+                           f"{self.mode} for a scripted model")
+
     @property
     def last_stats(self) -> Optional[PassStats]:
         """The executor's counts for the last backward pass (None before one): forward steps (the
@@ -172,6 +208,9 @@ class _RecurrentBase(nn.Module):
     # -- forward ----------------------------------------------------------------------------------
     def _check_input(self, input: torch.Tensor, weights: list[torch.Tensor]) -> None:
         name = self.mode
+        if torch.jit.is_tracing() or torch.jit.is_scripting():
+            raise RuntimeError(f"membptt.torch.{name} cannot be traced or scripted by TorchScript: its forward calls "
+                               f"membptt's library through ctypes; use torch.nn.{name} in a traced model")
         if isinstance(input, PackedSequence):
             raise ValueError(f"membptt.torch.{name}: PackedSequence input is not supported yet: pass a padded "
                              "tensor (torch.nn.utils.rnn.pad_packed_sequence) or sequences of one length")
@@ -223,6 +262,12 @@ class _RecurrentBase(nn.Module):
         self._check_hidden(hx, shape, "hidden", input)
         return hx.reshape(-1)
 
+    def _empty_outputs(self, x: torch.Tensor, T: int):
+        L, H = self.num_layers, self.hidden_size
+        y = x.new_zeros((0, T, H) if self.batch_first else (T, 0, H))
+        h = x.new_zeros(L, 0, H)
+        return (y, (h, h.clone())) if self._cell == "lstm" else (y, h)
+
     def forward(self, input: torch.Tensor, hx=None):
         weights = self._flat_weights
         self._check_input(input, weights)
@@ -232,6 +277,8 @@ class _RecurrentBase(nn.Module):
             x = x.transpose(0, 1)
         T, B = x.shape[0], x.shape[1]
         carry0 = self._carry0(hx, input, B, batched)
+        if B == 0:  # an empty batch, as torch.nn's modules take it: empty outputs
+            return self._empty_outputs(x, T)
         handle = self._handle(input.dtype)
         C = self._carry_count(B)
         train = torch.is_grad_enabled() and (x.requires_grad or (carry0 is not None and carry0.requires_grad)

@@ -42,7 +42,7 @@ from typing import Any, Callable, Optional, Sequence, Union
 import torch
 from torch.utils import _pytree as pytree
 
-from ..planner import OP_NAMES, Plan, parse_budget, plan as make_plan
+from ..planner import OP_NAMES, POLICIES, Plan, least_budget, parse_budget, plan as make_plan
 
 ADVANCE, ADVANCE_HIDDEN, ADVANCE_RECORD, BACKWARD, RESTORE, POP = range(len(OP_NAMES))
 _OUTPUT_MODES = ("stack", "sum", "none")
@@ -233,6 +233,46 @@ class _Entry:
         self.inputs, self.xs, self.y = inputs, xs, y
 
 
+def _check_carry(sig, leaves, t: int) -> None:
+    got = _signature(leaves)
+    if got != sig:
+        raise ValueError(f"scan: step {t} changed the carry's shapes or dtypes: from {[s[:2] for s in sig]} to "
+                         f"{[s[:2] for s in got]}")
+
+
+class _Outputs:
+    """The y_t of the first sweep (of the loop, without gradients): stacked, summed, or dropped."""
+
+    def __init__(self, mode: str):
+        self.mode, self.ys, self.total, self.spec = mode, [], None, None
+
+    def emit(self, t: int, y, y_spec) -> None:
+        if self.mode == "none":
+            return
+        if y is None:
+            raise ValueError(f"scan: step {t} returned y_t None with outputs={self.mode!r}; use outputs='none'")
+        y = [v.detach() for v in y]
+        if self.spec is None:
+            self.spec = y_spec
+        elif y_spec != self.spec or (self.mode == "stack" and [v.shape for v in y] != [v.shape for v in self.ys[0]]):
+            raise ValueError(f"scan: step {t} returned outputs {[tuple(v.shape) for v in y]}, step 1 "
+                             f"{[tuple(v.shape) for v in (self.ys[0] if self.ys else self.total)]}: outputs="
+                             f"{self.mode!r} needs one structure and shape")
+        if self.mode == "stack":
+            self.ys.append(y)
+        else:
+            self.total = y if self.total is None else [a + b for a, b in zip(self.total, y)]
+
+    def leaves(self) -> list:
+        """The outputs' leaves (and forgets the steps')."""
+        if self.mode == "stack":
+            out = [torch.stack([y[i] for y in self.ys]) for i in range(len(self.ys[0]))]
+        else:
+            out = self.total or []
+        self.ys, self.total = [], None
+        return out
+
+
 class _Run:
     """One scan's schedule: run up to its first backward step in the forward pass, the rest in the
     backward pass. Slot 0 is the caller's initial carry (not counted: it exists anyway)."""
@@ -245,43 +285,17 @@ class _Run:
         self.skip = {p.data_ptr() for p in params if p.numel()} | {x.data_ptr() for x in x_leaves if x.numel()}
         self.slots: dict[int, _Entry] = {}
         self.held = 0
-        self.ys: list = []          # "stack": y_t leaves of the first sweep, in order
-        self.total = None           # "sum": their sum
-        self.y_spec = None
-
-    # -- the first sweep's outputs
-    def emit(self, t: int, y, y_spec) -> None:
-        if self.outputs == "none":
-            return
-        if y is None:
-            raise ValueError(f"scan: step {t} returned y_t None with outputs={self.outputs!r}; use outputs='none'")
-        y = [v.detach() for v in y]
-        if self.y_spec is None:
-            self.y_spec = y_spec
-        elif y_spec != self.y_spec or (self.outputs == "stack" and [v.shape for v in y] != [v.shape for v in self.ys[0]]):
-            raise ValueError(f"scan: step {t} returned outputs {[tuple(v.shape) for v in y]}, step 1 "
-                             f"{[tuple(v.shape) for v in (self.ys[0] if self.ys else self.total)]}: outputs="
-                             f"{self.outputs!r} needs one structure and shape")
-        if self.outputs == "stack":
-            self.ys.append(y)
-        else:
-            self.total = y if self.total is None else [a + b for a, b in zip(self.total, y)]
+        self.out = _Outputs(outputs)  # the first sweep's y_t
 
     def x_at(self, t: int) -> list[torch.Tensor]:
         return [x[t - 1] for x in self.x_leaves]
-
-    def check_carry(self, leaves, t: int) -> None:
-        got = _signature(leaves)
-        if got != self.sig:
-            raise ValueError(f"scan: step {t} changed the carry's shapes or dtypes: from "
-                             f"{[s[:2] for s in self.sig]} to {[s[:2] for s in got]}")
 
     def advance(self, carry, t: int, first_sweep: bool):
         with torch.no_grad():
             carry, y, y_spec = _call(self.step, carry, self.carry_spec, self.x_at(t), self.x_spec)
         if first_sweep:
-            self.check_carry(carry, t)
-            self.emit(t, y, y_spec)
+            _check_carry(self.sig, carry, t)
+            self.out.emit(t, y, y_spec)
         self.stats.forward_steps += 1
         return carry
 
@@ -292,8 +306,8 @@ class _Run:
         with torch.enable_grad(), counter.hooks():
             out, y, y_spec = _call(self.step, cin, self.carry_spec, xin, self.x_spec)
         if first_sweep:
-            self.check_carry(out, t)
-            self.emit(t, y, y_spec)
+            _check_carry(self.sig, out, t)
+            self.out.emit(t, y, y_spec)
         self.stats.forward_steps += 1
         self.push(slot, _Entry(t, out, self.rng.get(), counter.total(out), inputs=cin, xs=xin, y=y))
         return [c.detach() for c in out]
@@ -346,15 +360,7 @@ class _ScanFunction(torch.autograd.Function):
         run.slots[0] = _Entry(0, carry0, run.rng.get(), 0)
         final = run.run(carry0, True)
         run.rng_after_forward = run.rng.get()
-        if run.outputs == "stack":
-            out_y = [torch.stack([y[i] for y in run.ys]) for i in range(len(run.ys[0]))]
-            run.ys = []
-        elif run.outputs == "sum":
-            out_y = run.total
-            run.total = None
-        else:
-            out_y = []
-        run.n_y = len(out_y)
+        out_y = run.out.leaves()
         ctx.run = run
         ctx.mark_non_differentiable(*[v for v in [*final, *out_y] if not v.is_floating_point()])
         return (*final, *out_y)
@@ -489,6 +495,8 @@ def scan(step: Callable, carry, xs, *, memory: Union[str, float, None] = None, p
     """
     if outputs not in _OUTPUT_MODES:
         raise ValueError(f"scan: outputs={outputs!r} is not allowed: use one of {', '.join(_OUTPUT_MODES)}")
+    if not isinstance(policy, str) or policy not in ("auto", *POLICIES):
+        raise ValueError(f"scan: policy {policy!r} is not allowed: use 'auto' or one of {', '.join(POLICIES)}")
     carry_leaves, carry_spec = _flatten(carry, "carry")
     x_leaves, x_spec = _flatten(xs, "xs")
     if not carry_leaves:
@@ -523,12 +531,16 @@ def scan(step: Callable, carry, xs, *, memory: Union[str, float, None] = None, p
     plain_bytes = T * record_bytes  # plain autograd's (a share is of this)
     planned_plain = T * math.ceil(record_bytes / carry_bytes - 1e-9) * carry_bytes  # records as _plan counts them
     budget = _budget_bytes(memory, plain_bytes) if memory is not None else float(planned_plain)
-    try:
-        p = _plan(T, min(budget, float(planned_plain)), carry_bytes, record_bytes, policy,
-                  probe.beta if beta is None else beta)
-    except ValueError as e:
-        raise ValueError(f"scan: memory budget {budget:.0f} bytes for {T} steps (a carry is {carry_bytes} bytes, a "
-                         f"recorded step {record_bytes}): {e}") from None
+    alpha = math.ceil(record_bytes / carry_bytes - 1e-9)
+    least = least_budget(T, alpha, "msm" if policy == "auto" else policy) * carry_bytes
+    if isinstance(memory, str) and memory.strip().endswith("%"):
+        budget = max(budget, least)  # a share of a short scan below the least that works: that least
+    if budget < least:
+        raise ValueError(f"scan: memory budget {budget:.0f} bytes is below the least in which policy "
+                         f"{'msm' if policy == 'auto' else policy} runs {T} steps: {least:.0f} bytes (a carry is "
+                         f"{carry_bytes} bytes, a recorded step {record_bytes}; plain autograd holds {plain_bytes})")
+    p = _plan(T, min(budget, float(planned_plain)), carry_bytes, record_bytes, policy,
+              probe.beta if beta is None else beta)
     st = stats if stats is not None else ScanStats()
     st.plan, st.carry_bytes, st.record_bytes, st.budget_bytes, st.plain_bytes = p, carry_bytes, record_bytes, budget, plain_bytes
     st.forward_steps = st.backward_steps = st.peak_bytes = 0
@@ -540,20 +552,17 @@ def scan(step: Callable, carry, xs, *, memory: Union[str, float, None] = None, p
     final = pytree.tree_unflatten(list(flat[:len(carry_leaves)]), carry_spec)
     if outputs == "none":
         return final, None
-    return final, pytree.tree_unflatten(list(flat[len(carry_leaves):]), run.y_spec)
+    return final, pytree.tree_unflatten(list(flat[len(carry_leaves):]), run.out.spec)
 
 
 def _plain_loop(step, carry_leaves, carry_spec, x_leaves, x_spec, outputs):
-    """Without gradients: the loop itself."""
-    carry, ys, total, y_spec = carry_leaves, [], None, None
-    for t in range(x_leaves[0].shape[0]):
-        carry, y, y_spec = _call(step, carry, carry_spec, [x[t] for x in x_leaves], x_spec)
-        if outputs == "stack":
-            ys.append(y)
-        elif outputs == "sum":
-            total = y if total is None else [a + b for a, b in zip(total, y)]
+    """Without gradients: the loop itself, with the same checks."""
+    carry, out, sig = carry_leaves, _Outputs(outputs), _signature(carry_leaves)
+    for t in range(1, x_leaves[0].shape[0] + 1):
+        carry, y, y_spec = _call(step, carry, carry_spec, [x[t - 1] for x in x_leaves], x_spec)
+        _check_carry(sig, carry, t)
+        out.emit(t, y, y_spec)
     final = pytree.tree_unflatten(carry, carry_spec)
     if outputs == "none":
         return final, None
-    out = [torch.stack([y[i] for y in ys]) for i in range(len(ys[0]))] if outputs == "stack" else total
-    return final, pytree.tree_unflatten(out, y_spec)
+    return final, pytree.tree_unflatten(out.leaves(), out.spec)
