@@ -23,6 +23,20 @@ std::string& last_error() {
   thread_local std::string message;
   return message;
 }
+
+std::optional<Policy> policy_of(const char* name) {
+  if (name == nullptr || std::string(name) == "auto") return std::nullopt;
+  if (auto p = parse_policy(name)) return *p;
+  std::string allowed = "auto";
+  for (Policy p : kAllPolicies) allowed += ", " + std::string(policy_name(p));
+  throw PlanError("unknown policy '" + std::string(name) + "': allowed are " + allowed);
+}
+
+void check_length(std::int64_t length) {
+  if (length < 1 || length > kMaxLength)
+    throw PlanError("sequence length " + std::to_string(length) + " is not allowed: allowed is 1 to " +
+                    std::to_string(kMaxLength));
+}
 }  // namespace membptt::capi
 
 namespace {
@@ -30,6 +44,7 @@ namespace {
 using namespace membptt;
 
 using capi::guarded;
+using capi::policy_of;
 using capi::require;
 
 std::string number_text(double v) {
@@ -37,15 +52,6 @@ std::string number_text(double v) {
   os.precision(10);
   os << v;
   return os.str();
-}
-
-// nullopt: "auto".
-std::optional<Policy> policy_of(const char* name) {
-  if (name == nullptr || std::string(name) == "auto") return std::nullopt;
-  if (auto p = parse_policy(name)) return *p;
-  std::string allowed = "auto";
-  for (Policy p : kAllPolicies) allowed += ", " + std::string(policy_name(p));
-  throw PlanError("unknown policy '" + std::string(name) + "': allowed are " + allowed);
 }
 
 double units_of(double memory, int32_t unit, std::int64_t length, const CostModel& model, double hidden_bytes) {

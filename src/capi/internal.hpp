@@ -2,7 +2,9 @@
 // status and this thread's one-line message (membptt_last_error), never a crash across the C
 // boundary.
 #pragma once
+#include <cstdint>
 #include <new>
+#include <optional>
 #include <stdexcept>
 #include <string>
 
@@ -57,5 +59,12 @@ membptt_status guarded(F&& f) noexcept {
 inline void require(bool ok, const char* what) {
   if (!ok) throw ArgumentError(std::string(what) + " must not be NULL");
 }
+
+// A policy's name as callers pass it; nullopt for "auto" (or NULL). Throws PlanError naming the
+// names allowed.
+std::optional<Policy> policy_of(const char* name);
+
+// Throws PlanError unless 1 <= length <= kMaxLength.
+void check_length(std::int64_t length);
 
 }  // namespace membptt::capi

@@ -24,7 +24,9 @@ namespace {
 
 using namespace membptt;
 using capi::ArgumentError;
+using capi::check_length;
 using capi::guarded;
+using capi::policy_of;
 using capi::require;
 
 // Sizes are ints inside the cells; lengths are the planner's.
@@ -32,14 +34,6 @@ int size_in(std::int64_t v, const char* name, std::int64_t hi) {
   if (v < 1 || v > hi)
     throw ArgumentError(std::string(name) + " " + std::to_string(v) + " is not allowed: allowed is 1 to " + std::to_string(hi));
   return static_cast<int>(v);
-}
-
-std::optional<Policy> policy_of(const char* name) {
-  if (name == nullptr || std::string(name) == "auto") return std::nullopt;
-  if (auto p = parse_policy(name)) return *p;
-  std::string allowed = "auto";
-  for (Policy p : kAllPolicies) allowed += ", " + std::string(policy_name(p));
-  throw PlanError("unknown policy '" + std::string(name) + "': allowed are " + allowed);
 }
 
 template <class T>
@@ -157,9 +151,7 @@ class Rnn : public std::enable_shared_from_this<Rnn<T>> {
   void load(const T* weights) { std::memcpy(weights_.data(), weights, static_cast<std::size_t>(weight_count_) * sizeof(T)); }
 
   Planned plan_locked(std::int64_t length, std::int64_t batch) {
-    if (length < 1 || length > kMaxLength)
-      throw PlanError("sequence length " + std::to_string(length) + " is not allowed: allowed is 1 to " +
-                      std::to_string(kMaxLength));
+    check_length(length);
     const int b = size_in(batch, "batch", kMaxBatch);
     const auto key = std::make_pair(length, b);
     if (auto it = plans_.find(key); it != plans_.end()) return it->second;
@@ -289,9 +281,7 @@ membptt_status membptt_rnn_forward(membptt_rnn* rnn, int64_t length, int64_t bat
           const auto* w = static_cast<const T*>(weights);
           const auto* x = static_cast<const T*>(input);
           if (pass == nullptr) {
-            if (length < 1 || length > kMaxLength)
-              throw PlanError("sequence length " + std::to_string(length) + " is not allowed: allowed is 1 to " +
-                              std::to_string(kMaxLength));
+            check_length(length);
             r->infer(length, batch, w, x, static_cast<const T*>(h0), static_cast<T*>(output), static_cast<T*>(final_carry));
             return;
           }

@@ -92,6 +92,10 @@ class RnnHandle:
             self._free(self.ptr)
             self.ptr = None
 
+    def carry_count(self, batch: int) -> int:
+        """Elements of the carry for a batch: h of every layer, then (LSTM) c."""
+        return _lib.lib().membptt_rnn_carry_count(self.ptr, batch)
+
     def plan(self, length: int, batch: int) -> tuple[Plan, float, float]:
         out, budget, plain = ctypes.c_void_p(), ctypes.c_double(0), ctypes.c_double(0)
         _lib.check(_lib.lib().membptt_rnn_plan(self.ptr, length, batch, ctypes.byref(out), ctypes.byref(budget),

@@ -203,7 +203,7 @@ class _RecurrentBase(nn.Module):
         return h
 
     def _carry_count(self, batch: int) -> int:
-        return self.num_layers * batch * self.hidden_size * (2 if self._cell == "lstm" else 1)
+        return self._handle(self._flat_weights[0].dtype).carry_count(batch)
 
     # -- forward ----------------------------------------------------------------------------------
     def _check_input(self, input: torch.Tensor, weights: list[torch.Tensor]) -> None:

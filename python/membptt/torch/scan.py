@@ -109,6 +109,10 @@ class _SavedBytes:
             self.seen[(t.data_ptr(), t.dtype, tuple(t.shape))] = _nbytes(t)
         return t
 
+    def drop(self, ptrs: set) -> None:
+        self.skip |= ptrs
+        self.seen = {k: v for k, v in self.seen.items() if k[0] not in ptrs}
+
     def hooks(self):
         return torch.autograd.graph.saved_tensors_hooks(self.pack, lambda t: t)
 
@@ -158,11 +162,9 @@ def _probe(step, carry_leaves, carry_spec, x_leaves, x_spec, rng: _Rng) -> _Prob
                 params.append(var)
             continue
         todo.extend(n for n, _ in node.next_functions)
-    counter.skip |= {p.data_ptr() for p in params}
-    record = _SavedBytes(counter.skip)
-    record.seen = {k: v for k, v in counter.seen.items() if k[0] not in counter.skip}
+    counter.drop({p.data_ptr() for p in params})  # known only now: the parameters are not activations
     beta = _measure_beta(step, carry_leaves, carry_spec, xin, x_spec, params, rng)
-    return _Probe(params, sum(_nbytes(c) for c in carry_leaves), record.total(out_carry), beta)
+    return _Probe(params, sum(_nbytes(c) for c in carry_leaves), counter.total(out_carry), beta)
 
 
 def _measure_beta(step, carry_leaves, carry_spec, x_leaves, x_spec, params, rng: _Rng, reps: int = 3) -> float:
@@ -359,7 +361,6 @@ class _ScanFunction(torch.autograd.Function):
         carry0 = [c.detach() for c in inputs[:n_carry]]
         run.slots[0] = _Entry(0, carry0, run.rng.get(), 0)
         final = run.run(carry0, True)
-        run.rng_after_forward = run.rng.get()
         out_y = run.out.leaves()
         ctx.run = run
         ctx.mark_non_differentiable(*[v for v in [*final, *out_y] if not v.is_floating_point()])
