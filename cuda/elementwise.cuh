@@ -16,7 +16,8 @@
 #pragma once
 #include <math.h>
 
-#include "membptt/cuda/device.hpp"  // CarryCopies
+#include "membptt/cells/dropout.hpp"  // the masks' generator (host and device)
+#include "membptt/cuda/device.hpp"   // CarryCopies
 
 #if defined(__CUDACC__)
 #define MEMBPTT_HD __host__ __device__ __forceinline__
@@ -39,7 +40,8 @@ MEMBPTT_HD T sigmoid(T x) {
 
 // LSTM: px = x W_ih^T, ph = h W_hh^T ([B][4H] each, computed apart so that the two GEMMs can
 // run at once); act = (i, f, g, o) = (sig, sig, tanh, sig)((px + ph) + (b_ih + b_hh));
-// c' = f*c + i*g; h' = o * tanh(c').
+// c' = f*c + i*g; h' = o * tanh(c'). With projections h_out receives m = o * tanh(c') [B][H] (the
+// net then takes h' = m W_hr^T) and the h copies of cc are null (h is [B][P], copied by the net).
 struct LstmFwd {
   template <class T>
   static MEMBPTT_HD void run(int b, int j, int H, const T* px, const T* ph, const T* b_ih, const T* b_hh,
@@ -47,7 +49,7 @@ struct LstmFwd {
     const long G = 4L * H, k = long(b) * H + j;
     const T* x = px + b * G;
     const T* h = ph + b * G;
-    const T hi = cc.h_save ? h_in[k] : T(0), ci = c_in[k];
+    const T hi = cc.h_save ? h_in[k] : T(0), ci = c_in[k];  // (h_in: [B][H] only when h_save is set)
     const T i = sigmoid((x[j] + h[j]) + (b_ih[j] + b_hh[j]));
     const T f = sigmoid((x[H + j] + h[H + j]) + (b_ih[H + j] + b_hh[H + j]));
     const T g = ftanh((x[2 * H + j] + h[2 * H + j]) + (b_ih[2 * H + j] + b_hh[2 * H + j]));
@@ -61,19 +63,38 @@ struct LstmFwd {
     a[3 * H + j] = o;
     c_out[k] = c;
     h_out[k] = hn;
-    if (cc.h_save) {
-      cc.h_save[k] = hi;
-      cc.c_save[k] = ci;
-    }
-    if (cc.h_out2) {
-      cc.h_out2[k] = hn;
-      cc.c_out2[k] = c;
-    }
+    if (cc.h_save) cc.h_save[k] = hi;
+    if (cc.c_save) cc.c_save[k] = ci;
+    if (cc.h_out2) cc.h_out2[k] = hn;
+    if (cc.c_out2) cc.c_out2[k] = c;
+  }
+};
+
+// Dropout between layers: out = in * mask * scale, element k = b*R + j of a [B][R] layer input, the
+// mask of (*seed, layer, step) drawn by cells/dropout.hpp's generator (the CPU cell's masks). The
+// seed is read from device memory, so a captured graph replays with the seed of the pass. In place
+// (out == in) is allowed.
+struct Dropout {
+  template <class T>
+  static MEMBPTT_HD void run(int b, int j, int R, const T* in, T* out, const std::uint64_t* seed, std::uint64_t layer,
+                             std::uint64_t step, std::uint64_t threshold, T scale) {
+    const long k = long(b) * R + j;
+    const T v = in[k];
+    out[k] = dropout_bits(*seed, layer, step, static_cast<std::uint64_t>(k)) >= threshold ? v * scale : T(0);
+  }
+};
+
+// LSTM projections: m = o * tanh(c') [B][H] again (what W_hr multiplied), for its weight gradient.
+struct LstmM {
+  template <class T>
+  static MEMBPTT_HD void run(int b, int j, int H, const T* act, const T* c_out, T* m) {
+    const long k = long(b) * H + j;
+    m[k] = act[b * 4L * H + 3L * H + j] * ftanh(c_out[k]);
   }
 };
 
 // dh = dh_a (+ dh_b when not null): dL/dh'; dc_out = dL/dc'. Writes dg = dL/d(pre) [B][4H] and
-// dc_in = dL/dc.
+// dc_in = dL/dc. hp null: h_prev is not copied here (with projections it is [B][P]: the net copies).
 struct LstmBwd {
   template <class T>
   static MEMBPTT_HD void run(int b, int j, int H, const T* act, const T* c_in, const T* c_out, const T* dh_a,
@@ -86,7 +107,7 @@ struct LstmBwd {
     const T tc = ftanh(c_out[k]);
     const T d = dh_b ? dh_a[k] + dh_b[k] : dh_a[k];
     const T ci = c_in[k];
-    const T hprev = h_prev[k];
+    const T hprev = hp ? h_prev[k] : T(0);
     const T xv = xin ? x_in[k] : T(0);
     const T dc = dc_out[k] + d * o * (one - tc * tc);
     const T d_o = d * tc;
@@ -96,7 +117,7 @@ struct LstmBwd {
     r[H + j] = dc * ci * f * (one - f);
     r[2 * H + j] = dc * i * (one - g * g);
     r[3 * H + j] = d_o * o * (one - o);
-    hp[k] = hprev;
+    if (hp) hp[k] = hprev;
     if (xin) xin[k] = xv;
   }
 };
@@ -157,31 +178,34 @@ struct GruBwd {
   }
 };
 
-// tanh RNN: h' = tanh((px + ph) + (b_ih + b_hh)), px = x W_ih^T, ph = h W_hh^T ([B][H] each).
+// Plain RNN: h' = act((px + ph) + (b_ih + b_hh)), px = x W_ih^T, ph = h W_hh^T ([B][H] each);
+// act = tanh, or with relu max(0, .) (NaN stays NaN, as torch.relu). Without biases b_ih, b_hh
+// point at zeros.
 struct RnnFwd {
   template <class T>
   static MEMBPTT_HD void run(int b, int j, int H, const T* px, const T* ph, const T* b_ih, const T* b_hh, const T* h_in,
-                             T* h_out, CarryCopies<T> cc) {
+                             T* h_out, CarryCopies<T> cc, bool relu) {
     const long k = long(b) * H + j;
     const T hi = cc.h_save ? h_in[k] : T(0);
-    const T out = ftanh((px[k] + ph[k]) + (b_ih[j] + b_hh[j]));
+    const T v = (px[k] + ph[k]) + (b_ih[j] + b_hh[j]);
+    const T out = relu ? (v < T(0) ? T(0) : v) : ftanh(v);
     h_out[k] = out;
     if (cc.h_save) cc.h_save[k] = hi;
     if (cc.h_out2) cc.h_out2[k] = out;
   }
 };
 
-// dg = dh * (1 - h'^2).
+// dg = dh * (1 - h'^2); with relu dg = h' > 0 ? dh : 0 (PyTorch's threshold_backward).
 struct RnnBwd {
   template <class T>
   static MEMBPTT_HD void run(int b, int j, int H, const T* h_out, const T* dh_a, const T* dh_b, T* dg,
-                             const T* h_prev, T* hp, const T* x_in, T* xin) {
+                             const T* h_prev, T* hp, const T* x_in, T* xin, bool relu) {
     const long k = long(b) * H + j;
     const T d = dh_b ? dh_a[k] + dh_b[k] : dh_a[k];
     const T h = h_out[k];
     const T hprev = h_prev[k];
     const T xv = xin ? x_in[k] : T(0);
-    dg[k] = d * (T(1) - h * h);
+    dg[k] = relu ? (h > T(0) ? d : T(0)) : d * (T(1) - h * h);
     hp[k] = hprev;
     if (xin) xin[k] = xv;
   }

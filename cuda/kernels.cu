@@ -135,6 +135,13 @@ __global__ void __launch_bounds__(kReduce)
     launch_each<ew::LstmBwd>("lstm_bwd", B, H, act, c_in, c_out, dh_a, dh_b, dc_out, dg, dc_in, h_prev, hp, x_in,  \
                              xin);                                                                                 \
   }                                                                                                                \
+  void CudaOps::dropout(int B, int R, const T* in, T* out, const std::uint64_t* seed, std::uint64_t layer,      \
+                        std::uint64_t step, std::uint64_t threshold, T scale) {                                   \
+    launch_each<ew::Dropout>("dropout", B, R, in, out, seed, layer, step, threshold, scale);                       \
+  }                                                                                                                \
+  void CudaOps::lstm_m(int B, int H, const T* act, const T* c_out, T* m) {                                      \
+    launch_each<ew::LstmM>("lstm_m", B, H, act, c_out, m);                                                         \
+  }                                                                                                                \
   void CudaOps::gru_fwd(int B, int H, const T* px, const T* ph, const T* b_ih, const T* b_hh, const T* h_in,       \
                         T* act, T* h_out, CarryCopies<T> cc) {                                                 \
     launch_each<ew::GruFwd>("gru_fwd", B, H, px, ph, b_ih, b_hh, h_in, act, h_out, cc);                            \
@@ -144,12 +151,12 @@ __global__ void __launch_bounds__(kReduce)
     launch_each<ew::GruBwd>("gru_bwd", B, H, act, h_in, dh_a, dh_b, dgx, dgh, dh_in, hp, x_in, xin);               \
   }                                                                                                                \
   void CudaOps::rnn_fwd(int B, int H, const T* px, const T* ph, const T* b_ih, const T* b_hh, const T* h_in,       \
-                        T* h_out, CarryCopies<T> cc) {                                                         \
-    launch_each<ew::RnnFwd>("rnn_fwd", B, H, px, ph, b_ih, b_hh, h_in, h_out, cc);                                 \
+                        T* h_out, CarryCopies<T> cc, bool relu) {                                                \
+    launch_each<ew::RnnFwd>("rnn_fwd", B, H, px, ph, b_ih, b_hh, h_in, h_out, cc, relu);                           \
   }                                                                                                                \
   void CudaOps::rnn_bwd(int B, int H, const T* h_out, const T* dh_a, const T* dh_b, T* dg, const T* h_prev, T* hp, \
-                        const T* x_in, T* xin) {                                                                   \
-    launch_each<ew::RnnBwd>("rnn_bwd", B, H, h_out, dh_a, dh_b, dg, h_prev, hp, x_in, xin);                        \
+                        const T* x_in, T* xin, bool relu) {                                                        \
+    launch_each<ew::RnnBwd>("rnn_bwd", B, H, h_out, dh_a, dh_b, dg, h_prev, hp, x_in, xin, relu);                  \
   }                                                                                                                \
   void CudaOps::xent(int B, int O, int H, const T* logits, const T* bias, const std::int64_t* targets, T scale,   \
                      T* dl, const T* h_top, T* ht, double* row_loss, int* bad) {                                   \

@@ -26,10 +26,14 @@ import membptt_st as st  # noqa: E402
 import torch_reference as ref  # noqa: E402
 
 RTOL = {"float32": 1e-5, "float64": 1e-10}
-CASES = [  # cell, dtype, loss, layers
-    ("lstm", "float32", "xent", 1), ("lstm", "float64", "xent", 2), ("lstm", "float64", "mse_last", 1),
-    ("gru", "float32", "mse_last", 2), ("gru", "float64", "xent", 1),
-    ("rnn", "float32", "xent", 2), ("rnn", "float64", "mse_last", 1),
+CASES = [  # cell, dtype, loss, layers, PyTorch's other options
+    ("lstm", "float32", "xent", 1, {}), ("lstm", "float64", "xent", 2, {}), ("lstm", "float64", "mse_last", 1, {}),
+    ("gru", "float32", "mse_last", 2, {}), ("gru", "float64", "xent", 1, {}),
+    ("rnn", "float32", "xent", 2, {}), ("rnn", "float64", "mse_last", 1, {}),
+    # bias=False, the relu RNN and LSTM projections (exports with those options)
+    ("lstm", "float64", "xent", 2, {"no_bias": True}), ("gru", "float32", "xent", 2, {"no_bias": True}),
+    ("rnn", "float64", "xent", 2, {"nonlinearity": "relu"}), ("rnn", "float32", "mse_last", 1, {"nonlinearity": "relu", "no_bias": True}),
+    ("lstm", "float64", "xent", 2, {"proj_size": 3}), ("lstm", "float32", "mse_last", 2, {"proj_size": 2, "no_bias": True}),
 ]
 POLICIES = [("full", "100%"), ("msm", "12%"), ("hsm", "12%"), ("revolve", "12%"), ("chen-sqrt", "100%"),
             ("auto", "20%")]
@@ -54,10 +58,11 @@ def main():
     torch.set_num_threads(1)
     os.makedirs(a.workdir, exist_ok=True)
     failures = 0
-    for i, (cell, dtype, loss, layers) in enumerate(CASES):
+    for i, (cell, dtype, loss, layers, opts) in enumerate(CASES):
         model, inputs = os.path.join(a.workdir, f"m{i}.safetensors"), os.path.join(a.workdir, f"x{i}.safetensors")
         ref.make(argparse.Namespace(cell=cell, input_size=3, hidden=7, layers=layers, output=4, loss=loss, T=40,
-                                    batch=3, dtype=dtype, seed=100 + i, model=model, inputs=inputs, init_state=True))
+                                    batch=3, dtype=dtype, seed=100 + i, model=model, inputs=inputs, init_state=True,
+                                    **opts))
         theirs, _, their_loss = ref.compute_grad(model, inputs)
         for policy, budget in POLICIES:
             out = os.path.join(a.workdir, f"g{i}-{policy}.safetensors")
@@ -73,7 +78,7 @@ def main():
             loss_err = abs(info["loss"] - their_loss) / abs(their_loss)
             ok = err <= RTOL[dtype] and loss_err <= RTOL[dtype] and info["peak_bytes"] <= info["budget_bytes"]
             failures += not ok
-            print(f"{'ok  ' if ok else 'FAIL'} {cell:4s} {dtype} {loss:8s} L={layers} {policy:10s} "
+            print(f"{'ok  ' if ok else 'FAIL'} {cell:4s} {dtype} {loss:8s} L={layers} {opts} {policy:10s} "
                   f"{info['policy']:8s} forward {info['forward_ops']:4d} peak {info['peak_bytes']:6d} <= "
                   f"{info['budget_bytes']:9.0f} B  grad err {err:.1e} ({name})  loss err {loss_err:.1e}")
     print(f"{len(CASES) * len(POLICIES) - failures} passed, {failures} failed")

@@ -5,6 +5,7 @@ Run with Debian's /usr/bin/python3 (python3-torch). Files are safetensors (see m
 
   torch_reference.py make --cell lstm --input-size I --hidden H --layers L --output O --loss xent \
       --T T --batch B --dtype float64 --seed S --model M.safetensors --inputs X.safetensors [--init-state]
+      [--no-bias] [--nonlinearity relu] [--proj-size P]
   torch_reference.py grad --model M --inputs X --out G.safetensors [--json]
   torch_reference.py compare G1 G2 [--rtol R]
 
@@ -34,14 +35,23 @@ SPEC_INTS = ("input_size", "hidden_size", "num_layers", "output_size")
 class Net(torch.nn.Module):
     def __init__(self, spec):
         super().__init__()
-        kwargs = {"nonlinearity": "tanh"} if spec["cell"] == "rnn" else {}
-        self.rnn = CELLS[spec["cell"]](spec["input_size"], spec["hidden_size"], num_layers=spec["num_layers"], **kwargs)
-        self.head = torch.nn.Linear(spec["hidden_size"], spec["output_size"])
+        kwargs = {"nonlinearity": spec.get("nonlinearity", "tanh")} if spec["cell"] == "rnn" else {}
+        if int(spec.get("proj_size", 0)):
+            kwargs["proj_size"] = int(spec["proj_size"])
+        self.rnn = CELLS[spec["cell"]](spec["input_size"], spec["hidden_size"], num_layers=spec["num_layers"],
+                                       bias=spec.get("bias", "true") != "false", **kwargs)
+        self.head = torch.nn.Linear(width(spec), spec["output_size"])
+
+
+def width(spec):
+    """The width of h: proj_size when > 0, else hidden_size."""
+    return int(spec.get("proj_size", 0)) or spec["hidden_size"]
 
 
 def spec_from_metadata(meta):
     spec = {k: meta[k] for k in ("cell", "loss", "dtype")}
     spec.update({k: int(meta[k]) for k in SPEC_INTS})
+    spec.update({k: meta[k] for k in ("bias", "nonlinearity", "proj_size") if k in meta})
     if spec["cell"] not in CELLS or spec["loss"] not in ("xent", "mse_last") or spec["dtype"] not in DTYPES:
         raise SystemExit(f"bad model metadata: {meta}")
     return spec
@@ -50,6 +60,13 @@ def spec_from_metadata(meta):
 def make(a):
     spec = {"cell": a.cell, "input_size": a.input_size, "hidden_size": a.hidden, "num_layers": a.layers,
             "output_size": a.output, "loss": a.loss, "dtype": a.dtype}
+    # PyTorch's other options, in the metadata only when not the default (as membptt writes them).
+    if getattr(a, "no_bias", False):
+        spec["bias"] = "false"
+    if getattr(a, "nonlinearity", "tanh") != "tanh":
+        spec["nonlinearity"] = a.nonlinearity
+    if getattr(a, "proj_size", 0):
+        spec["proj_size"] = a.proj_size
     dtype = DTYPES[a.dtype]
     torch.manual_seed(a.seed)
     net = Net(spec).to(dtype)  # torch's default initialization, drawn in float32 then converted
@@ -60,7 +77,7 @@ def make(a):
     else:
         inputs["target"] = torch.randn(B, O, dtype=dtype)
     if a.init_state:
-        inputs["h0"] = 0.5 * torch.randn(L, B, H, dtype=dtype)
+        inputs["h0"] = 0.5 * torch.randn(L, B, width(spec), dtype=dtype)
         if a.cell == "lstm":
             inputs["c0"] = 0.5 * torch.randn(L, B, H, dtype=dtype)
     st.save(a.model, net.state_dict(), {k: str(v) for k, v in spec.items()})
@@ -78,7 +95,7 @@ def compute_grad(model_path, inputs_path):
     hx = None
     if "h0" in x or "c0" in x:
         shape = (spec["num_layers"], inp.shape[1], spec["hidden_size"])
-        h0 = x["h0"].to(dtype) if "h0" in x else torch.zeros(shape, dtype=dtype)
+        h0 = x["h0"].to(dtype) if "h0" in x else torch.zeros(shape[:2] + (width(spec),), dtype=dtype)
         c0 = x["c0"].to(dtype) if "c0" in x else torch.zeros(shape, dtype=dtype)
         hx = (h0, c0) if spec["cell"] == "lstm" else h0
     out, _ = net.rnn(inp, hx)  # out: [T, B, H], the top layer's h_t
@@ -152,6 +169,9 @@ def main():
     m.add_argument("--model", required=True)
     m.add_argument("--inputs", required=True)
     m.add_argument("--init-state", action="store_true", help="also write random h0 (and c0 for lstm)")
+    m.add_argument("--no-bias", action="store_true", help="bias=False")
+    m.add_argument("--nonlinearity", choices=["tanh", "relu"], default="tanh", help="rnn only")
+    m.add_argument("--proj-size", type=int, default=0, help="lstm only: proj_size")
     g = sub.add_parser("grad", help="compute the loss and parameter gradients")
     g.add_argument("--model", required=True)
     g.add_argument("--inputs", required=True)

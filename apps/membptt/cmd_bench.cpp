@@ -38,6 +38,9 @@ struct BenchOptions {
               budgets = "5%,10%,20%,50%", csv, json, device = "cpu";
   std::int64_t length = 1000;
   int batch = 32, input = 64, hidden = 256, layers = 1, output = 64, reps = 3, warmup = 1;
+  bool no_bias = false;   // recurrent layers without b_ih, b_hh (PyTorch's bias=False)
+  int proj_size = 0;      // lstm projections (PyTorch's proj_size)
+  std::string nonlinearity = "tanh";  // rnn: tanh | relu
   bool tf32 = false;      // CUDA: TF32 tensor-core GEMMs
   bool bf16 = false;      // CUDA: bf16 tensor-core GEMMs
   int defer_steps = cuda::Options{}.defer_steps;  // CUDA: backward steps per weight-gradient GEMM
@@ -104,7 +107,9 @@ double median(std::vector<double> v) {
 
 template <class T>
 int run_bench(const BenchOptions& o) {
-  const NetShape shape{parse_cell(o.cell), o.input, o.hidden, o.layers, o.batch, o.output};
+  const NetShape shape{parse_cell(o.cell), o.input,    o.hidden,   o.layers,
+                       o.batch,           o.output,   !o.no_bias, parse_nonlinearity(o.nonlinearity),
+                       o.proj_size};
   validate(shape);
   if (o.length <= 0) throw UsageError(fmt::format("sequence length {} is not allowed: it must be a positive integer", o.length));
   if (o.reps < 1) throw UsageError(fmt::format("--reps {} is not allowed: use 1 or more", o.reps));
@@ -154,9 +159,10 @@ int run_bench(const BenchOptions& o) {
 #endif
   }
   const CostModel model = cost_model_from(st, sizes.alpha());
-  fmt::print("{} T={} B={} I={} H={} L={} {}: hidden state {} B, internal state {} B (alpha {:g}), workspace {} B\n",
-             o.cell, o.length, o.batch, o.input, o.hidden, o.layers, o.dtype, sizes.hidden_bytes, sizes.internal_bytes,
-             sizes.alpha(), sizes.workspace_bytes);
+  fmt::print("{} T={} B={} I={} H={} L={}{}{}{} {}: hidden state {} B, internal state {} B (alpha {:g}), workspace {} B\n",
+             o.cell, o.length, o.batch, o.input, o.hidden, o.layers, o.proj_size ? fmt::format(" P={}", o.proj_size) : "",
+             o.no_bias ? " no-bias" : "", o.nonlinearity == "relu" ? " relu" : "", o.dtype, sizes.hidden_bytes,
+             sizes.internal_bytes, sizes.alpha(), sizes.workspace_bytes);
   fmt::print("calibrated step costs: advance {:.3f} ms, advance+record {:.3f} ms, backward+head {:.3f} ms "
              "(record {:.3f}, beta {:.3f})\n",
              1e3 * st.advance, 1e3 * st.record, 1e3 * st.backward, model.record, model.beta);
@@ -293,7 +299,8 @@ int run_bench(const BenchOptions& o) {
   if (!o.csv.empty()) write_file_atomic(o.csv, csv);
   if (!o.json.empty()) {
     nlohmann::json j{{"cell", o.cell}, {"length", o.length}, {"batch", o.batch}, {"input", o.input}, {"hidden", o.hidden},
-                     {"layers", o.layers}, {"dtype", o.dtype}, {"reps", o.reps}, {"warmup", o.warmup},
+                     {"layers", o.layers}, {"bias", !o.no_bias}, {"proj_size", o.proj_size},
+                     {"nonlinearity", o.nonlinearity}, {"dtype", o.dtype}, {"reps", o.reps}, {"warmup", o.warmup},
                      {"calibration", {{"advance_s", st.advance}, {"record_s", st.record}, {"backward_s", st.backward}}},
                      {"device", dev.text()}, {"tf32", dev.cuda && o.tf32 && !o.bf16}, {"bf16", dev.cuda && o.bf16}, {"defer_steps", o.defer_steps}, {"input_chunk_steps", o.input_chunk},
                      {"graphs", dev.cuda && !o.no_graphs},
@@ -316,6 +323,13 @@ void add_bench_commands(CLI::App& app, std::function<int()>& action) {
   b->add_option("--input", o.input, "input size")->capture_default_str()->transform(integer_in(1, kMaxSize));
   b->add_option("--hidden", o.hidden, "hidden size")->capture_default_str()->transform(integer_in(1, kMaxSize));
   b->add_option("--layers", o.layers, "layers")->capture_default_str()->transform(integer_in(1, train::kMaxLayers));
+  b->add_flag("--no-bias", o.no_bias, "recurrent layers without biases (PyTorch's bias=False)");
+  b->add_option("--proj-size", o.proj_size, "lstm: projections of h to this width (PyTorch's proj_size; 0: none)")
+      ->capture_default_str()
+      ->transform(integer_in(0, kMaxSize));
+  b->add_option("--nonlinearity", o.nonlinearity, "tanh | relu (the rnn cell's)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"tanh", "relu"}));
   b->add_option("--output", o.output, "classes of the per-step softmax head")->capture_default_str()->transform(integer_in(1, kMaxSize));
   b->add_option("--dtype", o.dtype, "float32 | float64")->capture_default_str();
   b->add_option("--policies", o.policies, "comma-separated policies")->capture_default_str();

@@ -33,14 +33,16 @@ std::optional<Policy> policy_or_auto(const std::string& name) {
 }
 
 struct InitOptions {
-  std::string cell = "lstm", loss = "xent", dtype = "float32", out;
+  std::string cell = "lstm", loss = "xent", dtype = "float32", out, nonlinearity = "tanh";
+  bool no_bias = false;
+  int proj_size = 0;
   int input_size = 0, hidden = 0, layers = 1, output = 0;
   std::uint64_t seed = 0;
 };
 
 template <class T>
 int run_init(const InitOptions& o) {
-  ModelSpec spec{o.cell, o.input_size, o.hidden, o.layers, o.output, o.loss, o.dtype};
+  ModelSpec spec{o.cell, o.input_size, o.hidden, o.layers, o.output, o.loss, o.dtype, !o.no_bias, o.nonlinearity, o.proj_size};
   validate_model_spec(spec, "membptt init");
   const NetShape shape = net_shape(spec, 1);
   const std::size_t count = param_count(shape);
@@ -64,7 +66,7 @@ int run_init(const InitOptions& o) {
 }
 
 struct GradOptions {
-  std::string model, inputs, policy = "auto", memory = "100%", out, device = "cpu", loss;
+  std::string model, inputs, policy = "auto", memory = "100%", out, device = "cpu", loss, nonlinearity;
   double beta = 2.0;
   bool json = false;
 };
@@ -140,7 +142,7 @@ int run_grad(const ModelFile& model, const GradOptions& o) {
   // The initial carry: h of every layer, then c (LSTM), as PyTorch's h_0 / c_0.
   std::vector<T> h0(carry_elems(shape), T(0));
   std::copy(in.h0.begin(), in.h0.end(), h0.begin());
-  const auto layer_states = static_cast<std::ptrdiff_t>(shape.num_layers) * shape.batch * shape.hidden_size;
+  const auto layer_states = static_cast<std::ptrdiff_t>(shape.num_layers) * shape.batch * output_width(shape);
   std::copy(in.c0.begin(), in.c0.end(), h0.begin() + layer_states);
   const std::vector<T> x = converted<T>(in.input), y = converted<T>(in.target_value);
 
@@ -215,6 +217,13 @@ void add_nn_commands(CLI::App& app, std::function<int()>& action) {
       ->required()
       ->transform(integer_in(1, INT_MAX));
   init->add_option("--loss", io.loss, "xent | mse_last")->capture_default_str();
+  init->add_flag("--no-bias", io.no_bias, "recurrent layers without biases (PyTorch's bias=False)");
+  init->add_option("--proj-size", io.proj_size, "lstm: projections of h to this width (PyTorch's proj_size; 0: none)")
+      ->capture_default_str()
+      ->transform(integer_in(0, INT_MAX));
+  init->add_option("--nonlinearity", io.nonlinearity, "tanh | relu (the rnn cell's)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"tanh", "relu"}));
   init->add_option("--dtype", io.dtype, "float32 | float64")->capture_default_str();
   init->add_option("--seed", io.seed, "random seed")->capture_default_str()->transform(unsigned64());
   init->add_option("--out", io.out, "model file to write (safetensors)")->required();
@@ -235,11 +244,14 @@ void add_nn_commands(CLI::App& app, std::function<int()>& action) {
   grad->add_option("--loss", go.loss,
                    "xent | mse_last: the loss of a model file without metadata 'loss' (a PyTorch state dict)")
       ->check(CLI::IsMember({"xent", "mse_last"}));
+  grad->add_option("--nonlinearity", go.nonlinearity,
+                   "tanh | relu: the nonlinearity of an RNN state dict without metadata 'nonlinearity' (default tanh)")
+      ->check(CLI::IsMember({"tanh", "relu"}));
   grad->add_option("--device", go.device, "cpu, cuda or cuda:N (CUDA builds; TF32 off, float32 products)")
       ->capture_default_str();
   grad->callback([&action] {
     action = [] {
-      const ModelFile model = load_model_file(go.model, ModelLoadOptions{go.loss, ""});
+      const ModelFile model = load_model_file(go.model, ModelLoadOptions{go.loss, "", go.nonlinearity});
       return model.spec.dtype == "float64" ? run_grad<double>(model, go) : run_grad<float>(model, go);
     };
   });

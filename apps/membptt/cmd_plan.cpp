@@ -9,6 +9,7 @@
 #include <optional>
 
 #include "cli_common.hpp"
+#include "cmd_online.hpp"
 #include "commands.hpp"
 #include "membptt/plan/planner.hpp"
 #include "membptt/schedule/simulator.hpp"
@@ -126,7 +127,10 @@ int run_plan(std::int64_t length, double memory, const std::string& unit, const 
                      {"plain_bptt_memory", plain},
                      {"memory_saving", 1.0 - plan.peak_units / plain},
                      {"time_ratio", plan.time_ratio()},
-                     {"max_slots", plan.max_slots}};
+                     {"max_slots", plan.max_slots},
+                     {"optimal", plan.optimal},
+                     {"lower_bound_forward_ops", plan.lower_bound}};
+    if (!plan.optimal) j["blocked"] = {{"table_length", plan.table_length}, {"block", plan.block}, {"block_ticks", plan.block_ticks}};
     if (o.hidden_bytes > 0) {
       j["peak_bytes"] = plan.peak_units * o.hidden_bytes;
       j["plain_bptt_bytes"] = plain * o.hidden_bytes;
@@ -150,6 +154,13 @@ int run_plan(std::int64_t length, double memory, const std::string& unit, const 
       fmt::print("  peak bytes      {:.0f} (plain BPTT {:.0f})\n", plan.peak_units * o.hidden_bytes, plain * o.hidden_bytes);
     fmt::print("  forward steps   {} ({:.4f} per step; plain BPTT runs {})\n", plan.forward_steps, plan.steps_per_step(), length);
     fmt::print("  predicted time  {:.4f} x plain BPTT (backward costs beta = {:g} forward steps)\n", plan.time_ratio(), model.beta);
+    if (!plan.optimal)
+      fmt::print("  optimality      within {:.4f}x of the optimum: every MSM plan runs >= {} forward steps\n"
+                 "                  (blocked plan past the exact table: {})\n",
+                 static_cast<double>(plan.forward_steps) / static_cast<double>(plan.lower_bound), plan.lower_bound,
+                 plan.block_ticks < 0 ? fmt::format("table to {} steps, hidden splits every {} steps above", plan.table_length, plan.block)
+                                      : fmt::format("Revolve over blocks of {} steps, {:g} units kept for them", plan.block,
+                                                    plan.grid.units_of(plan.block_ticks)));
     if (with_schedule) {
       ScheduleGenerator gen = plan.schedule();
       Op op{};
@@ -268,7 +279,19 @@ void add_plan_commands(CLI::App& app, std::function<int()>& action) {
   plan->add_flag("--schedule", schedule, "also print the schedule's operations");
   plan->add_option("--svg", svg, "draw the schedule into this SVG file");
   add_model_options(plan, model_opts);
-  plan->callback([&action] { action = [] { return run_plan(length, memory, unit, policy, model_opts, json, schedule, svg); }; });
+  static bool online = false;
+  plan->add_flag("--online", online, "the online policy: the length known only when the sequence ends (plan/online.hpp), beside the offline optimum");
+  plan->callback([&action, plan] {
+    if (online && plan->get_option("--policy")->count() > 0)
+      throw UsageError("--policy is not allowed with --online: the online policy runs, beside offline HSM and MSM");
+    action = [] {
+      if (online) {
+        const CostModel m = model_opts.model();
+        return run_plan_online(length, budget_in_units(memory, unit, length, m, model_opts), m, json, schedule, svg);
+      }
+      return run_plan(length, memory, unit, policy, model_opts, json, schedule, svg);
+    };
+  });
 
   static std::int64_t c_length = 1000;
   static int points = 60;
@@ -282,8 +305,19 @@ void add_plan_commands(CLI::App& app, std::function<int()>& action) {
   curve->add_option("--csv", csv, "write the points to this CSV file");
   curve->add_option("--svg", c_svg, "draw the curves into this SVG file");
   add_model_options(curve, c_model);
+  static bool c_online = false;
+  static double c_memory = -1;
+  curve->add_flag("--online", c_online, "the online/offline cost ratio against the length T = 1..--length, at --memory");
+  curve->add_option("--memory", c_memory, "with --online: the budget in slots (hidden-state units)")->transform(number_in(0, kMaxBudget));
   curve->callback([&action] {
     if (c_length <= 0) throw UsageError(fmt::format("sequence length {} is not allowed: it must be a positive integer", c_length));
+    if (c_online != (c_memory >= 0))
+      throw UsageError(c_online ? "--online needs --memory (the budget in slots: hidden-state units)"
+                                : "--memory is for --online only (the offline curve spans every budget)");
+    if (c_online) {
+      action = [] { return run_curve_online(c_length, c_memory, c_model.model(), points, csv, c_svg); };
+      return;
+    }
     action = [] { return run_curve(c_length, c_model, points, csv, c_svg); };
   });
 }

@@ -416,6 +416,10 @@ int run_train(TrainOptions& o) {
     if (o.given("--cell")) merged.cell = c.cell;
     if (o.given("--hidden")) merged.hidden = c.hidden;
     if (o.given("--layers")) merged.layers = c.layers;
+    if (o.given("--no-bias")) merged.bias = c.bias;
+    if (o.given("--nonlinearity")) merged.nonlinearity = c.nonlinearity;
+    if (o.given("--proj-size")) merged.proj_size = c.proj_size;
+    if (o.given("--dropout")) merged.dropout = c.dropout;
     if (o.given("--batch")) merged.batch = c.batch;
     if (o.given("--length")) merged.length = c.length;
     if (o.given("--optimizer")) merged.optimizer = c.optimizer;
@@ -840,6 +844,12 @@ void add_train_commands(CLI::App& app, std::function<int()>& action) {
   add("--cell", c.cell, "lstm | gru | rnn");
   add("--hidden", c.hidden, "hidden units per layer")->transform(integer_in(1, train::kMaxSize));
   add("--layers", c.layers, "recurrent layers")->transform(integer_in(1, train::kMaxLayers));
+  to.opt["--no-bias"] = tr->add_flag("--no-bias{false}", c.bias, "recurrent layers without biases (PyTorch's bias=False)");
+  add("--nonlinearity", c.nonlinearity, "tanh | relu (relu: --cell rnn only)");
+  add("--proj-size", c.proj_size, "--cell lstm: projections of h to this width (PyTorch's proj_size; 0: none)")
+      ->transform(integer_in(0, train::kMaxSize));
+  add("--dropout", c.dropout, "dropout between layers, 0 to below 1 (masks from --seed and the step)")
+      ->transform(number_in(0, 1));
   add("--batch", c.batch, "sequences (text: parallel streams) per step")->transform(integer_in(1, train::kMaxSize));
   add("--length", c.length, "sequence length T (text: window length for truncated BPTT)")
       ->transform(integer_in(1, train::kMaxLength));

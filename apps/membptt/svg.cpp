@@ -76,6 +76,17 @@ std::string schedule_svg(const std::vector<Op>& ops, std::int64_t length, const 
       case OpKind::Pop:
         if (!held.empty()) { bar(held.back(), static_cast<double>(row)); held.pop_back(); }
         break;
+      case OpKind::Keep:  // online schedules: the cursor's state kept, an earlier one given up
+        held.push_back({false, op.t, static_cast<double>(row)});
+        body += fmt::format("<circle cx='{:.2f}' cy='{:.2f}' r='3' fill='#1f77b4'/>\n", X(static_cast<double>(op.t)), Y(static_cast<double>(row)));
+        break;
+      case OpKind::Drop:
+        if (op.slot >= 1 && static_cast<std::size_t>(op.slot) <= held.size()) {
+          const auto it = held.begin() + (op.slot - 1);
+          bar(*it, static_cast<double>(row));
+          held.erase(it);
+        }
+        break;
       case OpKind::Restore:
         body += fmt::format("<line x1='{:.2f}' y1='{:.2f}' x2='{:.2f}' y2='{:.2f}' stroke='#1f77b4' stroke-dasharray='3,3' stroke-width='0.8'/>\n",
                             X(static_cast<double>(cursor)), Y(static_cast<double>(row)), X(static_cast<double>(op.t)), Y(static_cast<double>(row)));

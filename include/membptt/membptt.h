@@ -19,7 +19,7 @@
 extern "C" {
 #endif
 
-#define MEMBPTT_API_VERSION 2
+#define MEMBPTT_API_VERSION 3
 
 #if defined(MEMBPTT_BUILDING_C_API) && defined(__GNUC__)
 #define MEMBPTT_API __attribute__((visibility("default")))
@@ -49,6 +49,9 @@ typedef enum membptt_op_kind {
   MEMBPTT_OP_BACKWARD = 3,       /* backward step t from the internal state at `slot`, then pop it */
   MEMBPTT_OP_RESTORE = 4,        /* cursor = the state at position t held at `slot` */
   MEMBPTT_OP_POP = 5,            /* pop the hidden state at `slot` */
+  MEMBPTT_OP_KEEP = 6,           /* online: push the cursor's state h_t (t: its position) at `slot` */
+  MEMBPTT_OP_DROP = 7,           /* online: remove the hidden state h_t at `slot` (below the top);
+                                    the hidden states above move down one slot, in order */
 } membptt_op_kind;
 
 typedef struct membptt_op {
@@ -68,7 +71,7 @@ MEMBPTT_API const char* membptt_last_error(void);
 
 /* The best plan. policy: a policy name ("full", "msm", "hsm", "revolve", "ism", "chen-sqrt",
  * "chen-recursive", "quadratic") or "auto" (NULL too): plain BPTT when the budget holds it, else
- * MSM, else (an MSM table too large) revolve. hidden_bytes is read for MEMBPTT_UNIT_BYTES only.
+ * MSM (exact, or past the exact table a blocked plan: membptt_plan_optimal). hidden_bytes is read for MEMBPTT_UNIT_BYTES only.
  * On success *out owns a plan to release with membptt_plan_free. */
 MEMBPTT_API membptt_status membptt_plan_make(const char* policy, int64_t length, double memory, int32_t unit, double alpha,
                                  double beta, double hidden_bytes, membptt_plan** out);
@@ -84,6 +87,11 @@ MEMBPTT_API double membptt_plan_alpha(const membptt_plan* plan);
 MEMBPTT_API double membptt_plan_beta(const membptt_plan* plan);
 MEMBPTT_API double membptt_plan_time_ratio(const membptt_plan* plan);   /* predicted, against plain BPTT */
 MEMBPTT_API int32_t membptt_plan_max_slots(const membptt_plan* plan);   /* deepest stack, h_0's slot included */
+/* 1 when forward_steps is the least the policy allows; 0 for MSM past the exact table (a blocked
+ * plan), whose distance to the optimum lower_bound bounds: every MSM plan within the budget runs at
+ * least lower_bound forward steps (= forward_steps when optimal). */
+MEMBPTT_API int32_t membptt_plan_optimal(const membptt_plan* plan);
+MEMBPTT_API int64_t membptt_plan_lower_bound(const membptt_plan* plan);
 
 /* Writes the first min(capacity, total) operations into ops and the total into *total. ops may be
  * NULL when capacity is 0 (to count). Each call unrolls the schedule anew. */
@@ -97,24 +105,55 @@ MEMBPTT_API membptt_status membptt_curve(const char* policy, int64_t length, dou
 /* The least budget in units in which `policy` ("auto" is MSM's) runs `length` steps. */
 MEMBPTT_API membptt_status membptt_least_budget(const char* policy, int64_t length, double alpha, double* units);
 
+/* ---- Online checkpointing: the length known only when the sequence ends (plan/online.hpp) ------
+ *
+ * The schedule is made as the steps arrive and never looks ahead. For each step t that is not the
+ * last, membptt_online_push gives the ops that run it (at most 3: a DROP, a KEEP of h_{t-1}, then
+ * ADVANCE t); for the last, membptt_online_finish, after which membptt_online_next gives the rest
+ * (the last step's record and backward, then the backward phase). Memory in units, as
+ * membptt_plan_make's MEMBPTT_UNIT_UNITS: at every op the stored states hold at most budget_units. */
+typedef struct membptt_online membptt_online; /* opaque */
+
+/* backward: the plans that reverse the segments between checkpoints once the length is known:
+ * "msm" (NULL too; HSM when its table would be too large) or "hsm" (Revolve's closed form).
+ * A budget below alpha (one internal state) or alpha outside 1..1e6: MEMBPTT_INVALID_ARGUMENT. */
+MEMBPTT_API membptt_status membptt_online_create(double budget_units, double alpha, const char* backward,
+                                                 membptt_online** out);
+MEMBPTT_API void membptt_online_free(membptt_online* online);
+/* Step steps+1 is not the last: writes its ops into ops[0..2] and their number into *n. */
+MEMBPTT_API membptt_status membptt_online_push(membptt_online* online, membptt_op* ops, int64_t* n);
+/* Step steps+1 is the last: *length receives T and *forward_steps the whole schedule's cost (each optional). */
+MEMBPTT_API membptt_status membptt_online_finish(membptt_online* online, int64_t* length, int64_t* forward_steps);
+/* After finish: writes the next min(capacity, what is left) ops and their number into *n (0: the end). */
+MEMBPTT_API membptt_status membptt_online_next(membptt_online* online, membptt_op* ops, int64_t capacity, int64_t* n);
+/* The hidden slots (h_0's included) the budget gives, and the length up to which the policy's
+ * cost is the offline HSM optimum, (m+1)(m+2)/2. */
+MEMBPTT_API int64_t membptt_online_slots(const membptt_online* online);
+MEMBPTT_API int64_t membptt_online_optimal_up_to(const membptt_online* online);
+/* The online policy's cost for a sequence that turns out to have `length` steps (backward as above). */
+MEMBPTT_API membptt_status membptt_online_cost(int64_t length, double budget_units, double alpha, const char* backward,
+                                               int64_t* forward_steps);
+
 /* A budget as users write it: bytes ("64MiB", "500KB", "1e6") or a share of plain BPTT's memory
  * ("5%"). *value is bytes, or the percentage when *is_percent is 1. */
 MEMBPTT_API membptt_status membptt_parse_budget(const char* text, double* value, int32_t* is_percent);
 
 /* ---- A stack of recurrent layers trained by a plan (what membptt.torch's modules call) ----------
  *
- * membptt_rnn: LSTM, GRU or tanh-RNN layers with PyTorch's equations and parameters
- * (torch.nn.LSTM / GRU / RNN with bias=True, batch_first=False; include/membptt/cells/
- * recurrent_net.hpp), a memory budget and a policy. Its plan for each (length, batch) is made once
+ * membptt_rnn: LSTM, GRU or RNN layers with PyTorch's equations and parameters
+ * (torch.nn.LSTM / GRU / RNN, batch_first=False; with membptt_rnn_options: bias=False, the relu
+ * RNN, LSTM projections, dropout between layers; include/membptt/cells/recurrent_net.hpp), a
+ * memory budget and a policy. Its plan for each (length, batch) is made once
  * and kept. Buffers cross by pointer, host memory, contiguous, row-major, of the dtype given at
  * creation:
- *   weights      every weight_ih_l{k}, weight_hh_l{k}, bias_ih_l{k}, bias_hh_l{k} back to back, in
- *                that order, layer by layer (PyTorch's state-dict order); membptt_rnn_weight_count
- *                elements
+ *   weights      every weight_ih_l{k}, weight_hh_l{k}, bias_ih_l{k}, bias_hh_l{k}, weight_hr_l{k} back
+ *                to back, in that order, layer by layer (PyTorch's state-dict order; no bias_* with
+ *                bias 0, weight_hr only with proj_size > 0); membptt_rnn_weight_count elements
  *   input        [length x batch x input_size]   (time-major)
- *   output       [length x batch x hidden_size]  (the top layer's h_t, as PyTorch's output)
- *   carry        h of every layer [num_layers x batch x hidden_size], then for the LSTM c likewise
- *                (PyTorch's h_0 then c_0); membptt_rnn_carry_count elements
+ *   output       [length x batch x R]  (the top layer's h_t, as PyTorch's output; R = proj_size if
+ *                > 0, else hidden_size)
+ *   carry        h of every layer [num_layers x batch x R], then for the LSTM c [num_layers x batch
+ *                x hidden_size] (PyTorch's h_0 then c_0); membptt_rnn_carry_count elements
  * A forward pass run for training returns a membptt_pass holding the plan's stored states until
  * membptt_pass_backward: that and its fixed workspace are the memory the budget bounds. One handle
  * may serve several passes in flight; calls on one handle are serialised by it. */
@@ -144,7 +183,37 @@ typedef struct membptt_pass_stats {
 MEMBPTT_API membptt_status membptt_rnn_create(const char* cell, int64_t input_size, int64_t hidden_size,
                                               int64_t num_layers, int32_t dtype, const char* memory,
                                               const char* policy, double beta, membptt_rnn** out);
+
+/* PyTorch's other recurrent options. Fields left as membptt_rnn_options_default sets them are
+ * torch.nn's defaults; an option the cells do not have yet is refused (MEMBPTT_INVALID_ARGUMENT,
+ * one line naming it). */
+typedef struct membptt_rnn_options {
+  int32_t bias;             /* 1 (default): b_ih, b_hh in every layer; 0: none (bias=False) */
+  int32_t bidirectional;    /* 0 only: a reverse direction is not supported yet */
+  int64_t proj_size;        /* 0 (default) or, for "lstm", 1 .. hidden_size - 1: h = W_hr (o * tanh(c)) */
+  double dropout;           /* 0 (default) to 1: dropout between layers while training (set_dropout) */
+  const char* nonlinearity; /* "tanh" (default; NULL too) or "relu": cell "rnn" only */
+} membptt_rnn_options;
+
+MEMBPTT_API void membptt_rnn_options_default(membptt_rnn_options* options);
+
+/* membptt_rnn_create with options (NULL: the defaults). */
+MEMBPTT_API membptt_status membptt_rnn_create_ex(const char* cell, int64_t input_size, int64_t hidden_size,
+                                                 int64_t num_layers, const membptt_rnn_options* options,
+                                                 int32_t dtype, const char* memory, const char* policy,
+                                                 double beta, membptt_rnn** out);
 MEMBPTT_API void membptt_rnn_free(membptt_rnn* rnn); /* passes still in flight stay valid */
+
+/* Dropout between layers (options.dropout > 0, two layers or more) for the forward calls that
+ * follow: training 1 with masks from `seed`, 0 off (the default: inference). A pass keeps the seed
+ * it started with until its backward. Masks: include/membptt/cells/dropout.hpp (counter-based,
+ * keyed by seed, layer, step and element; not PyTorch's draws). */
+MEMBPTT_API membptt_status membptt_rnn_set_dropout(membptt_rnn* rnn, int32_t training, uint64_t seed);
+
+/* keep[k] = 1 where element k of layer `layer`'s input mask at step `step` (0-based) is kept under
+ * `seed` and probability p, else 0; k < count. The masks the cells draw (for tests and oracles). */
+MEMBPTT_API membptt_status membptt_dropout_keep(uint64_t seed, int64_t layer, int64_t step, int64_t count, double p,
+                                                uint8_t* keep);
 MEMBPTT_API int64_t membptt_rnn_weight_count(const membptt_rnn* rnn);
 MEMBPTT_API int64_t membptt_rnn_carry_count(const membptt_rnn* rnn, int64_t batch);
 

@@ -9,10 +9,10 @@
 Layout: ``_lib`` loads libmembptt.so (the C API, include/membptt/membptt.h) with ctypes;
 ``planner`` is the planner. Errors a user can cause are ValueError with one line naming the value.
 """
-from .planner import (CURVE_DTYPE, OP_DTYPE, OP_NAMES, POLICIES, Plan, curve, curve_budgets, least_budget,
-                      parse_budget, plan)
+from .planner import (CURVE_DTYPE, OP_DTYPE, OP_NAMES, POLICIES, OnlineSchedule, Plan, curve, curve_budgets,
+                      least_budget, online_cost, parse_budget, plan)
 
 __version__ = "0.1.0"
 
 __all__ = ["plan", "curve", "least_budget", "parse_budget", "curve_budgets", "Plan", "POLICIES", "OP_NAMES",
-           "OP_DTYPE", "CURVE_DTYPE", "__version__"]
+           "OP_DTYPE", "CURVE_DTYPE", "OnlineSchedule", "online_cost", "__version__"]

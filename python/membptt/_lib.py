@@ -10,7 +10,7 @@ import ctypes
 import os
 from pathlib import Path
 
-API_VERSION = 2
+API_VERSION = 3
 LIBRARY_NAME = "libmembptt.so"
 
 OK, INVALID_ARGUMENT, OUT_OF_MEMORY, INTERNAL_ERROR = 0, 1, 2, 3
@@ -26,6 +26,12 @@ class PassStats(ctypes.Structure):
     _fields_ = [("forward_steps", ctypes.c_int64), ("backward_steps", ctypes.c_int64),
                 ("planned_forward_steps", ctypes.c_int64), ("peak_arena_bytes", ctypes.c_int64),
                 ("arena_bytes", ctypes.c_int64), ("workspace_bytes", ctypes.c_int64), ("budget_bytes", ctypes.c_double)]
+
+
+class RnnOptions(ctypes.Structure):
+    """membptt_rnn_options (include/membptt/membptt.h)."""
+    _fields_ = [("bias", ctypes.c_int32), ("bidirectional", ctypes.c_int32), ("proj_size", ctypes.c_int64),
+                ("dropout", ctypes.c_double), ("nonlinearity", ctypes.c_char_p)]
 
 
 def candidates() -> list[Path]:
@@ -50,6 +56,8 @@ def _declare(lib: ctypes.CDLL) -> None:
         "membptt_plan_policy": (c.c_char_p, [P]),
         "membptt_plan_length": (c.c_int64, [P]),
         "membptt_plan_forward_steps": (c.c_int64, [P]),
+        "membptt_plan_optimal": (c.c_int32, [P]),
+        "membptt_plan_lower_bound": (c.c_int64, [P]),
         "membptt_plan_peak_units": (c.c_double, [P]),
         "membptt_plan_budget_units": (c.c_double, [P]),
         "membptt_plan_alpha": (c.c_double, [P]),
@@ -61,9 +69,23 @@ def _declare(lib: ctypes.CDLL) -> None:
                                     c.POINTER(c.c_int64)]),
         "membptt_least_budget": (c.c_int, [c.c_char_p, c.c_int64, c.c_double, c.POINTER(c.c_double)]),
         "membptt_parse_budget": (c.c_int, [c.c_char_p, c.POINTER(c.c_double), c.POINTER(c.c_int32)]),
+        "membptt_online_create": (c.c_int, [c.c_double, c.c_double, c.c_char_p, c.POINTER(P)]),
+        "membptt_online_free": (None, [P]),
+        "membptt_online_push": (c.c_int, [P, c.POINTER(Op), c.POINTER(c.c_int64)]),
+        "membptt_online_finish": (c.c_int, [P, c.POINTER(c.c_int64), c.POINTER(c.c_int64)]),
+        "membptt_online_next": (c.c_int, [P, c.POINTER(Op), c.c_int64, c.POINTER(c.c_int64)]),
+        "membptt_online_slots": (c.c_int64, [P]),
+        "membptt_online_optimal_up_to": (c.c_int64, [P]),
+        "membptt_online_cost": (c.c_int, [c.c_int64, c.c_double, c.c_double, c.c_char_p, c.POINTER(c.c_int64)]),
         "membptt_rnn_create": (c.c_int, [c.c_char_p, c.c_int64, c.c_int64, c.c_int64, c.c_int32, c.c_char_p, c.c_char_p,
                                          c.c_double, c.POINTER(P)]),
+        "membptt_rnn_options_default": (None, [c.POINTER(RnnOptions)]),
+        "membptt_rnn_create_ex": (c.c_int, [c.c_char_p, c.c_int64, c.c_int64, c.c_int64, c.POINTER(RnnOptions),
+                                            c.c_int32, c.c_char_p, c.c_char_p, c.c_double, c.POINTER(P)]),
         "membptt_rnn_free": (None, [P]),
+        "membptt_rnn_set_dropout": (c.c_int, [P, c.c_int32, c.c_uint64]),
+        "membptt_dropout_keep": (c.c_int, [c.c_uint64, c.c_int64, c.c_int64, c.c_int64, c.c_double,
+                                           c.POINTER(c.c_uint8)]),
         "membptt_rnn_weight_count": (c.c_int64, [P]),
         "membptt_rnn_carry_count": (c.c_int64, [P, c.c_int64]),
         "membptt_rnn_plan": (c.c_int, [P, c.c_int64, c.c_int64, c.POINTER(P), c.POINTER(c.c_double),

@@ -17,7 +17,7 @@ import numpy as np
 from . import _lib
 
 POLICIES = ("full", "hsm", "ism", "msm", "revolve", "chen-sqrt", "chen-recursive", "quadratic")
-OP_NAMES = ("advance", "advance_hidden", "advance_record", "backward", "restore", "pop")
+OP_NAMES = ("advance", "advance_hidden", "advance_record", "backward", "restore", "pop", "keep", "drop")
 # One operation of a schedule: the C API's membptt_op (kind indexes OP_NAMES; slot -1 for advance;
 # count: steps of an advance, else 1).
 OP_DTYPE = np.dtype([("kind", np.int64), ("t", np.int64), ("slot", np.int64), ("count", np.int64)])
@@ -55,6 +55,8 @@ class Plan:
     memory_fraction: float    # peak_memory / plain_bptt_memory
     time_ratio: float         # predicted time against plain BPTT: (C/T + beta) / (1 + beta)
     max_slots: int            # deepest stack, h_0's slot included
+    optimal: bool             # forward_steps is the policy's least (False: MSM's blocked plan past the exact table)
+    lower_bound: int          # every plan of the policy within the budget runs at least this many forward steps
     _handle: _Handle = field(repr=False, compare=False)
 
     @property
@@ -113,7 +115,9 @@ def plan(length: int, memory: Union[float, str], alpha: float = 1.0, policy: str
     memory: a number in ``unit`` ("units", the default: hidden-state units; "percent" of plain
     BPTT's memory; "bytes", with ``hidden_bytes`` the bytes of one hidden state), or a string: a
     share such as ``"5%"``, or bytes such as ``"64MiB"`` (with ``hidden_bytes``).
-    policy: "auto" (plain BPTT when the budget holds it, else MSM, else revolve) or one of POLICIES.
+    policy: "auto" (plain BPTT when the budget holds it, else MSM) or one of POLICIES. MSM past its exact
+        table (T > 10^4 or 2 million cells) is a blocked plan: ``optimal`` is then False and ``lower_bound``
+        a proven least that every MSM plan within the budget runs.
     Bad values raise ValueError with one line naming the value and what is allowed.
     """
     length = _integer("length", length)
@@ -150,7 +154,8 @@ def plan_of_handle(ptr: ctypes.c_void_p) -> Plan:
                 alpha=L.membptt_plan_alpha(ptr), beta=L.membptt_plan_beta(ptr),
                 forward_steps=L.membptt_plan_forward_steps(ptr), peak_memory=peak, plain_bptt_memory=plain,
                 memory_fraction=peak / plain, time_ratio=L.membptt_plan_time_ratio(ptr),
-                max_slots=L.membptt_plan_max_slots(ptr), _handle=h)
+                max_slots=L.membptt_plan_max_slots(ptr), optimal=bool(L.membptt_plan_optimal(ptr)),
+                lower_bound=L.membptt_plan_lower_bound(ptr), _handle=h)
 
 
 def least_budget(length: int, alpha: float = 1.0, policy: str = "auto") -> float:
@@ -207,3 +212,72 @@ def curve(length: int, alpha: float = 1.0, beta: float = 2.0, points: int = 60,
         r["time_ratio"] = (steps[keep] - length + length * (1.0 + beta)) / (length * (1.0 + beta))
         out[name] = r
     return out
+
+
+class OnlineSchedule:
+    """Online checkpointing (docs/planner.md, "Online checkpointing"): the schedule of a sequence
+    whose length is known only when it ends, made as the steps arrive, never looking ahead.
+
+        s = OnlineSchedule(budget_units, alpha)
+        for each step that is not the last: ops = s.push()     # (kind, t, slot, count) tuples
+        T, forward_steps = s.finish()                          # the last step has come
+        ops = s.next_ops()                                     # the rest, in chunks, [] at the end
+
+    kind indexes OP_NAMES (keep: push the cursor's state at slot; drop: remove the hidden state at
+    slot, those above moving down one). At every op the stored states hold at most budget_units.
+    backward: how the segments between checkpoints are reversed once the length is known: "msm"
+    (its table; HSM when that would be too large) or "hsm" (Revolve's closed form).
+    """
+
+    def __init__(self, budget_units: float, alpha: float = 1.0, backward: str = "msm"):
+        ptr = ctypes.c_void_p()
+        _lib.check(_lib.lib().membptt_online_create(_number("budget_units", budget_units), _number("alpha", alpha),
+                                                    _policy_bytes(backward), ctypes.byref(ptr)))
+        self._ptr = ptr
+        self._free = _lib.lib().membptt_online_free
+        self._ops = (_lib.Op * 256)()
+        self._n = ctypes.c_int64(0)
+
+    def __del__(self):
+        if getattr(self, "_ptr", None):
+            self._free(self._ptr)
+            self._ptr = None
+
+    @property
+    def slots(self) -> int:
+        """Hidden slots the budget gives, h_0's included (m)."""
+        return _lib.lib().membptt_online_slots(self._ptr)
+
+    @property
+    def optimal_up_to(self) -> int:
+        """Up to this length the cost is the offline HSM optimum: (m+1)(m+2)/2."""
+        return _lib.lib().membptt_online_optimal_up_to(self._ptr)
+
+    def _read(self) -> list[tuple[int, int, int, int]]:
+        return [(o.kind, o.t, o.slot, o.count) for o in self._ops[:self._n.value]]
+
+    def push(self) -> list[tuple[int, int, int, int]]:
+        """The next step is not the last: the ops that run it."""
+        _lib.check(_lib.lib().membptt_online_push(self._ptr, self._ops, ctypes.byref(self._n)))
+        return self._read()
+
+    def finish(self) -> tuple[int, int]:
+        """The next step is the last: (its number T, the whole schedule's forward steps)."""
+        T, cost = ctypes.c_int64(0), ctypes.c_int64(0)
+        _lib.check(_lib.lib().membptt_online_finish(self._ptr, ctypes.byref(T), ctypes.byref(cost)))
+        return T.value, cost.value
+
+    def next_ops(self) -> list[tuple[int, int, int, int]]:
+        """After finish(): the next ops of the backward phase ([] at the end)."""
+        _lib.check(_lib.lib().membptt_online_next(self._ptr, self._ops, len(self._ops), ctypes.byref(self._n)))
+        return self._read()
+
+
+def online_cost(length: int, memory: float, alpha: float = 1.0, backward: str = "msm") -> int:
+    """The online policy's forward steps for a sequence that turns out to have ``length`` steps,
+    within ``memory`` units (as ``membptt plan --online --memory ... --unit slots``); backward as
+    OnlineSchedule's."""
+    out = ctypes.c_int64(0)
+    _lib.check(_lib.lib().membptt_online_cost(_integer("length", length), _number("memory", memory),
+                                              _number("alpha", alpha), _policy_bytes(backward), ctypes.byref(out)))
+    return out.value

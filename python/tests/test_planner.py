@@ -13,6 +13,8 @@ CASES = [  # policy, length, memory, unit, alpha
     ("hsm", 1000, 200, "slots", 4),
     ("ism", 200, 30, "percent", 3),
     ("revolve", 1000000, 25, "slots", 4),
+    ("msm", 200000, 1000, "slots", 4),
+    ("hsm", 200000, 1000, "slots", 4),
     ("chen-sqrt", 500, 100, "percent", 2),
     ("chen-recursive", 500, 100, "percent", 2),
     ("quadratic", 50, 3, "slots", 1),
@@ -33,6 +35,8 @@ def test_plan_equals_cli(cli, policy, length, memory, unit, alpha):
     assert got.plain_bptt_memory == pytest.approx(want["plain_bptt_memory"], rel=1e-12)
     assert got.time_ratio == pytest.approx(want["time_ratio"], rel=1e-12)
     assert got.max_slots == want["max_slots"]
+    assert got.optimal == want["optimal"]
+    assert got.lower_bound == want["lower_bound_forward_ops"]
 
 
 def test_paper_figure():
@@ -92,9 +96,23 @@ def test_auto():
     assert membptt.plan(100, "100%", alpha=4).policy == "full"
     assert membptt.plan(100, 1e30, alpha=4).policy == "full"
     assert membptt.plan(1000, "5%", alpha=4).policy == "msm"
-    # An MSM table past its limit: revolve, HSM by the closed form.
+    # Past the exact MSM table: a blocked MSM plan, certified by a lower bound, never worse than revolve.
     big = membptt.plan(1_000_000, 100, alpha=4)
-    assert big.policy == "revolve" and big.peak_memory <= 100
+    assert big.policy == "msm" and big.peak_memory <= 100 and not big.optimal
+    assert big.lower_bound <= big.forward_steps <= membptt.plan(1_000_000, 100, alpha=4, policy="revolve").forward_steps
+    small = membptt.plan(1000, "5%", alpha=4)
+    assert small.optimal and small.lower_bound == small.forward_steps
+
+
+def test_long_msm_plans_exact_or_certified():
+    # Issue 15's sizes. T = 10^6 with 10,000 units at alpha = 4: every step runs at most twice, optimal.
+    p = membptt.plan(1_000_000, 10_000, alpha=4, policy="msm")
+    assert p.optimal and p.peak_memory <= 10_000 and p.forward_steps == p.lower_bound == 2 * 10**6 - 2500
+    # T = 10^5 with 1,000 units: a blocked plan, certified within 0.1% of the optimum.
+    q = membptt.plan(100_000, 1_000, alpha=4, policy="msm")
+    assert not q.optimal and q.peak_memory <= 1_000
+    assert q.lower_bound <= q.forward_steps <= 1.001 * q.lower_bound
+    assert membptt.plan(1_000_000, 10_000, alpha=4, policy="hsm").optimal  # the closed form past the table
 
 
 def test_bytes(cli):
@@ -170,9 +188,11 @@ def test_curve_errors():
         membptt.curve(100, alpha=0.5)
     with pytest.raises(ValueError, match="unknown policy 'nope'"):
         membptt.curve(100, policies=["nope"])
-    with pytest.warns(UserWarning, match="msm left out"):
-        c = membptt.curve(1_000_000, alpha=4, points=3, policies=["msm", "revolve"])
-    assert list(c) == ["revolve"] and math.isfinite(c["revolve"]["time_ratio"][0])
+    # Past the exact table ISM is left out (MSM and revolve plan any length).
+    with pytest.warns(UserWarning, match="ism left out"):
+        c = membptt.curve(1_000_000, alpha=4, points=3, policies=["ism", "msm", "revolve"])
+    assert list(c) == ["msm", "revolve"] and math.isfinite(c["revolve"]["time_ratio"][0])
+    assert (c["msm"]["forward_steps"] <= c["revolve"]["forward_steps"]).all()
 
 
 def test_least_budget():

@@ -81,6 +81,263 @@ def memory_for(policy):
     return None if policy in ("full", "chen-sqrt", "chen-recursive") else "12%"
 
 
+# PyTorch's bias=False (every cell) and nonlinearity='relu' (RNN), against torch.nn on the same weights.
+OPTION_CASES = [("lstm", dict(bias=False)), ("gru", dict(bias=False)), ("rnn", dict(bias=False)),
+                ("rnn", dict(nonlinearity="relu")), ("rnn", dict(nonlinearity="relu", bias=False)),
+                ("lstm", dict(proj_size=3)), ("lstm", dict(proj_size=2, bias=False))]
+
+
+def option_id(case):
+    cell, kw = case
+    return cell + "-" + "-".join(f"{k}={v}" for k, v in kw.items())
+
+
+@pytest.mark.parametrize("case", OPTION_CASES, ids=option_id)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("layers,batch_first", [(1, False), (3, True)])
+def test_options_match_torch_nn(case, dtype, layers, batch_first):
+    cell, kw = case
+    gen = torch.Generator().manual_seed(17)
+    torch.manual_seed(4)
+    T, B, I, H = 29, 3, 5, 6
+    ours, ref = pair(cell, I, H, layers, batch_first=batch_first, dtype=dtype, memory="20%", **kw)
+    names = [n for n, _ in ours.named_parameters()]
+    assert names == [n for n, _ in ref.named_parameters()]
+    assert any("bias" in n for n in names) == kw.get("bias", True)
+    x = torch.randn(*((B, T, I) if batch_first else (T, B, I)), dtype=dtype, generator=gen)
+    hx = hidden(cell, (layers, B, H), dtype, gen)
+    if kw.get("proj_size"):  # h_0 [L, B, P], c_0 [L, B, H]
+        hx = (torch.randn(layers, B, kw["proj_size"], dtype=dtype, generator=gen), hx[1])
+    copies = lambda: (tuple(t.detach().clone().requires_grad_() for t in hx) if cell == "lstm"  # noqa: E731
+                      else hx.detach().clone().requires_grad_())
+    y1, hn1, loss1, g1 = run(ours, x.clone().requires_grad_(), copies())
+    y2, hn2, loss2, g2 = run(ref, x.clone().requires_grad_(), copies())
+    if kw.get("nonlinearity") == "relu":
+        assert (y2 == 0).any() and (y2 > 0).any()  # relu clipped somewhere: tanh would not match
+    torch.testing.assert_close(y1, y2, **TOL[dtype])
+    for a, b in zip(hn1, hn2):
+        torch.testing.assert_close(a, b, **TOL[dtype])
+    torch.testing.assert_close(loss1, loss2, **TOL[dtype])
+    assert len(g1) == len(g2)
+    for a, b in zip(g1, g2):
+        torch.testing.assert_close(a, b, **TOL[dtype])
+    assert ours.last_stats.forward_steps > T  # 20%: states were recomputed
+    if kw.get("proj_size"):
+        assert y1.shape[-1] == kw["proj_size"] and hn1[0].shape[-1] == kw["proj_size"] and hn1[1].shape[-1] == H
+    with torch.no_grad():  # inference takes the options too
+        torch.testing.assert_close(ours(x)[0], ref(x)[0], **TOL[dtype])
+
+
+@pytest.mark.parametrize("case", OPTION_CASES, ids=option_id)
+def test_options_every_policy_is_bitwise_plain_bptt(case):
+    cell, kw = case
+    T, B, I, H, L, dtype = 50, 2, 3, 4, 2, torch.float64
+    gen = torch.Generator().manual_seed(13)
+    x = torch.randn(T, B, I, dtype=dtype, generator=gen)
+    results = {}
+    for policy in ("full", *membptt.POLICIES):
+        torch.manual_seed(6)
+        m = PAIRS[cell][0](I, H, L, dtype=dtype, memory=memory_for(policy), policy=policy, **kw)
+        y, hn, loss, grads = run(m, x.clone().requires_grad_(), None)
+        results[policy] = [y, *hn, loss, *grads]
+        if policy != "full":
+            assert m.last_stats.forward_steps > T, policy
+    for policy, got in results.items():
+        for a, b in zip(got, results["full"]):
+            assert torch.equal(a, b), policy
+
+
+def gradcheck_module(cell, **kw):
+    """A float64 finite-difference check of RnnFunction through a small module of `cell` with options kw."""
+    T, B, I, H, L = 9, 2, 3, 4 if kw.get("proj_size") else 2, 2
+    torch.manual_seed(2)
+    m = PAIRS[cell][0](I, H, L, dtype=torch.float64, memory="40%", **kw)
+    R = kw.get("proj_size") or H
+    handle = m._handle(torch.float64)
+    C = m._carry_count(B)
+    x = torch.randn(T, B, I, dtype=torch.float64, requires_grad=True)
+    c0 = torch.randn(C, dtype=torch.float64, requires_grad=True)
+    weights = [p.detach().clone().requires_grad_() for p in m.parameters()]
+
+    def f(x, c0, *w):
+        return RnnFunction.apply(handle, m, R, C, x, c0, *w)
+
+    assert torch.autograd.gradcheck(f, (x, c0, *weights), eps=1e-6, atol=1e-8, rtol=1e-6)
+    assert m.last_stats.forward_steps > T
+
+
+@pytest.mark.parametrize("case", OPTION_CASES, ids=option_id)
+def test_options_gradcheck_float64(case):
+    cell, kw = case
+    gradcheck_module(cell, **kw)
+
+
+def dropout_masks(seed, layer, T, B, R, p):
+    """membptt's masks of layer ``layer``'s input, [T, B, R] of 0/1 (membptt_dropout_keep)."""
+    out = torch.empty(T, B * R, dtype=torch.uint8)
+    for t in range(T):
+        _lib.check(_lib.lib().membptt_dropout_keep(seed, layer, t, B * R, p,
+                                                   ctypes.cast(out[t].data_ptr(), ctypes.POINTER(ctypes.c_uint8))))
+    return out.view(T, B, R)
+
+
+def dropout_reference(cell, ours, x, hx, seed, **kw):
+    """torch.nn's layers one by one with membptt's masks between them: what dropout must compute."""
+    L, H, p = ours.num_layers, ours.hidden_size, ours.dropout
+    R = ours.proj_size or H
+    T, B = x.shape[0], x.shape[1]
+    state = ours.state_dict()
+    inp, hs, cs, layers = x, [], [], []
+    for k in range(L):
+        layer = PAIRS[cell][1](inp.shape[-1], H, 1, dtype=x.dtype, **kw)
+        layers.append(layer)
+        layer.load_state_dict({n.replace(f"_l{k}", "_l0"): v for n, v in state.items() if n.endswith(f"_l{k}")})
+        if cell == "lstm":
+            out, (h, c) = layer(inp, (hx[0][k:k + 1], hx[1][k:k + 1]))
+            cs.append(c)
+        else:
+            out, h = layer(inp, hx[k:k + 1])
+        hs.append(h)
+        if k + 1 < L:
+            mask = dropout_masks(seed, k + 1, T, B, R, p).to(x.dtype)
+            inp = out * mask * (1.0 / (1.0 - p))
+        else:
+            inp = out
+    return inp, ((torch.cat(hs), torch.cat(cs)) if cell == "lstm" else torch.cat(hs)), layers
+
+
+@pytest.mark.parametrize("case", [("lstm", {}), ("gru", {}), ("rnn", dict(nonlinearity="relu")),
+                                  ("lstm", dict(proj_size=3, bias=False))], ids=option_id)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_dropout_matches_torch_nn_with_the_same_masks(case, dtype):
+    cell, kw = case
+    T, B, I, H, L, p = 23, 3, 4, 5, 3, 0.4
+    torch.manual_seed(21)
+    ours = PAIRS[cell][0](I, H, L, dropout=p, dtype=dtype, memory="20%", **kw)
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(T, B, I, dtype=dtype, generator=gen)
+    R = kw.get("proj_size") or H
+    hx = ((torch.randn(L, B, R, dtype=dtype, generator=gen), torch.randn(L, B, H, dtype=dtype, generator=gen))
+          if cell == "lstm" else torch.randn(L, B, H, dtype=dtype, generator=gen))
+    copies = lambda: (tuple(t.clone().requires_grad_() for t in hx) if cell == "lstm"  # noqa: E731
+                      else hx.clone().requires_grad_())
+    x1, h1 = x.clone().requires_grad_(), copies()
+    y1, hn1, loss1, g1 = run(ours, x1, h1)
+    seed = ours._dropout_seed
+    assert seed is not None
+    x2, h2 = x.clone().requires_grad_(), copies()
+    y2, hn2, layers = dropout_reference(cell, ours, x2, h2, seed, **kw)
+    hn2 = leaves(hn2)
+    loss2 = (y2 * torch.linspace(-1, 1, y2.shape[-1], dtype=dtype)).pow(2).sum() + sum((t * 0.5).sum() for t in hn2)
+    # The reference's parameter gradients: the same loss through torch.nn's layers.
+    loss2.backward()
+    torch.testing.assert_close(y1, y2, **TOL[dtype])
+    for a, b in zip(hn1, hn2):
+        torch.testing.assert_close(a, b, **TOL[dtype])
+    torch.testing.assert_close(loss1, loss2, **TOL[dtype])
+    torch.testing.assert_close(g1[0], x2.grad, **TOL[dtype])
+    for a, b in zip(leaves(h1), leaves(h2)):
+        torch.testing.assert_close(a.grad, b.grad, **TOL[dtype])
+    for name, param in ours.named_parameters():  # every parameter's gradient, layer by layer
+        k = int(name.rsplit("_l", 1)[1])
+        ref_param = dict(layers[k].named_parameters())[name.rsplit("_l", 1)[0] + "_l0"]
+        torch.testing.assert_close(param.grad, ref_param.grad, **TOL[dtype])
+    assert ours.last_stats.forward_steps > T  # 20%: recomputed steps drew the same masks
+    with torch.no_grad():  # eval: no dropout, as torch.nn
+        ours.eval()
+        ref = PAIRS[cell][1](I, H, L, dropout=p, dtype=dtype, **kw)
+        ref.load_state_dict(ours.state_dict())
+        ref.eval()
+        torch.testing.assert_close(ours(x, hx)[0], ref(x, hx)[0], **TOL[dtype])
+
+
+@pytest.mark.parametrize("cell", PAIRS)
+def test_dropout_every_policy_is_bitwise_plain_bptt_and_p0_is_no_dropout(cell):
+    T, B, I, H, L, dtype = 40, 2, 3, 4, 3, torch.float64
+    gen = torch.Generator().manual_seed(9)
+    x = torch.randn(T, B, I, dtype=dtype, generator=gen)
+    results = {}
+    for policy in ("full", *membptt.POLICIES):
+        torch.manual_seed(6)
+        m = PAIRS[cell][0](I, H, L, dropout=0.5, dtype=dtype, memory=memory_for(policy), policy=policy)
+        y, hn, loss, grads = run(m, x.clone().requires_grad_(), None)
+        results[policy] = [y, *hn, loss, *grads]
+        if policy != "full":
+            assert m.last_stats.forward_steps > T, policy
+    for policy, got in results.items():
+        for a, b in zip(got, results["full"]):
+            assert torch.equal(a, b), policy
+    # Another seed: other masks, another result.
+    torch.manual_seed(7)
+    m = PAIRS[cell][0](I, H, L, dropout=0.5, dtype=dtype, policy="full")
+    torch.manual_seed(6)
+    m.load_state_dict(PAIRS[cell][0](I, H, L, dtype=dtype).state_dict())
+    torch.manual_seed(99)
+    assert not torch.equal(m(x)[0], results["full"][0])
+    # p = 0: the same bits as no dropout at all.
+    torch.manual_seed(6)
+    m0 = PAIRS[cell][0](I, H, L, dropout=0.0, dtype=dtype)
+    torch.manual_seed(6)
+    m1 = PAIRS[cell][0](I, H, L, dtype=dtype)
+    assert torch.equal(m0(x)[0], m1(x)[0])
+
+
+@pytest.mark.parametrize("cell,fields,match", [
+    ("lstm", dict(bidirectional=1), "bidirectional 1 is not supported yet: allowed is 0"),
+    ("gru", dict(proj_size=2), "proj_size 2 is not allowed for cell gru: only lstm has projections"),
+    ("lstm", dict(proj_size=8), "proj_size 8 is not allowed: allowed is 0 (none) or 1 to 7"),
+    ("lstm", dict(nonlinearity=b"relu"), "nonlinearity relu is not allowed for cell lstm"),
+    ("rnn", dict(nonlinearity=b"gelu"), "nonlinearity 'gelu' is not allowed: allowed are tanh, relu"),
+    ("rnn", dict(bias=2), "bias 2 is not allowed"),
+    ("rnn", dict(dropout=1.5), "dropout 1.500000 is not allowed: allowed is 0 to 1"),
+])
+def test_c_api_options_refused_in_one_line(cell, fields, match):
+    L = _lib.lib()
+    opts = _lib.RnnOptions()
+    L.membptt_rnn_options_default(ctypes.byref(opts))
+    assert (opts.bias, opts.bidirectional, opts.proj_size, opts.dropout, opts.nonlinearity) == (1, 0, 0, 0.0, b"tanh")
+    for k, v in fields.items():
+        setattr(opts, k, v)
+    out = ctypes.c_void_p()
+    with pytest.raises(ValueError, match=match.replace("(", r"\(").replace(")", r"\)")):
+        _lib.check(L.membptt_rnn_create_ex(cell.encode(), 3, 8, 2, ctypes.byref(opts), 0, None, b"auto", 2.0,
+                                           ctypes.byref(out)))
+    assert "\n" not in L.membptt_last_error().decode()
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5, 0.9])
+def test_dropout_keeps_one_minus_p(p):
+    n, seed = 200_000, 12345
+    keep = torch.empty(n, dtype=torch.uint8)
+    _lib.check(_lib.lib().membptt_dropout_keep(seed, 1, 7, n, p, ctypes.cast(keep.data_ptr(), ctypes.POINTER(ctypes.c_uint8))))
+    frac = keep.double().mean().item()
+    sigma = (p * (1 - p) / n) ** 0.5
+    assert abs(frac - (1 - p)) < 5 * sigma, (frac, 1 - p)
+    # Other layers, steps and seeds draw other masks.
+    other = torch.empty(n, dtype=torch.uint8)
+    _lib.check(_lib.lib().membptt_dropout_keep(seed, 2, 7, n, p, ctypes.cast(other.data_ptr(), ctypes.POINTER(ctypes.c_uint8))))
+    assert not torch.equal(keep, other)
+
+
+@pytest.mark.parametrize("cell", PAIRS)
+def test_dropout_gradcheck_float64(cell):
+    T, B, I, H, L = 7, 2, 3, 2, 3
+    torch.manual_seed(2)
+    m = PAIRS[cell][0](I, H, L, dtype=torch.float64, memory="40%", dropout=0.5)
+    handle = m._handle(torch.float64)
+    handle.set_dropout(4242)
+    C = m._carry_count(B)
+    x = torch.randn(T, B, I, dtype=torch.float64, requires_grad=True)
+    c0 = torch.randn(C, dtype=torch.float64, requires_grad=True)
+    weights = [p.detach().clone().requires_grad_() for p in m.parameters()]
+
+    def f(x, c0, *w):
+        return RnnFunction.apply(handle, m, H, C, x, c0, *w)
+
+    assert torch.autograd.gradcheck(f, (x, c0, *weights), eps=1e-6, atol=1e-8, rtol=1e-6)
+    assert m.last_stats.forward_steps > T
+
+
 @pytest.mark.parametrize("cell", PAIRS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_every_policy_is_bitwise_plain_bptt(cell, dtype):
@@ -108,20 +365,7 @@ def test_every_policy_is_bitwise_plain_bptt(cell, dtype):
 
 @pytest.mark.parametrize("cell", PAIRS)
 def test_gradcheck_float64(cell):
-    T, B, I, H, L = 9, 2, 3, 2, 2
-    torch.manual_seed(2)
-    m = PAIRS[cell][0](I, H, L, dtype=torch.float64, memory="40%")
-    handle = m._handle(torch.float64)
-    C = m._carry_count(B)
-    x = torch.randn(T, B, I, dtype=torch.float64, requires_grad=True)
-    c0 = torch.randn(C, dtype=torch.float64, requires_grad=True)
-    weights = [p.detach().clone().requires_grad_() for p in m.parameters()]
-
-    def f(x, c0, *w):
-        return RnnFunction.apply(handle, m, H, C, x, c0, *w)
-
-    assert torch.autograd.gradcheck(f, (x, c0, *weights), eps=1e-6, atol=1e-8, rtol=1e-6)
-    assert m.last_stats.forward_steps > T
+    gradcheck_module(cell)
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
@@ -274,9 +518,7 @@ def test_threads_follow_torch_during_calls_only():
 
 
 @pytest.mark.parametrize("kwargs,match", [
-    (dict(bias=False), r"membptt.torch.LSTM: bias=False \(.*\) is not supported yet"),
     (dict(bidirectional=True), r"bidirectional=True \(.*\) is not supported yet"),
-    (dict(num_layers=2, dropout=0.5), "dropout=0.5 between layers is not supported yet"),
     (dict(memory="5 parsecs"), "unknown unit 'parsecs'"),
     (dict(memory="-1MiB"), "must be a finite number >= 0"),
     (dict(policy="fastest"), "policy 'fastest' is not allowed"),
@@ -291,10 +533,10 @@ def test_construction_errors(kwargs, match):
 
 
 def test_cell_specific_refusals():
-    with pytest.raises(ValueError, match="proj_size=2 .* is not supported yet"):
-        mt.LSTM(3, 4, proj_size=2)
-    with pytest.raises(ValueError, match="nonlinearity='relu' .* is not supported yet"):
-        mt.RNN(3, 4, nonlinearity="relu")
+    with pytest.raises(ValueError, match="proj_size has to be smaller than hidden_size"):
+        mt.LSTM(3, 4, proj_size=4)
+    with pytest.raises(ValueError, match="membptt.torch.LSTM: nonlinearity='relu' is not allowed: only RNN"):
+        mt.LSTM(3, 4, nonlinearity="relu")
     with pytest.raises(ValueError, match="Unknown nonlinearity 'gelu'"):
         mt.RNN(3, 4, nonlinearity="gelu")
     with pytest.raises(TypeError, match="input_size should be of type int"):

@@ -228,3 +228,90 @@ def test_captured_non_leaf_is_named():
 
     with pytest.raises(RuntimeError, match="computed before the scan"):
         scan(step, torch.zeros(3, 2), torch.randn(6, 3, 2), memory=None)[1].sum().backward()
+
+
+# --- xs an iterator of unknown length: the online policy ---------------------------------------------
+
+def online_gradients(kind, dtype, memory, T=40, seed=11, as_generator=False):
+    """gradients() with xs given step by step (an iterator over its rows, or a generator)."""
+    m, carry = make(kind, dtype)
+    outputs = "sum" if kind == "gru_dropout_sum" else "stack"
+    xs = torch.randn(T, 4, 3, dtype=dtype, generator=torch.Generator().manual_seed(1)).requires_grad_()
+    leaves = list(carry) if isinstance(carry, tuple) else [carry]
+    for c in leaves:
+        c.requires_grad_()
+    torch.manual_seed(seed)
+    st = ScanStats()
+    rows = (xs[t] for t in range(T)) if as_generator else iter([xs[t] for t in range(T)])
+    final, ys = scan(m, carry, rows, memory=memory, outputs=outputs, stats=st)
+    after_forward = torch.rand(3)
+    loss_of(final, ys).backward()
+    grads = [xs.grad] + [c.grad for c in leaves] + [p.grad for p in m.parameters()]
+    return ys.detach(), grads, after_forward, st
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_iterator_is_bitwise_the_tensor_scan_within_the_budget(kind, dtype):
+    ref_y, ref_g, ref_rng, _ = gradients(kind, dtype, "full", None)
+    _, _, _, probe = online_gradients(kind, dtype, 10**9, T=3)
+    carry, record = probe.carry_bytes, probe.record_bytes
+    alpha = -(-record // carry)
+    seen = set()
+    for extra in (0, 1, 2, 4, 9, 40):
+        budget = alpha * carry + extra * carry
+        y, g, rng, st = online_gradients(kind, dtype, budget, as_generator=extra == 4)
+        assert torch.equal(y, ref_y), extra
+        assert len(g) == len(ref_g) and all(torch.equal(a, b) for a, b in zip(g, ref_g)), extra
+        assert torch.equal(rng, ref_rng), "the generators after the scan's forward are not the plain loop's"
+        assert st.plan is None and st.online_slots == extra + 1
+        assert st.forward_steps == st.online_forward_steps == membptt.online_cost(40, budget / carry, alpha)
+        assert st.backward_steps == 40
+        assert 0 < st.peak_bytes <= budget, (st.peak_bytes, budget)
+        seen.add(st.forward_steps)
+    assert len(seen) >= 4  # the budgets do change the schedule
+
+
+def test_iterator_optimal_range_and_errors():
+    # Up to (m+1)(m+2)/2 steps the online cost is the offline HSM (revolve) optimum.
+    for m in (1, 2, 5):
+        for T in range(1, (m + 1) * (m + 2) // 2 + 1):
+            hsm = membptt.plan(T, 4 + m - 1, alpha=4, policy="revolve").forward_steps
+            assert membptt.online_cost(T, 4 + m - 1, 4.0, backward="hsm") == hsm
+            assert membptt.online_cost(T, 4 + m - 1, 4.0) <= hsm  # the MSM backward
+    s = membptt.OnlineSchedule(6, 2.0)
+    assert s.slots == 5 and s.optimal_up_to == 21
+    ops = [op for _ in range(9) for op in s.push()]
+    assert sum(1 for k, *_ in ops if membptt.OP_NAMES[k] == "advance") == 9
+    T, cost = s.finish()
+    rest, chunk = [], s.next_ops()
+    while chunk:
+        rest += chunk
+        chunk = s.next_ops()
+    assert T == 10 and cost == membptt.online_cost(10, 6, 2.0)
+    assert sum(1 for k, *_ in rest if membptt.OP_NAMES[k] == "backward") == 10
+    with pytest.raises(ValueError, match="below the least in which online checkpointing runs: 2 units"):
+        membptt.OnlineSchedule(1.5, 2.0)
+    with pytest.raises(ValueError, match="online backward 'ism' is not allowed: use msm or hsm"):
+        membptt.OnlineSchedule(6, 2.0, backward="ism")
+
+    m, carry = make("min_gru", torch.float64)
+    xs = [torch.randn(4, 3, dtype=torch.float64) for _ in range(5)]
+    with pytest.raises(ValueError, match="share of plain autograd's memory"):
+        scan(m, carry, iter(xs), memory="5%")
+    with pytest.raises(ValueError, match="policy 'msm' is not allowed with xs an iterator"):
+        scan(m, carry, iter(xs), memory="1MiB", policy="msm")
+    with pytest.raises(ValueError, match="xs is empty"):
+        scan(m, carry, iter([]), memory="1MiB")
+    with pytest.raises(ValueError, match=r"scan: memory budget 10 bytes is below the least in which the online policy "
+                                         r"runs \(xs an iterator\): \d+ bytes"):
+        scan(m, carry, iter(xs), memory=10)
+    with pytest.raises(ValueError, match="x_3 of the iterator has shapes"):
+        scan(m, carry, iter(xs[:2] + [torch.randn(2, 3, dtype=torch.float64)]), memory="1MiB")
+    # memory=None: plain autograd over the steps (stacked); no gradients: the loop.
+    ref_final, ref_ys = scan(m, carry, torch.stack(xs))
+    final, ys = scan(m, carry, iter(xs))
+    assert torch.equal(final, ref_final) and torch.equal(ys, ref_ys)
+    with torch.no_grad():
+        final, ys = scan(m, carry, iter(xs), memory="1MiB")
+    assert torch.equal(final, ref_final) and torch.equal(ys, ref_ys)

@@ -15,6 +15,7 @@
 
 #include "internal.hpp"
 #include "membptt/exec/budget.hpp"
+#include "membptt/plan/online.hpp"
 #include "membptt/plan/planner.hpp"
 
 
@@ -102,6 +103,8 @@ double membptt_plan_alpha(const membptt_plan* plan) { return plan->plan.model.al
 double membptt_plan_beta(const membptt_plan* plan) { return plan->plan.model.beta; }
 double membptt_plan_time_ratio(const membptt_plan* plan) { return plan->plan.time_ratio(); }
 int32_t membptt_plan_max_slots(const membptt_plan* plan) { return plan->plan.max_slots; }
+int32_t membptt_plan_optimal(const membptt_plan* plan) { return plan->plan.optimal ? 1 : 0; }
+int64_t membptt_plan_lower_bound(const membptt_plan* plan) { return plan->plan.lower_bound; }
 
 membptt_status membptt_plan_ops(const membptt_plan* plan, membptt_op* ops, int64_t capacity, int64_t* total) {
   return guarded([&] {
@@ -146,6 +149,79 @@ membptt_status membptt_least_budget(const char* policy, int64_t length, double a
   return guarded([&] {
     require(units != nullptr, "units");
     *units = least_budget(policy_of(policy).value_or(Policy::Msm), length, CostModel{alpha, 2.0, 1.0});
+  });
+}
+
+}  // extern "C"
+
+struct membptt_online {
+  membptt::OnlineSchedule schedule;
+};
+
+namespace {
+membptt_op c_op(const membptt::Op& op) {
+  return membptt_op{static_cast<int64_t>(op.kind), op.t, op.slot, op.count};
+}
+membptt::OnlineBackward backward_of(const char* name) {
+  if (name == nullptr || std::string(name) == "msm") return membptt::OnlineBackward::Msm;
+  if (std::string(name) == "hsm") return membptt::OnlineBackward::Hsm;
+  throw membptt::PlanError("online backward '" + std::string(name) + "' is not allowed: use msm or hsm");
+}
+}  // namespace
+
+extern "C" {
+
+membptt_status membptt_online_create(double budget_units, double alpha, const char* backward, membptt_online** out) {
+  return guarded([&] {
+    require(out != nullptr, "out");
+    *out = new membptt_online{OnlineSchedule(budget_units, alpha, backward_of(backward))};
+  });
+}
+
+void membptt_online_free(membptt_online* online) { delete online; }
+
+membptt_status membptt_online_push(membptt_online* online, membptt_op* ops, int64_t* n) {
+  return guarded([&] {
+    require(online != nullptr && ops != nullptr && n != nullptr, "online, ops and n");
+    if (online->schedule.finished()) throw PlanError("membptt_online_push after membptt_online_finish: the sequence has ended");
+    int64_t k = 0;
+    for (const Op& op : online->schedule.push()) ops[k++] = c_op(op);
+    *n = k;
+  });
+}
+
+membptt_status membptt_online_finish(membptt_online* online, int64_t* length, int64_t* forward_steps) {
+  return guarded([&] {
+    require(online != nullptr, "online");
+    if (online->schedule.finished()) throw PlanError("membptt_online_finish twice: the sequence has ended");
+    const std::int64_t T = online->schedule.finish();
+    if (length) *length = T;
+    if (forward_steps) *forward_steps = online->schedule.cost();
+  });
+}
+
+membptt_status membptt_online_next(membptt_online* online, membptt_op* ops, int64_t capacity, int64_t* n) {
+  return guarded([&] {
+    require(online != nullptr && n != nullptr && (capacity == 0 || ops != nullptr), "online, n and ops (with capacity > 0)");
+    if (!online->schedule.finished()) throw PlanError("membptt_online_next before membptt_online_finish");
+    int64_t k = 0;
+    Op op{};
+    while (k < capacity && online->schedule.next(op)) ops[k++] = c_op(op);
+    *n = k;
+  });
+}
+
+int64_t membptt_online_slots(const membptt_online* online) { return online ? online->schedule.slots() : 0; }
+
+int64_t membptt_online_optimal_up_to(const membptt_online* online) {
+  return online ? online->schedule.policy().optimal_up_to() : 0;
+}
+
+membptt_status membptt_online_cost(int64_t length, double budget_units, double alpha, const char* backward,
+                                  int64_t* forward_steps) {
+  return guarded([&] {
+    require(forward_steps != nullptr, "forward_steps");
+    *forward_steps = online_cost(length, budget_units, alpha, backward_of(backward));
   });
 }
 

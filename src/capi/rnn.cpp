@@ -16,6 +16,7 @@
 
 #include "internal.hpp"
 #include "membptt/backend/blas.hpp"
+#include "membptt/cells/dropout.hpp"
 #include "membptt/cells/recurrent_net.hpp"
 #include "membptt/exec/budget.hpp"
 #include "membptt/exec/executor.hpp"
@@ -63,7 +64,7 @@ class Rnn : public std::enable_shared_from_this<Rnn<T>> {
   using Scalar = T;
   Rnn(const NetShape& shape, std::optional<BudgetSpec> budget, std::optional<Policy> policy, double beta)
       : shape_(shape), budget_(budget), policy_(policy), beta_(beta), weights_(shape), grads_(shape) {
-    weight_count_ = static_cast<std::int64_t>(param_count(shape) - shape.hidden_size - 1);  // less the unused head
+    weight_count_ = static_cast<std::int64_t>(param_count(shape) - output_width(shape) - 1);  // less the unused head
   }
 
   std::int64_t weight_count() const { return weight_count_; }
@@ -86,14 +87,24 @@ class Rnn : public std::enable_shared_from_this<Rnn<T>> {
     }
     load(weights);
     RecurrentNet<T>& net = *infer_net_;
+    net.set_dropout(training_, seed_);
+    net.begin_pass(x, length);
     const std::size_t x_step = static_cast<std::size_t>(b) * static_cast<std::size_t>(shape_.input_size);
-    const std::size_t y_step = static_cast<std::size_t>(b) * static_cast<std::size_t>(shape_.hidden_size);
+    const std::size_t y_step = static_cast<std::size_t>(b) * static_cast<std::size_t>(output_width(shape_));
     if (h0) std::memcpy(carry_.data(), h0, carry_.size() * sizeof(T)); else carry_.zero();
     for (std::int64_t t = 0; t < length; ++t) {
       net.advance(weights_, x + static_cast<std::size_t>(t) * x_step, carry_.data(), carry_.data());
       std::memcpy(y + static_cast<std::size_t>(t) * y_step, net.top_hidden(carry_.data()), y_step * sizeof(T));
     }
     if (hn) std::memcpy(hn, carry_.data(), carry_.size() * sizeof(T));
+    net.begin_pass(nullptr, 0);
+  }
+
+  // Dropout for the forward calls that follow (a pass keeps its seed until its backward).
+  void set_dropout(bool training, std::uint64_t seed) {
+    std::lock_guard lock(mu_);
+    training_ = training;
+    seed_ = seed;
   }
 
   std::unique_ptr<PassOf<T>> forward(std::int64_t length, std::int64_t batch, const T* weights, const T* x, const T* h0,
@@ -112,6 +123,7 @@ class Rnn : public std::enable_shared_from_this<Rnn<T>> {
       pass->exec = std::make_unique<Executor<T>>(with_batch(static_cast<int>(batch)), LossKind::Xent, *planned.plan);
     }
     load(weights);
+    pass->exec->net().set_dropout(training_, seed_);
     pass->stats = pass->exec->forward(weights_, x, length, h0, y, hn);
     return pass;
   }
@@ -192,6 +204,8 @@ class Rnn : public std::enable_shared_from_this<Rnn<T>> {
   std::map<std::pair<std::int64_t, int>, Planned> plans_;
   std::unique_ptr<Executor<T>> idle_;  // an executor no pass uses, with its arena
   std::shared_ptr<const Plan> idle_plan_;
+  bool training_ = false;  // dropout on (membptt_rnn_set_dropout)
+  std::uint64_t seed_ = 0;
   std::unique_ptr<RecurrentNet<T>> infer_net_;  // inference: one net and its carry
   backend::AlignedBuffer<T> carry_;
 };
@@ -208,8 +222,18 @@ struct membptt_pass {
 
 extern "C" {
 
+void membptt_rnn_options_default(membptt_rnn_options* options) {
+  if (options) *options = membptt_rnn_options{1, 0, 0, 0.0, "tanh"};
+}
+
 membptt_status membptt_rnn_create(const char* cell, int64_t input_size, int64_t hidden_size, int64_t num_layers,
                                   int32_t dtype, const char* memory, const char* policy, double beta, membptt_rnn** out) {
+  return membptt_rnn_create_ex(cell, input_size, hidden_size, num_layers, nullptr, dtype, memory, policy, beta, out);
+}
+
+membptt_status membptt_rnn_create_ex(const char* cell, int64_t input_size, int64_t hidden_size, int64_t num_layers,
+                                     const membptt_rnn_options* options, int32_t dtype, const char* memory,
+                                     const char* policy, double beta, membptt_rnn** out) {
   return guarded([&] {
     require(out != nullptr, "out");
     *out = nullptr;
@@ -224,6 +248,31 @@ membptt_status membptt_rnn_create(const char* cell, int64_t input_size, int64_t 
     shape.hidden_size = size_in(hidden_size, "hidden_size", 1 << 30);
     shape.num_layers = size_in(num_layers, "num_layers", kMaxLayers);
     shape.output_size = 1;  // the executor's head is not used: one unit keeps it small
+    membptt_rnn_options opt;
+    membptt_rnn_options_default(&opt);
+    if (options) opt = *options;
+    if (opt.bias != 0 && opt.bias != 1)
+      throw ArgumentError("bias " + std::to_string(opt.bias) + " is not allowed: use 1 (biases) or 0 (bias=False)");
+    shape.bias = opt.bias == 1;
+    const std::string nl = opt.nonlinearity ? opt.nonlinearity : "tanh";
+    if (nl != "tanh" && nl != "relu")
+      throw ArgumentError("nonlinearity '" + nl + "' is not allowed: allowed are tanh, relu");
+    if (nl == "relu" && shape.cell != CellType::Rnn)
+      throw ArgumentError("nonlinearity relu is not allowed for cell " + name + ": only rnn takes relu");
+    shape.nonlinearity = nl == "relu" ? Nonlinearity::Relu : Nonlinearity::Tanh;
+    if (opt.bidirectional != 0)
+      throw ArgumentError("bidirectional " + std::to_string(opt.bidirectional) +
+                          " is not supported yet: allowed is 0 (one direction, forward in time)");
+    if (opt.proj_size < 0 || opt.proj_size >= hidden_size)
+      throw ArgumentError("proj_size " + std::to_string(opt.proj_size) + " is not allowed: allowed is 0 (none) or 1 to " +
+                          std::to_string(hidden_size - 1) + " (below hidden_size)");
+    if (opt.proj_size != 0 && shape.cell != CellType::Lstm)
+      throw ArgumentError("proj_size " + std::to_string(opt.proj_size) + " is not allowed for cell " + name +
+                          ": only lstm has projections");
+    shape.proj_size = static_cast<int>(opt.proj_size);
+    if (!(opt.dropout >= 0.0 && opt.dropout <= 1.0))
+      throw ArgumentError("dropout " + std::to_string(opt.dropout) + " is not allowed: allowed is 0 to 1");
+    shape.dropout = opt.dropout;
     try {
       validate(shape);
       (void)param_count(shape);
@@ -247,6 +296,29 @@ membptt_status membptt_rnn_create(const char* cell, int64_t input_size, int64_t 
 }
 
 void membptt_rnn_free(membptt_rnn* rnn) { delete rnn; }
+
+membptt_status membptt_rnn_set_dropout(membptt_rnn* rnn, int32_t training, uint64_t seed) {
+  return guarded([&] {
+    require(rnn != nullptr, "rnn");
+    if (training != 0 && training != 1)
+      throw ArgumentError("training " + std::to_string(training) + " is not allowed: use 1 (dropout on) or 0 (off)");
+    std::visit([&](const auto& r) { r->set_dropout(training == 1, seed); }, rnn->impl);
+  });
+}
+
+membptt_status membptt_dropout_keep(uint64_t seed, int64_t layer, int64_t step, int64_t count, double p, uint8_t* keep) {
+  return guarded([&] {
+    require(keep != nullptr || count == 0, "keep");
+    if (count < 0 || layer < 0 || step < 0)
+      throw ArgumentError("layer, step and count must be >= 0, got " + std::to_string(layer) + ", " +
+                          std::to_string(step) + ", " + std::to_string(count));
+    if (!(p >= 0.0 && p <= 1.0)) throw ArgumentError("dropout " + std::to_string(p) + " is not allowed: allowed is 0 to 1");
+    const std::uint64_t thr = dropout_threshold(p);
+    for (int64_t k = 0; k < count; ++k)
+      keep[k] = p < 1 && dropout_bits(seed, static_cast<std::uint64_t>(layer), static_cast<std::uint64_t>(step),
+                                      static_cast<std::uint64_t>(k)) >= thr;
+  });
+}
 
 int64_t membptt_rnn_weight_count(const membptt_rnn* rnn) {
   return std::visit([](const auto& r) { return r->weight_count(); }, rnn->impl);

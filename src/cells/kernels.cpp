@@ -120,6 +120,18 @@ MEMBPTT_CLONES void lstm_bwd(int B, int H, const T* act, const T* c_in, const T*
 }
 
 template <class T>
+MEMBPTT_CLONES void lstm_m(int B, int H, const T* __restrict act, const T* __restrict c_out,
+                           T* __restrict m) {
+  const long G = 4L * H;
+  for (int b = 0; b < B; ++b) {
+    const T* __restrict o = act + b * G + 3L * H;
+    const T* __restrict c = c_out + long(b) * H;
+    T* __restrict mo = m + long(b) * H;
+    for (int j = 0; j < H; ++j) mo[j] = o[j] * act_tanh(c[j]);
+  }
+}
+
+template <class T>
 MEMBPTT_CLONES void gru_fwd(int B, int H, const T* px, const T* ph, const T* b_ih, const T* b_hh,
                             const T* h_in, T* act, T* h_out) {
   const long G3 = 3L * H, G4 = 4L * H;
@@ -156,6 +168,26 @@ MEMBPTT_CLONES void rnn_bwd(int B, int H, const T* __restrict h_out, const T* __
 }
 
 template <class T>
+MEMBPTT_CLONES void rnn_relu_fwd(int B, int H, const T* __restrict pre, const T* __restrict bias,
+                                 T* __restrict h_out) {
+  for (int b = 0; b < B; ++b) {
+    const T* __restrict p = pre + long(b) * H;
+    T* __restrict ho = h_out + long(b) * H;
+    for (int j = 0; j < H; ++j) {
+      const T v = p[j] + bias[j];
+      ho[j] = v < T(0) ? T(0) : v;
+    }
+  }
+}
+
+template <class T>
+MEMBPTT_CLONES void rnn_relu_bwd(int B, int H, const T* __restrict h_out, const T* __restrict dh,
+                                 T* __restrict dg) {
+  const long n = long(B) * H;
+  for (long k = 0; k < n; ++k) dg[k] = h_out[k] > T(0) ? dh[k] : T(0);
+}
+
+template <class T>
 MEMBPTT_CLONES void colsum_add(int B, int N, const T* __restrict m, T* __restrict out) {
   for (int b = 0; b < B; ++b) {
     const T* __restrict row = m + long(b) * N;
@@ -175,6 +207,9 @@ MEMBPTT_CLONES void vadd(int n, const T* __restrict a, const T* __restrict b, T*
   template void gru_bwd<T>(int, int, const T*, const T*, const T*, T*, T*, T*);                  \
   template void rnn_fwd<T>(int, int, const T*, const T*, T*);                                    \
   template void rnn_bwd<T>(int, int, const T*, const T*, T*);                                    \
+  template void rnn_relu_fwd<T>(int, int, const T*, const T*, T*);                               \
+  template void lstm_m<T>(int, int, const T*, const T*, T*);                                     \
+  template void rnn_relu_bwd<T>(int, int, const T*, const T*, T*);                               \
   template void colsum_add<T>(int, int, const T*, T*);                                           \
   template void vadd<T>(int, const T*, const T*, T*);
 MEMBPTT_INST(float)

@@ -13,6 +13,10 @@ template <class T>
 void lstm_bwd(int B, int H, const T* act, const T* c_in, const T* c_out, const T* dh,
               const T* dc_out, T* dg, T* dc_in);
 
+// m = o * tanh(c_out) [B][H] (LSTM projections: what W_hr multiplies), as lstm_fwd computes it.
+template <class T>
+void lstm_m(int B, int H, const T* act, const T* c_out, T* m);
+
 // px = x W_ih^T, ph = h W_hh^T (no biases, [B][3H] each). act = (r, z, n, hn) [B][4H];
 // h_out = n + z*(h_in - n)  (= (1-z)*n + z*h_in).
 template <class T>
@@ -29,6 +33,12 @@ void rnn_fwd(int B, int H, const T* pre, const T* bias, T* h_out);
 // dg = dh * (1 - h_out^2)
 template <class T>
 void rnn_bwd(int B, int H, const T* h_out, const T* dh, T* dg);
+// relu RNN: h_out = max(0, pre + bias) (a NaN stays NaN, as torch.relu)
+template <class T>
+void rnn_relu_fwd(int B, int H, const T* pre, const T* bias, T* h_out);
+// dg = h_out > 0 ? dh : 0 (PyTorch's threshold_backward on the result)
+template <class T>
+void rnn_relu_bwd(int B, int H, const T* h_out, const T* dh, T* dg);
 
 // out[j] += sum over b (in order b = 0 .. B-1) of m[b*N + j]
 template <class T>

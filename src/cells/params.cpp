@@ -34,6 +34,14 @@ int gate_count(CellType c) {
   throw std::invalid_argument("invalid CellType value " + std::to_string(static_cast<int>(c)));
 }
 
+std::string_view nonlinearity_name(Nonlinearity n) { return n == Nonlinearity::Relu ? "relu" : "tanh"; }
+
+Nonlinearity parse_nonlinearity(std::string_view name) {
+  if (name == "tanh") return Nonlinearity::Tanh;
+  if (name == "relu") return Nonlinearity::Relu;
+  throw std::invalid_argument("nonlinearity '" + std::string(name) + "' is not allowed: allowed are tanh, relu");
+}
+
 void validate(const NetShape& s) {
   auto need = [](int v, const char* field) {
     if (v < 1)
@@ -46,13 +54,25 @@ void validate(const NetShape& s) {
   need(s.num_layers, "num_layers");
   need(s.batch, "batch");
   need(s.output_size, "output_size");
+  if (s.nonlinearity != Nonlinearity::Tanh && s.cell != CellType::Rnn)
+    throw std::invalid_argument("nonlinearity " + std::string(nonlinearity_name(s.nonlinearity)) + " is not allowed for " +
+                                std::string(cell_name(s.cell)) + ": only the plain rnn cell takes relu");
+  if (s.proj_size < 0 || (s.proj_size > 0 && s.proj_size >= s.hidden_size))
+    throw std::invalid_argument("proj_size " + std::to_string(s.proj_size) + " is not allowed: allowed is 0 (none) or 1 to " +
+                                std::to_string(s.hidden_size - 1) + " (below hidden_size " + std::to_string(s.hidden_size) + ")");
+  if (s.proj_size > 0 && s.cell != CellType::Lstm)
+    throw std::invalid_argument("proj_size " + std::to_string(s.proj_size) + " is not allowed for " +
+                                std::string(cell_name(s.cell)) + ": only the lstm cell has projections");
+  if (!(s.dropout >= 0 && s.dropout <= 1))
+    throw std::invalid_argument("dropout " + std::to_string(s.dropout) + " is not allowed: allowed is 0 to 1");
   if (s.num_layers > kMaxLayers)
     throw std::invalid_argument("num_layers " + std::to_string(s.num_layers) + " is not allowed: allowed is 1 to " +
                                 std::to_string(kMaxLayers));
   // Count in floating point first: the sizes are ints, their products may not fit 64 bits.
-  const double g = gate_count(s.cell), h = s.hidden_size;
-  const double count = g * h * (s.input_size + h + 2) + (s.num_layers - 1) * g * h * (2 * h + 2) +
-                       static_cast<double>(s.output_size) * (h + 1);
+  const double g = gate_count(s.cell), h = s.hidden_size, nb = s.bias ? 2 : 0, r = output_width(s),
+               hr = s.proj_size > 0 ? r * h : 0;
+  const double count = g * h * (s.input_size + r + nb) + hr + (s.num_layers - 1) * (g * h * (2 * r + nb) + hr) +
+                       static_cast<double>(s.output_size) * (r + 1);
   if (count > kMaxParams) {
     char n[64];
     std::snprintf(n, sizeof n, "%.4g", count);
@@ -66,7 +86,7 @@ void validate(const NetShape& s) {
 std::vector<ParamView> param_layout(const NetShape& s) {
   validate(s);
   const std::int64_t gh = std::int64_t{gate_count(s.cell)} * s.hidden_size;
-  const std::int64_t h = s.hidden_size;
+  const std::int64_t h = s.hidden_size, r = output_width(s);
   std::vector<ParamView> v;
   std::size_t off = 0;
   auto add = [&](std::string name, std::vector<std::int64_t> shape) {
@@ -76,14 +96,17 @@ std::vector<ParamView> param_layout(const NetShape& s) {
     off += n;
   };
   for (int l = 0; l < s.num_layers; ++l) {
-    const std::int64_t in = l == 0 ? s.input_size : h;
+    const std::int64_t in = l == 0 ? s.input_size : r;
     const std::string sfx = "_l" + std::to_string(l);
     add("rnn.weight_ih" + sfx, {gh, in});
-    add("rnn.weight_hh" + sfx, {gh, h});
-    add("rnn.bias_ih" + sfx, {gh});
-    add("rnn.bias_hh" + sfx, {gh});
+    add("rnn.weight_hh" + sfx, {gh, r});
+    if (s.bias) {
+      add("rnn.bias_ih" + sfx, {gh});
+      add("rnn.bias_hh" + sfx, {gh});
+    }
+    if (s.proj_size > 0) add("rnn.weight_hr" + sfx, {r, h});
   }
-  add("head.weight", {s.output_size, h});
+  add("head.weight", {s.output_size, r});
   add("head.bias", {s.output_size});
   return v;
 }
@@ -141,8 +164,11 @@ void init_pytorch_default(Params<T>& p, std::uint64_t seed) {
   // nn.LSTM/GRU/RNN: every weight and bias U(-1/sqrt(H), 1/sqrt(H)).
   // nn.Linear(H, O): weight kaiming_uniform(a=sqrt(5)) -> bound sqrt(6/((1+5) fan_in)) = 1/sqrt(H);
   // bias U(-1/sqrt(fan_in), 1/sqrt(fan_in)) with fan_in = H.
-  const double b = 1.0 / std::sqrt(static_cast<double>(p.shape().hidden_size));
+  // With projections the head's fan_in is proj_size (its input is h of width R).
+  const double b_rnn = 1.0 / std::sqrt(static_cast<double>(p.shape().hidden_size));
+  const double b_head = 1.0 / std::sqrt(static_cast<double>(output_width(p.shape())));
   for (const ParamView& v : p.views()) {
+    const double b = v.name.rfind("head.", 0) == 0 ? b_head : b_rnn;
     T* d = p.data() + v.offset;
     for (std::size_t k = 0; k < v.size; ++k) d[k] = static_cast<T>(-b + 2.0 * b * unit(g));
   }

@@ -6,6 +6,7 @@
 
 #include "kernels.hpp"
 #include "membptt/backend/blas.hpp"
+#include "membptt/cells/dropout.hpp"
 
 namespace membptt {
 
@@ -16,6 +17,10 @@ namespace {
 std::size_t layer_bh(const NetShape& s) {
   return static_cast<std::size_t>(s.batch) * static_cast<std::size_t>(s.hidden_size);
 }
+// Elements of one layer's h in the carry: B * R.
+std::size_t layer_br(const NetShape& s) {
+  return static_cast<std::size_t>(s.batch) * static_cast<std::size_t>(output_width(s));
+}
 // Elements of per-layer gate storage in a record.
 std::size_t extra_per_layer(const NetShape& s) {
   return s.cell == CellType::Rnn ? 0 : 4 * layer_bh(s);
@@ -24,7 +29,7 @@ std::size_t extra_per_layer(const NetShape& s) {
 
 std::size_t carry_elems(const NetShape& s) {
   validate(s);
-  return layer_bh(s) * static_cast<std::size_t>(s.num_layers) * (s.cell == CellType::Lstm ? 2 : 1);
+  return (layer_br(s) + (s.cell == CellType::Lstm ? layer_bh(s) : 0)) * static_cast<std::size_t>(s.num_layers);
 }
 
 std::size_t record_elems(const NetShape& s) {
@@ -36,24 +41,35 @@ RecurrentNet<T>::RecurrentNet(const NetShape& s)
     : s_(s),
       G_(gate_count(s.cell)),
       bh_(layer_bh(s)),
+      br_(layer_br(s)),
       carry_(membptt::carry_elems(s)),
       record_(membptt::record_elems(s)),
       extra_(extra_per_layer(s)),
-      top_off_(static_cast<std::size_t>(s.num_layers - 1) * layer_bh(s)) {
+      top_off_(static_cast<std::size_t>(s.num_layers - 1) * layer_br(s)) {
   const auto views = param_layout(s);
   nparams_ = views.back().offset + views.back().size;
+  const std::size_t per = (s.bias ? 4 : 2) + (s.proj_size > 0 ? 1 : 0);  // views per layer
   for (int l = 0; l < s.num_layers; ++l) {
-    const auto* v = &views[static_cast<std::size_t>(4 * l)];
-    lay_.push_back({v[0].offset, v[1].offset, v[2].offset, v[3].offset,
-                    l == 0 ? s.input_size : s.hidden_size});
+    const auto* v = &views[per * static_cast<std::size_t>(l)];
+    lay_.push_back({v[0].offset, v[1].offset, s.bias ? v[2].offset : kNoBias, s.bias ? v[3].offset : kNoBias,
+                    s.proj_size > 0 ? v[per - 1].offset : kNoBias, l == 0 ? s.input_size : output_width(s)});
   }
   const std::size_t gbh = bh_ * static_cast<std::size_t>(G_);
   pre_ = backend::AlignedBuffer<T>(gbh);
   act_ = backend::AlignedBuffer<T>(extra_);
+  // Zero-initialised; without biases it stays zero and stands for b_ih, b_hh and their sum.
   bias_ = backend::AlignedBuffer<T>(static_cast<std::size_t>(G_ * s.hidden_size));
   dg_ = backend::AlignedBuffer<T>(gbh);
-  dh_ = backend::AlignedBuffer<T>(bh_);
+  dh_ = backend::AlignedBuffer<T>(br_);
   alias_ = backend::AlignedBuffer<T>(carry_);
+  if (s.proj_size > 0) {
+    m_ = backend::AlignedBuffer<T>(bh_);
+    dm_ = backend::AlignedBuffer<T>(bh_);
+  }
+  if (s.dropout > 0 && s.num_layers > 1) {
+    drop_ = backend::AlignedBuffer<T>(br_);
+    ddrop_ = backend::AlignedBuffer<T>(br_);
+  }
   if (s.cell == CellType::Gru) {
     pre_h_ = backend::AlignedBuffer<T>(gbh);
     dgh_ = backend::AlignedBuffer<T>(gbh);
@@ -63,7 +79,7 @@ RecurrentNet<T>::RecurrentNet(const NetShape& s)
 template <class T>
 std::size_t RecurrentNet<T>::scratch_bytes() const {
   return (pre_.size() + pre_h_.size() + act_.size() + bias_.size() + dg_.size() + dgh_.size() +
-          dh_.size() + alias_.size()) *
+          dh_.size() + alias_.size() + m_.size() + dm_.size() + drop_.size() + ddrop_.size()) *
          sizeof(T);
 }
 
@@ -76,39 +92,81 @@ void RecurrentNet<T>::check(const Params<T>& p, const char* what) const {
 }
 
 template <class T>
+void RecurrentNet<T>::set_dropout(bool on, std::uint64_t seed) {
+  drop_on_ = on && s_.dropout > 0 && s_.num_layers > 1;
+  seed_ = seed;
+  threshold_ = dropout_threshold(s_.dropout);
+  scale_ = dropout_scale<T>(s_.dropout);
+}
+
+template <class T>
+std::int64_t RecurrentNet<T>::step_of(const T* x_t) const {
+  const std::size_t xstep = static_cast<std::size_t>(s_.batch) * static_cast<std::size_t>(s_.input_size);
+  if (x_base_ != nullptr && x_t >= x_base_) {
+    const std::size_t d = static_cast<std::size_t>(x_t - x_base_);
+    const auto t = static_cast<std::int64_t>(d / xstep);
+    if (d % xstep == 0 && t < length_) return t;
+  }
+  throw std::logic_error("RecurrentNet: dropout needs each step's input inside the pass's inputs (begin_pass)");
+}
+
+template <class T>
+void RecurrentNet<T>::drop(const T* in, int layer, std::int64_t t, T* out) const {
+  const std::size_t n = br_;
+  const auto ul = static_cast<std::uint64_t>(layer), ut = static_cast<std::uint64_t>(t);
+  for (std::size_t k = 0; k < n; ++k)
+    out[k] = dropout_bits(seed_, ul, ut, k) >= threshold_ ? in[k] * scale_ : T(0);
+}
+
+template <class T>
 void RecurrentNet<T>::step(const Params<T>& p, const T* x_t, const T* carry_in, T* carry_out,
                            T* gates, std::size_t gates_stride) {
-  const int B = s_.batch, H = s_.hidden_size, GH = G_ * H;
-  const std::size_t LBH = bh_ * static_cast<std::size_t>(s_.num_layers);
+  const int B = s_.batch, H = s_.hidden_size, R = output_width(s_), GH = G_ * H;
+  const std::size_t LBR = br_ * static_cast<std::size_t>(s_.num_layers);  // where c starts (LSTM)
   const T* w = p.data();
+  const bool has_bias = s_.bias, proj = s_.proj_size > 0;
+  const std::int64_t t = drop_on_ ? step_of(x_t) : 0;
   for (int l = 0; l < s_.num_layers; ++l) {
     const LayerOffsets& o = lay_[static_cast<std::size_t>(l)];
-    const std::size_t lo = static_cast<std::size_t>(l) * bh_;
-    const T* in = l == 0 ? x_t : carry_out + lo - bh_;
+    const std::size_t lo = static_cast<std::size_t>(l) * br_;  // this layer's h in the carry
+    const std::size_t lc = LBR + static_cast<std::size_t>(l) * bh_;  // and its c (LSTM)
+    const T* in = l == 0 ? x_t : carry_out + lo - br_;
+    if (l > 0 && drop_on_) {
+      drop(in, l, t, drop_.data());
+      in = drop_.data();
+    }
     const T* h_prev = carry_in + lo;
     T* h_out = carry_out + lo;
     T* act = gates + static_cast<std::size_t>(l) * gates_stride;
+    // Without biases, bias_ (zeros) stands for b_ih, b_hh and their sum: adding +0 changes no value.
+    const T* b_ih = has_bias ? w + o.b_ih : bias_.data();
+    const T* b_hh = has_bias ? w + o.b_hh : bias_.data();
     gemm<T>(Trans::No, Trans::Yes, B, GH, o.in, T(1), in, o.in, w + o.w_ih, o.in, T(0),
             pre_.data(), GH);
     switch (s_.cell) {
       case CellType::Lstm:
-        gemm<T>(Trans::No, Trans::Yes, B, GH, H, T(1), h_prev, H, w + o.w_hh, H, T(1), pre_.data(),
+        gemm<T>(Trans::No, Trans::Yes, B, GH, R, T(1), h_prev, R, w + o.w_hh, R, T(1), pre_.data(),
                 GH);
-        detail::vadd<T>(GH, w + o.b_ih, w + o.b_hh, bias_.data());
-        detail::lstm_fwd<T>(B, H, pre_.data(), bias_.data(), carry_in + LBH + lo, act, h_out,
-                            carry_out + LBH + lo);
+        if (has_bias) detail::vadd<T>(GH, b_ih, b_hh, bias_.data());
+        // With projections o * tanh(c') goes to m_ and h' = m_ W_hr^T ([B x P]).
+        detail::lstm_fwd<T>(B, H, pre_.data(), bias_.data(), carry_in + lc, act, proj ? m_.data() : h_out,
+                            carry_out + lc);
+        if (proj)
+          gemm<T>(Trans::No, Trans::Yes, B, R, H, T(1), m_.data(), H, w + o.w_hr, H, T(0), h_out, R);
         break;
       case CellType::Gru:
         gemm<T>(Trans::No, Trans::Yes, B, GH, H, T(1), h_prev, H, w + o.w_hh, H, T(0),
                 pre_h_.data(), GH);
-        detail::gru_fwd<T>(B, H, pre_.data(), pre_h_.data(), w + o.b_ih, w + o.b_hh, h_prev, act,
-                           h_out);
+        detail::gru_fwd<T>(B, H, pre_.data(), pre_h_.data(), b_ih, b_hh, h_prev, act, h_out);
         break;
       case CellType::Rnn:
         gemm<T>(Trans::No, Trans::Yes, B, GH, H, T(1), h_prev, H, w + o.w_hh, H, T(1), pre_.data(),
                 GH);
-        detail::vadd<T>(GH, w + o.b_ih, w + o.b_hh, bias_.data());
-        detail::rnn_fwd<T>(B, H, pre_.data(), bias_.data(), h_out);
+        if (has_bias) detail::vadd<T>(GH, b_ih, b_hh, bias_.data());
+        if (s_.nonlinearity == Nonlinearity::Relu)
+          detail::rnn_relu_fwd<T>(B, H, pre_.data(), bias_.data(), h_out);
+        else
+          detail::rnn_fwd<T>(B, H, pre_.data(), bias_.data(), h_out);
         break;
     }
   }
@@ -142,17 +200,23 @@ void RecurrentNet<T>::backward(const Params<T>& p, const T* x_t, const T* record
     std::copy_n(dcarry_out, carry_, alias_.data());
     dcarry_out = alias_.data();
   }
-  const int B = s_.batch, H = s_.hidden_size, GH = G_ * H, L = s_.num_layers;
-  const std::size_t LBH = bh_ * static_cast<std::size_t>(L);
+  const int B = s_.batch, H = s_.hidden_size, R = output_width(s_), GH = G_ * H, L = s_.num_layers;
+  const std::size_t LBR = br_ * static_cast<std::size_t>(L);
   const T* w = p.data();
   T* gw = grads.data();
   const T* cin = record;
   const T* cout = record + carry_;
   const T* gates = record + 2 * carry_;
+  const std::int64_t t = drop_on_ ? step_of(x_t) : 0;
   for (int l = L - 1; l >= 0; --l) {
     const LayerOffsets& o = lay_[static_cast<std::size_t>(l)];
-    const std::size_t lo = static_cast<std::size_t>(l) * bh_;
-    const T* in = l == 0 ? x_t : cout + lo - bh_;
+    const std::size_t lo = static_cast<std::size_t>(l) * br_;
+    const std::size_t lc = LBR + static_cast<std::size_t>(l) * bh_;
+    const T* in = l == 0 ? x_t : cout + lo - br_;
+    if (l > 0 && drop_on_) {  // the same mask as the forward step drew
+      drop(in, l, t, drop_.data());
+      in = drop_.data();
+    }
     const T* h_prev = cin + lo;
     const T* act = gates + static_cast<std::size_t>(l) * extra_;
     // dL/dh' of this layer: what came from later steps / the head, plus (below the top) what the
@@ -162,25 +226,41 @@ void RecurrentNet<T>::backward(const Params<T>& p, const T* x_t, const T* record
     const T* dgh = dg_.data();  // gradient w.r.t. (h W_hh^T + b_hh)
     T beta_hh = T(0);
     switch (s_.cell) {
-      case CellType::Lstm:
-        detail::lstm_bwd<T>(B, H, act, cin + LBH + lo, cout + LBH + lo, dh, dcarry_out + LBH + lo,
-                            dg_.data(), dcarry_in + LBH + lo);
+      case CellType::Lstm: {
+        const T* dm = dh;  // dL/d(o * tanh(c'))
+        if (s_.proj_size > 0) {  // h' = m W_hr^T: dW_hr += dh^T m, dm = dh W_hr (m recomputed)
+          detail::lstm_m<T>(B, H, act, cout + lc, m_.data());
+          gemm<T>(Trans::Yes, Trans::No, R, H, B, T(1), dh, R, m_.data(), H, T(1), gw + o.w_hr, H);
+          gemm<T>(Trans::No, Trans::No, B, H, R, T(1), dh, R, w + o.w_hr, H, T(0), dm_.data(), H);
+          dm = dm_.data();
+        }
+        detail::lstm_bwd<T>(B, H, act, cin + lc, cout + lc, dm, dcarry_out + lc, dg_.data(), dcarry_in + lc);
         break;
+      }
       case CellType::Gru:
         detail::gru_bwd<T>(B, H, act, h_prev, dh, dg_.data(), dgh_.data(), dh_in);
         dgh = dgh_.data();
         beta_hh = T(1);
         break;
       case CellType::Rnn:
-        detail::rnn_bwd<T>(B, H, cout + lo, dh, dg_.data());
+        if (s_.nonlinearity == Nonlinearity::Relu)
+          detail::rnn_relu_bwd<T>(B, H, cout + lo, dh, dg_.data());
+        else
+          detail::rnn_bwd<T>(B, H, cout + lo, dh, dg_.data());
         break;
     }
     // dL/dh_{t-1} of this layer.
-    gemm<T>(Trans::No, Trans::No, B, H, GH, T(1), dgh, GH, w + o.w_hh, H, beta_hh, dh_in, H);
+    gemm<T>(Trans::No, Trans::No, B, R, GH, T(1), dgh, GH, w + o.w_hh, R, beta_hh, dh_in, R);
     // dL/d(input) of this layer = part of dL/dh' of the layer below; layer 0's, dL/dx_t, only
     // when the caller asks.
-    if (l > 0) {
-      std::copy_n(dcarry_out + lo - bh_, bh_, dh_.data());
+    if (l > 0 && drop_on_) {  // through the mask: dh_ = dcarry_out + (dg W_ih) * mask * scale
+      gemm<T>(Trans::No, Trans::No, B, o.in, GH, T(1), dg_.data(), GH, w + o.w_ih, o.in, T(0),
+              ddrop_.data(), o.in);
+      drop(ddrop_.data(), l, t, ddrop_.data());
+      const T* below = dcarry_out + lo - br_;
+      for (std::size_t k = 0; k < br_; ++k) dh_.data()[k] = below[k] + ddrop_.data()[k];
+    } else if (l > 0) {
+      std::copy_n(dcarry_out + lo - br_, br_, dh_.data());
       gemm<T>(Trans::No, Trans::No, B, o.in, GH, T(1), dg_.data(), GH, w + o.w_ih, o.in, T(1),
               dh_.data(), o.in);
     } else if (dx_t != nullptr) {
@@ -190,9 +270,11 @@ void RecurrentNet<T>::backward(const Params<T>& p, const T* x_t, const T* record
     // Parameter gradients (accumulated).
     gemm<T>(Trans::Yes, Trans::No, GH, o.in, B, T(1), dg_.data(), GH, in, o.in, T(1), gw + o.w_ih,
             o.in);
-    gemm<T>(Trans::Yes, Trans::No, GH, H, B, T(1), dgh, GH, h_prev, H, T(1), gw + o.w_hh, H);
-    detail::colsum_add<T>(B, GH, dg_.data(), gw + o.b_ih);
-    detail::colsum_add<T>(B, GH, dgh, gw + o.b_hh);
+    gemm<T>(Trans::Yes, Trans::No, GH, R, B, T(1), dgh, GH, h_prev, R, T(1), gw + o.w_hh, R);
+    if (s_.bias) {
+      detail::colsum_add<T>(B, GH, dg_.data(), gw + o.b_ih);
+      detail::colsum_add<T>(B, GH, dgh, gw + o.b_hh);
+    }
   }
 }
 

@@ -106,7 +106,28 @@ void validate_model_spec(const ModelSpec& spec, const std::string& what) {
     throw std::runtime_error(
         fmt::format("{}: dtype='{}' is not one of float32, float64", what, printable(spec.dtype)));
   }
+  if (spec.nonlinearity != "tanh" && spec.nonlinearity != "relu") {
+    throw std::runtime_error(
+        fmt::format("{}: nonlinearity='{}' is not one of tanh, relu", what, printable(spec.nonlinearity)));
+  }
+  if (spec.proj_size < 0 || (spec.proj_size > 0 && (spec.cell != "lstm" || spec.proj_size >= spec.hidden_size))) {
+    throw std::runtime_error(fmt::format("{}: proj_size={} is not allowed: 0, or for cell lstm 1 to hidden_size - 1 ({})",
+                                         what, spec.proj_size, spec.hidden_size - 1));
+  }
+  if (spec.nonlinearity == "relu" && spec.cell != "rnn") {
+    throw std::runtime_error(fmt::format("{}: nonlinearity='relu' is not allowed for cell {}: only rnn takes relu", what,
+                                         spec.cell));
+  }
 }
+
+namespace {
+// Metadata bias: "true" / "false" (absent: true).
+bool bias_of(const std::string* v, const std::string& prefix) {
+  if (!v || *v == "true") return true;
+  if (*v == "false") return false;
+  throw std::runtime_error(fmt::format("{}: metadata bias='{}' is not one of true, false", prefix, printable(*v)));
+}
+}  // namespace
 
 ModelSpec read_model_spec(const SafeTensors& file, const std::string& what) {
   const std::string prefix = fmt::format("{} {}", what, file.source());
@@ -147,37 +168,54 @@ ModelSpec read_model_spec(const SafeTensors& file, const std::string& what) {
   spec.loss = one_of("loss", {"xent", "mse_last"});
   spec.dtype = one_of("dtype", {"float32", "float64"});
   if (const std::string* nl = file.find_metadata("nonlinearity")) {
-    if (*nl != "tanh" || spec.cell != "rnn") {
-      throw std::runtime_error(fmt::format("{}: metadata nonlinearity='{}' is not allowed (only 'tanh', for cell rnn)",
+    if ((*nl != "tanh" && *nl != "relu") || spec.cell != "rnn") {
+      throw std::runtime_error(fmt::format("{}: metadata nonlinearity='{}' is not allowed (only 'tanh' or 'relu', for "
+                                           "cell rnn)",
                                            prefix, printable(*nl)));
+    }
+    spec.nonlinearity = *nl;
+  }
+  spec.bias = bias_of(file.find_metadata("bias"), prefix);
+  if (const std::string* ps = file.find_metadata("proj_size")) {
+    if (!parse_positive_int(*ps, spec.proj_size) || spec.cell != "lstm" || spec.proj_size >= spec.hidden_size) {
+      throw std::runtime_error(fmt::format("{}: metadata proj_size='{}' is not allowed (for cell lstm: 1 to hidden_size "
+                                           "- 1; absent: no projection)",
+                                           prefix, printable(*ps)));
     }
   }
   return spec;
 }
 
 std::map<std::string, std::string> model_spec_metadata(const ModelSpec& spec) {
-  return {{"cell", spec.cell},
-          {"input_size", std::to_string(spec.input_size)},
-          {"hidden_size", std::to_string(spec.hidden_size)},
-          {"num_layers", std::to_string(spec.num_layers)},
-          {"output_size", std::to_string(spec.output_size)},
-          {"loss", spec.loss},
-          {"dtype", spec.dtype}};
+  std::map<std::string, std::string> m{{"cell", spec.cell},
+                                       {"input_size", std::to_string(spec.input_size)},
+                                       {"hidden_size", std::to_string(spec.hidden_size)},
+                                       {"num_layers", std::to_string(spec.num_layers)},
+                                       {"output_size", std::to_string(spec.output_size)},
+                                       {"loss", spec.loss},
+                                       {"dtype", spec.dtype}};
+  if (!spec.bias) m["bias"] = "false";
+  if (spec.nonlinearity != "tanh") m["nonlinearity"] = spec.nonlinearity;
+  if (spec.proj_size > 0) m["proj_size"] = std::to_string(spec.proj_size);
+  return m;
 }
 
 std::vector<ParamShape> expected_parameters(const ModelSpec& spec) {
   validate_model_spec(spec);
   const std::int64_t gh = static_cast<std::int64_t>(gate_count(spec.cell)) * spec.hidden_size;
-  const std::int64_t h = spec.hidden_size;
+  const std::int64_t h = spec.hidden_size, r = spec.proj_size > 0 ? spec.proj_size : h;
   std::vector<ParamShape> out;
   for (int l = 0; l < spec.num_layers; ++l) {
-    const std::int64_t in = l == 0 ? spec.input_size : h;
+    const std::int64_t in = l == 0 ? spec.input_size : r;
     out.push_back({fmt::format("rnn.weight_ih_l{}", l), {gh, in}});
-    out.push_back({fmt::format("rnn.weight_hh_l{}", l), {gh, h}});
-    out.push_back({fmt::format("rnn.bias_ih_l{}", l), {gh}});
-    out.push_back({fmt::format("rnn.bias_hh_l{}", l), {gh}});
+    out.push_back({fmt::format("rnn.weight_hh_l{}", l), {gh, r}});
+    if (spec.bias) {
+      out.push_back({fmt::format("rnn.bias_ih_l{}", l), {gh}});
+      out.push_back({fmt::format("rnn.bias_hh_l{}", l), {gh}});
+    }
+    if (spec.proj_size > 0) out.push_back({fmt::format("rnn.weight_hr_l{}", l), {r, h}});
   }
-  out.push_back({"head.weight", {spec.output_size, h}});
+  out.push_back({"head.weight", {spec.output_size, r}});
   out.push_back({"head.bias", {spec.output_size}});
   return out;
 }
@@ -322,8 +360,8 @@ ModelFile interpret_model(SafeTensors file, const ModelLoadOptions& options, con
     if (r->reverse) {
       throw fail(fmt::format("tensor {}: bidirectional layers (bidirectional=True) are not supported yet", tq(name)));
     }
-    if (r->kind == "weight_hr" || r->kind == "bias_hr") {
-      throw fail(fmt::format("tensor {}: LSTM projections (proj_size > 0) are not supported yet", tq(name)));
+    if (r->kind == "bias_hr") {
+      throw fail(fmt::format("unexpected tensor {}: LSTM projections (weight_hr) have no bias in PyTorch", tq(name)));
     }
     if (!rnn_first) {
       rnn_first = &name;
@@ -345,24 +383,40 @@ ModelFile interpret_model(SafeTensors file, const ModelLoadOptions& options, con
     return it == recurrent.end() ? nullptr : it->second;
   };
 
-  // Cell and hidden size from weight_hh_l0 [G*H x H].
+  // Cell and hidden size from weight_hh_l0 [G*H x H], or with projections from weight_hr_l0 [P x H]
+  // and weight_hh_l0 [4H x P] (an LSTM with proj_size P).
   const TensorInfo* hh0 = find("weight_hh", 0);
   if (!hh0) {
     throw fail(fmt::format("missing tensor {} ([G*H, H]: it tells the cell and the hidden size)",
                            tq(fname("weight_hh", 0))));
   }
   const auto& hs = hh0->shape;
-  if (hs.size() != 2 || hs[1] < 1 || hs[0] % hs[1] != 0 ||
-      (hs[0] / hs[1] != 4 && hs[0] / hs[1] != 3 && hs[0] / hs[1] != 1) || hs[1] > INT_MAX) {
-    throw fail(fmt::format("tensor {} has shape {}, expected [G*H, H] with G = 4 (LSTM), 3 (GRU) or 1 (RNN) gates "
-                           "and hidden size H >= 1",
-                           tq(fname("weight_hh", 0)), shape_string(hs)));
-  }
   ModelSpec spec;
-  const std::int64_t gates = hs[0] / hs[1];
+  std::int64_t gates = 0;
+  if (const TensorInfo* hr0 = find("weight_hr", 0)) {
+    const auto& rs = hr0->shape;
+    if (rs.size() != 2 || rs[0] < 1 || rs[1] <= rs[0] || rs[1] > INT_MAX / 4 || hs.size() != 2 || hs[0] != 4 * rs[1] ||
+        hs[1] != rs[0]) {
+      throw fail(fmt::format("tensors {} {} and {} {} are not an LSTM's projection: expected [P, H] and [4H, P] with "
+                             "1 <= P < H",
+                             tq(fname("weight_hr", 0)), shape_string(rs), tq(fname("weight_hh", 0)), shape_string(hs)));
+    }
+    gates = 4;
+    spec.hidden_size = static_cast<int>(rs[1]);
+    spec.proj_size = static_cast<int>(rs[0]);
+  } else {
+    if (hs.size() != 2 || hs[1] < 1 || hs[0] % hs[1] != 0 ||
+        (hs[0] / hs[1] != 4 && hs[0] / hs[1] != 3 && hs[0] / hs[1] != 1) || hs[1] > INT_MAX) {
+      throw fail(fmt::format("tensor {} has shape {}, expected [G*H, H] with G = 4 (LSTM), 3 (GRU) or 1 (RNN) gates "
+                             "and hidden size H >= 1",
+                             tq(fname("weight_hh", 0)), shape_string(hs)));
+    }
+    gates = hs[0] / hs[1];
+    spec.hidden_size = static_cast<int>(hs[1]);
+  }
   spec.cell = gates == 4 ? "lstm" : gates == 3 ? "gru" : "rnn";
-  spec.hidden_size = static_cast<int>(hs[1]);
   const std::int64_t gh = hs[0];
+  const int width = spec.proj_size > 0 ? spec.proj_size : spec.hidden_size;  // h's: the head's input
 
   // Input size from weight_ih_l0 [G*H x I].
   const TensorInfo* ih0 = find("weight_ih", 0);
@@ -379,14 +433,10 @@ ModelFile interpret_model(SafeTensors file, const ModelLoadOptions& options, con
   spec.input_size = static_cast<int>(ih0->shape[1]);
   spec.num_layers = max_layer + 1;
 
-  // Biases: all there, or none (bias=False, not supported yet).
+  // Biases: all there (bias=True), or none (bias=False); some is a missing tensor (checked below).
   bool any_bias = false;
   for (const auto& [key, info] : recurrent) any_bias = any_bias || key.rfind("bias_", 0) == 0;
-  if (!any_bias) {
-    throw fail(fmt::format("has no {} (nor any bias): recurrent layers without biases (bias=False) are not "
-                           "supported yet",
-                           tq(fname("bias_ih", 0))));
-  }
+  spec.bias = any_bias;
 
   // The head: the one <q>weight [O x H] + <q>bias [O] pair among the other tensors.
   std::vector<std::string> weights;
@@ -417,7 +467,7 @@ ModelFile interpret_model(SafeTensors file, const ModelLoadOptions& options, con
       }
       throw fail(fmt::format("has no head: expected an nn.Linear's weight [output_size, {}] and bias [output_size] "
                              "(such as head.weight, head.bias) beside the recurrent tensors{}",
-                             spec.hidden_size,
+                             width,
                              others.empty() ? std::string() : fmt::format(" (the other tensors: {})", [&] {
                                std::string s;
                                for (const auto& n : others) s += (s.empty() ? "" : ", ") + printable(n, 60);
@@ -436,9 +486,9 @@ ModelFile interpret_model(SafeTensors file, const ModelLoadOptions& options, con
     }
   }
   const auto& hw = file.info(head_w).shape;
-  if (hw.size() != 2 || hw[0] < 1 || hw[0] > INT_MAX || hw[1] != spec.hidden_size) {
-    throw fail(fmt::format("tensor {} has shape {}, expected [output_size, {}] (the hidden size)", tq(head_w),
-                           shape_string(hw), spec.hidden_size));
+  if (hw.size() != 2 || hw[0] < 1 || hw[0] > INT_MAX || hw[1] != width) {
+    throw fail(fmt::format("tensor {} has shape {}, expected [output_size, {}] (the width of h)", tq(head_w),
+                           shape_string(hw), width));
   }
   spec.output_size = static_cast<int>(hw[0]);
   spec.dtype = dtype == DType::F64 ? "float64" : "float32";
@@ -487,10 +537,48 @@ ModelFile interpret_model(SafeTensors file, const ModelLoadOptions& options, con
                              want));
     }
   }
-  if (const std::string* nl = file.find_metadata("nonlinearity")) {
-    if (*nl != "tanh" || spec.cell != "rnn") {
-      throw fail(fmt::format("metadata nonlinearity='{}' is not allowed (only 'tanh', for cell rnn)", printable(*nl)));
+  if (const std::string* v = file.find_metadata("proj_size")) {
+    int got = 0;
+    if (!parse_positive_int(*v, got)) {
+      throw fail(fmt::format("metadata proj_size='{}' is not a positive integer (absent: no projection)", printable(*v)));
     }
+    if (got != spec.proj_size) {
+      throw fail(fmt::format("metadata proj_size={} contradicts the tensors, which have {}", got,
+                             spec.proj_size > 0 ? fmt::format("{} [{}, {}]", tq(fname("weight_hr", 0)), spec.proj_size,
+                                                              spec.hidden_size)
+                                                : fmt::format("no {}", tq(fname("weight_hr", 0)))));
+    }
+  }
+  if (const std::string* v = file.find_metadata("bias")) {
+    if (*v != "true" && *v != "false") {
+      throw fail(fmt::format("metadata bias='{}' is not one of true, false", printable(*v)));
+    }
+    if ((*v == "true") != spec.bias) {
+      throw fail(fmt::format("metadata bias={} contradicts the tensors, which have {}", *v,
+                             spec.bias ? fmt::format("biases ({})", tq(fname("bias_ih", 0)))
+                                       : fmt::format("no bias (no {})", tq(fname("bias_ih", 0)))));
+    }
+  }
+  if (!options.nonlinearity.empty() && options.nonlinearity != "tanh" && options.nonlinearity != "relu") {
+    throw std::runtime_error(
+        fmt::format("--nonlinearity '{}' is not one of tanh, relu", printable(options.nonlinearity)));
+  }
+  if (!options.nonlinearity.empty() && spec.cell != "rnn" && options.nonlinearity != "tanh") {
+    throw fail(fmt::format("--nonlinearity {} is not allowed for {}: only an RNN (1 gate) takes relu",
+                           options.nonlinearity, cell_words(spec.cell)));
+  }
+  if (const std::string* nl = file.find_metadata("nonlinearity")) {
+    if ((*nl != "tanh" && *nl != "relu") || spec.cell != "rnn") {
+      throw fail(fmt::format("metadata nonlinearity='{}' is not allowed (only 'tanh' or 'relu', for cell rnn)",
+                             printable(*nl)));
+    }
+    if (!options.nonlinearity.empty() && options.nonlinearity != *nl) {
+      throw fail(fmt::format("--nonlinearity {} contradicts the file's metadata nonlinearity={}", options.nonlinearity,
+                             *nl));
+    }
+    spec.nonlinearity = *nl;
+  } else if (!options.nonlinearity.empty()) {
+    spec.nonlinearity = options.nonlinearity;
   }
   if (!options.loss.empty() && options.loss != "xent" && options.loss != "mse_last") {
     throw std::runtime_error(fmt::format("--loss '{}' is not one of xent, mse_last", printable(options.loss)));
@@ -518,11 +606,14 @@ ModelFile interpret_model(SafeTensors file, const ModelLoadOptions& options, con
                            spec.num_layers, kMaxLayers));
   }
   for (int k = 0; k <= max_layer; ++k) {
-    for (const char* kind : {"weight_ih", "weight_hh", "bias_ih", "bias_hh"}) {
-      if (find(kind, k)) continue;
-      const std::string shape = kind[0] == 'b' ? fmt::format("[{}]", gh)
-                                : kind[7] == 'h' ? fmt::format("[{}, {}]", gh, spec.hidden_size)
-                                                 : fmt::format("[{}, {}]", gh, k == 0 ? spec.input_size : spec.hidden_size);
+    for (const char* kind : {"weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr"}) {
+      const std::string_view kv = kind;
+      const bool is_bias = kv.substr(0, 4) == "bias", is_hr = kv == "weight_hr";
+      if (find(kind, k) || (is_bias && !spec.bias) || (is_hr && spec.proj_size == 0)) continue;
+      const std::string shape = is_bias             ? fmt::format("[{}]", gh)
+                                : is_hr             ? fmt::format("[{}, {}]", width, spec.hidden_size)
+                                : kv == "weight_hh" ? fmt::format("[{}, {}]", gh, width)
+                                                    : fmt::format("[{}, {}]", gh, k == 0 ? spec.input_size : width);
       throw fail(fmt::format("missing tensor {} (expected shape {}: layer {} of a {}-layer {}, as {} shows)",
                              tq(fname(kind, k)), shape, k, spec.num_layers, cell_upper(spec.cell),
                              tq(fname("weight_hh", max_layer))));
@@ -558,9 +649,10 @@ ModelFile interpret_model(SafeTensors file, const ModelLoadOptions& options, con
                                     "gradients, where it writes them, in float32)",
                                     prefix, dtype_name(dtype)));
   }
-  if (spec.cell == "rnn" && !file.find_metadata("cell") && !file.find_metadata("nonlinearity")) {
+  if (spec.cell == "rnn" && !file.find_metadata("cell") && !file.find_metadata("nonlinearity") &&
+      options.nonlinearity.empty()) {
     out.notes.push_back(fmt::format("note: {}: {} has 1 gate: read as nn.RNN with tanh, the default (a relu RNN has "
-                                    "the same tensors and is not supported)",
+                                    "the same tensors: pass --nonlinearity relu)",
                                     prefix, hh0_desc));
   }
   if (!renamed && (dtype == DType::F32 || dtype == DType::F64)) {
@@ -679,12 +771,15 @@ InputsData read_inputs(const SafeTensors& file, const ModelSpec& spec) {
     check_finite(prefix, "target", d.target_value, t.shape);
   }
 
-  const std::vector<std::int64_t> state_shape{L, d.B, H};
+  const std::int64_t R = spec.proj_size > 0 ? spec.proj_size : H;  // h's width
   for (const char* name : {"h0", "c0"}) {
     if (!file.contains(name)) continue;
     const TensorInfo& s = file.info(name);
     check_float(name, s);
-    if (s.shape != state_shape) throw shape_error(name, s, state_shape, "[num_layers x B x hidden_size]");
+    const std::vector<std::int64_t> state_shape{L, d.B, name[0] == 'h' ? R : H};
+    if (s.shape != state_shape)
+      throw shape_error(name, s, state_shape,
+                        name[0] == 'h' && R != H ? "[num_layers x B x proj_size]" : "[num_layers x B x hidden_size]");
     auto values = file.read_f64(name);
     check_finite(prefix, name, values, s.shape);
     (name[0] == 'h' ? d.h0 : d.c0) = std::move(values);

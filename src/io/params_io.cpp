@@ -12,6 +12,9 @@ NetShape net_shape(const ModelSpec& spec, int batch) {
   s.num_layers = spec.num_layers;
   s.output_size = spec.output_size;
   s.batch = batch;
+  s.bias = spec.bias;
+  s.proj_size = spec.proj_size;
+  s.nonlinearity = parse_nonlinearity(spec.nonlinearity);
   return s;
 }
 

@@ -56,13 +56,60 @@ double hull_at(const std::vector<std::int32_t>& hull, const std::int64_t* row, s
   return static_cast<double>(row[a]) + static_cast<double>(row[b] - row[a]) * static_cast<double>(x - a) / static_cast<double>(b - a);
 }
 
+// The lower convex hull of the row being filled, its value at every length where that is final.
+// Pushing a point pops only vertices from the end, so a value on a segment ending at or before the
+// second-last vertex never changes unless a later push pops back past it: such values are
+// tabulated once (again only when pops reach further back); the last segment is interpolated on
+// the spot. Same vertices, same arithmetic: the values equal hull_at's bit for bit.
+class GrowingHull {
+ public:
+  void reset(const std::int64_t* row, double* values) {
+    row_ = row;
+    values_ = values;
+    hull_.clear();
+    tabulated_ = -1;
+  }
+
+  void push(std::int64_t t) {
+    hull_push(hull_, row_, t);
+    if (hull_.size() >= 2) tabulate_to(hull_[hull_.size() - 2]);
+  }
+
+  double at(std::int64_t x) const {
+    if (x <= tabulated_) return values_[x];
+    if (hull_.size() < 2) return hull_at(hull_, row_, x);
+    const std::int64_t a = hull_[hull_.size() - 2], b = hull_.back();
+    if (x == b) return static_cast<double>(row_[b]);
+    if (x == a) return static_cast<double>(row_[a]);
+    return static_cast<double>(row_[a]) +
+           static_cast<double>(row_[b] - row_[a]) * static_cast<double>(x - a) / static_cast<double>(b - a);
+  }
+
+  // Values up to the last vertex: the finished row's hull everywhere.
+  void finish() { tabulate_to(hull_.back()); }
+  const std::vector<std::int32_t>& vertices() const { return hull_; }
+
+ private:
+  void tabulate_to(std::int64_t stable) {
+    tabulated_ = std::min(tabulated_, stable);
+    for (std::int64_t x = tabulated_ + 1; x <= stable; ++x) values_[x] = hull_at(hull_, row_, x);
+    tabulated_ = std::max(tabulated_, stable);
+  }
+
+  const std::int64_t* row_ = nullptr;
+  double* values_ = nullptr;
+  std::vector<std::int32_t> hull_;
+  std::int64_t tabulated_ = -1;
+};
+
 // Like scan, for rows that are not convex: y + hull_child(t - y) + hull_row(y - shift) is convex
 // and below every split's cost, so only the y where it is under `best` can win; binary searches
 // find that interval and only it is scanned.
-void hull_scan(std::int64_t t, const std::int64_t* row, const std::vector<std::int32_t>& row_hull, const std::int64_t* child,
-               const std::vector<std::int32_t>& child_hull, std::int64_t shift, std::int64_t& best, std::int32_t& best_split,
+// child_hull_values: the child row's hull at every length (a finished row's, tabulated once).
+void hull_scan(std::int64_t t, const std::int64_t* row, const GrowingHull& row_hull, const std::int64_t* child,
+               const double* child_hull_values, std::int64_t shift, std::int64_t& best, std::int32_t& best_split,
                int sign) {
-  auto lb = [&](std::int64_t y) { return static_cast<double>(y) + hull_at(child_hull, child, t - y) + hull_at(row_hull, row, y - shift); };
+  auto lb = [&](std::int64_t y) { return static_cast<double>(y) + child_hull_values[t - y] + row_hull.at(y - shift); };
   std::int64_t lo = 1, hi = t - 1;
   while (lo < hi) {
     const std::int64_t mid = lo + (hi - lo) / 2;
@@ -94,14 +141,14 @@ DpTable::DpTable(DpFamily family, std::int64_t max_length, std::int64_t max_free
   const auto cells = static_cast<std::size_t>(max_length + 1) * static_cast<std::size_t>(max_free_ticks + 1);
   cost_.assign(cells, 0);
   split_.assign(cells, 0);
+  hull_values_.assign(cells, 0.0);
   if (has_r_) {
     cost_r_.assign(cells, 0);
     split_r_.assign(cells, 0);
+    hull_values_r_.assign(cells, 0.0);
   }
   convex_.assign(static_cast<std::size_t>(max_free_ticks + 1), 0);
   convex_r_.assign(static_cast<std::size_t>(max_free_ticks + 1), 0);
-  hull_.resize(static_cast<std::size_t>(max_free_ticks + 1));
-  hull_r_.resize(static_cast<std::size_t>(max_free_ticks + 1));
   for (std::int64_t f = 0; f <= max_free_; ++f) solve_row(f, naive);
 }
 
@@ -133,9 +180,8 @@ void DpTable::solve_row(std::int64_t f, bool naive) {
   const std::int64_t* after_release = release_ok ? &cost_[index(0, release_row)] : nullptr;
   const std::int64_t right_h_convex = hidden_ok ? (has_r_ ? convex_r_ : convex_)[f - grid_.hidden] : 0;
   const std::int64_t right_a_convex = internal_ok ? convex_[f - grid_.internal] : 0;
-  static const std::vector<std::int32_t> kNoHull;
-  const auto& right_h_hull = hidden_ok ? (has_r_ ? hull_r_ : hull_)[f - grid_.hidden] : kNoHull;
-  const auto& right_a_hull = internal_ok ? hull_[f - grid_.internal] : kNoHull;
+  const double* right_h_hull_values = hidden_ok ? &(has_r_ ? hull_values_r_ : hull_values_)[index(0, f - grid_.hidden)] : nullptr;
+  const double* right_a_hull_values = internal_ok ? &hull_values_[index(0, f - grid_.internal)] : nullptr;
 
   // Solve F (left parts from F), then R (left parts from R, plus the releasing split).
   for (int pass = 0; pass < (has_r_ ? 2 : 1); ++pass) {
@@ -144,19 +190,19 @@ void DpTable::solve_row(std::int64_t f, bool naive) {
     std::int32_t* out_split = &(r ? split_r_ : split_)[index(0, f)];
     const std::int64_t* left = out;
     std::int64_t& left_convex = (r ? convex_r_ : convex_)[f];  // this row is convex on [0, left_convex]
-    std::vector<std::int32_t>& left_hull = (r ? hull_r_ : hull_)[f];
-    left_hull.clear();
+    GrowingHull left_hull;
+    left_hull.reset(out, &(r ? hull_values_r_ : hull_values_)[index(0, f)]);
     out[0] = 0;
     if (max_length_ >= 1) out[1] = 1;
     left_convex = std::min<std::int64_t>(max_length_, 1);
-    for (std::int64_t t = 0; t <= std::min<std::int64_t>(max_length_, 1); ++t) hull_push(left_hull, out, t);
+    for (std::int64_t t = 0; t <= std::min<std::int64_t>(max_length_, 1); ++t) left_hull.push(t);
     for (std::int64_t t = 2; t <= max_length_; ++t) {
       // Room for every internal state: plain BPTT, the least any plan can cost.
       if (internal_ok && f >= grid_.internal * (t - 1)) {
         out[t] = t;
         out_split[t] = -1;
         if (left_convex == t - 1 && out[t] - 2 * out[t - 1] + out[t - 2] >= 0) left_convex = t;
-        hull_push(left_hull, out, t);
+        left_hull.push(t);
         continue;
       }
       std::int64_t best = t * (t + 1) / 2;
@@ -185,20 +231,21 @@ void DpTable::solve_row(std::int64_t f, bool naive) {
           convex_min(t, left, right_h, 0, best, best_split, 1);
         else
           naive ? scan(t, left, right_h, 0, false, best, best_split, 1)
-                : hull_scan(t, left, left_hull, right_h, right_h_hull, 0, best, best_split, 1);
+                : hull_scan(t, left, left_hull, right_h, right_h_hull_values, 0, best, best_split, 1);
       }
       if (internal_ok) {
         if (!naive && left_convex >= t - 2 && right_a_convex >= t - 1)
           convex_min(t, left, right_a, 1, best, best_split, -1);
         else
           naive ? scan(t, left, right_a, 1, false, best, best_split, -1)
-                : hull_scan(t, left, left_hull, right_a, right_a_hull, 1, best, best_split, -1);
+                : hull_scan(t, left, left_hull, right_a, right_a_hull_values, 1, best, best_split, -1);
       }
       out[t] = best;
       out_split[t] = best_split;
       if (left_convex == t - 1 && out[t] - 2 * out[t - 1] + out[t - 2] >= 0) left_convex = t;
-      hull_push(left_hull, out, t);
+      left_hull.push(t);
     }
+    left_hull.finish();  // the finished row's hull at every length, for the rows reading it as a right part
   }
 }
 

@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "membptt/plan/binomial.hpp"
+#include "membptt/plan/blocked.hpp"
 #include "membptt/plan/dp.hpp"
 #include "membptt/schedule/simulator.hpp"
 
@@ -24,17 +25,6 @@ struct QuadraticOracle final : SplitOracle {
   Split split(std::int64_t t, std::int64_t, bool) const override {
     return t <= 1 ? Split{SplitKind::Leaf, t} : Split{SplitKind::Quadratic, 0};
   }
-};
-
-struct RevolveOracle final : SplitOracle {
-  explicit RevolveOracle(MemoryGrid g) : grid(g) {}
-  Split split(std::int64_t t, std::int64_t f, bool) const override {
-    if (t <= 1) return {SplitKind::Leaf, t};
-    const std::int64_t m = f / grid.hidden + 1;  // hidden slots, the start's included
-    if (m <= 1) return {SplitKind::Quadratic, 0};
-    return {SplitKind::Hidden, hsm_split(t, m)};
-  }
-  MemoryGrid grid;
 };
 
 // Chen et al. (2016), sqrt(T): a hidden checkpoint every k steps on the first pass, each segment
@@ -102,17 +92,48 @@ std::int64_t saturating_ticks(Policy p, std::int64_t length, MemoryGrid g) {
   return (p == Policy::Hsm ? g.hidden : g.internal) * std::max<std::int64_t>(length - 1, 0);
 }
 
-std::shared_ptr<const DpTable> solve_table(Policy p, std::int64_t length, std::int64_t free_ticks, MemoryGrid g) {
-  const double cells = static_cast<double>(length + 1) * static_cast<double>(free_ticks + 1);
-  if (cells > static_cast<double>(kMaxTableCells)) {
-    std::string msg = "policy " + std::string(policy_name(p)) + " would need a table of " + fmt_units(cells) +
-                      " cells for " + std::to_string(length) + " steps at this budget (the limit is " +
-                      std::to_string(kMaxTableCells) + ")";
-    msg += p == Policy::Hsm ? "; use --policy revolve, which gives the same plan by a closed form"
-                            : "; use a smaller budget, or --policy revolve";
-    throw PlanError(msg);
-  }
+bool table_fits(std::int64_t length, std::int64_t free_ticks, std::int64_t max_cells = kMaxTableCells) {
+  return length <= kMaxTableLength &&
+         static_cast<double>(length + 1) * static_cast<double>(free_ticks + 1) <= static_cast<double>(max_cells);
+}
+
+std::shared_ptr<const DpTable> solve_table(Policy p, std::int64_t length, std::int64_t free_ticks, MemoryGrid g,
+                                           std::int64_t max_cells = kMaxTableCells) {
+  if (!table_fits(length, free_ticks, max_cells))
+    throw PlanError("policy " + std::string(policy_name(p)) + " would need a table of " +
+                    fmt_units(static_cast<double>(length + 1) * static_cast<double>(free_ticks + 1)) + " cells for " +
+                    std::to_string(length) + " steps at this budget (the limit is " + std::to_string(max_cells) +
+                    " cells and " + std::to_string(kMaxTableLength) + " steps); use --policy msm, which plans any length");
   return std::make_shared<DpTable>(family_of(p), length, free_ticks, g);
+}
+
+// The oracle of a table policy at any size: the exact table where it fits; past it HSM's closed
+// form (the same costs) or MSM's blocked plan. `optimal` tells which.
+void set_table_policy_oracle(Plan& plan) {
+  const Policy p = plan.policy;
+  if (p != Policy::Hsm) {
+    if (auto twice = twice_run_plan(plan.length, plan.free_ticks, plan.grid)) {  // optimal where it reaches
+      plan.oracle = std::move(twice);
+      plan.forward_steps = msm_lower_bound(plan.length, plan.free_ticks, plan.grid);
+      return;
+    }
+  }
+  if (table_fits(plan.length, plan.free_ticks) || p == Policy::Ism) {
+    auto table = solve_table(p, plan.length, plan.free_ticks, plan.grid);
+    plan.forward_steps = table->cost(plan.length, plan.free_ticks);
+    plan.oracle = std::move(table);
+  } else if (p == Policy::Hsm) {
+    plan.oracle = std::make_shared<RevolveOracle>(plan.grid);
+    plan.forward_steps = hsm_cost(plan.length, plan.free_ticks / plan.grid.hidden + 1);
+  } else {
+    BlockedMsm b = choose_blocked_msm(plan.length, plan.free_ticks, plan.grid, kBlockedTableCells, kBlockDpCells);
+    plan.optimal = false;
+    plan.oracle = std::move(b.oracle);
+    plan.forward_steps = b.forward_steps;
+    plan.table_length = b.table_length;
+    plan.block = b.block;
+    plan.block_ticks = b.inner_ticks;
+  }
 }
 
 std::shared_ptr<const SplitOracle> fixed_oracle(Policy p, std::int64_t length, MemoryGrid g) {
@@ -177,34 +198,30 @@ Plan make_plan(Policy policy, std::int64_t length, double budget_units, const Co
   plan.free_ticks = plan.grid.ticks_of(useful_budget(budget_units, least, length, model) - model.alpha);
   if (is_table_policy(policy)) {
     plan.free_ticks = std::min(plan.free_ticks, saturating_ticks(policy, length, plan.grid));
-    auto table = solve_table(policy, length, plan.free_ticks, plan.grid);
-    plan.forward_steps = table->cost(length, plan.free_ticks);
-    plan.oracle = std::move(table);
+    set_table_policy_oracle(plan);
   } else {
     if (policy == Policy::Full) plan.free_ticks = saturating_ticks(Policy::Full, length, plan.grid);
     plan.oracle = fixed_oracle(policy, length, plan.grid);
   }
   const SimulationReport run = dry_run(*plan.oracle, length, plan.free_ticks, plan.grid, model.alpha);
   if (is_table_policy(policy) && run.forward_steps != plan.forward_steps)
-    throw std::logic_error("membptt planner: schedule cost differs from the table's");
+    throw std::logic_error("membptt planner: schedule cost differs from the table's or the closed form's");
   if (policy == Policy::Revolve && run.forward_steps != hsm_cost(length, plan.free_ticks / plan.grid.hidden + 1))
     throw std::logic_error("membptt planner: revolve schedule cost differs from the closed form");
   plan.forward_steps = run.forward_steps;
   plan.peak_units = run.peak_units;
   plan.max_slots = run.max_slots;
+  plan.lower_bound = plan.optimal ? plan.forward_steps : msm_lower_bound(length, plan.free_ticks, plan.grid);
+  plan.optimal = plan.optimal || plan.lower_bound == plan.forward_steps;  // a blocked plan on its bound
+  if (plan.lower_bound > plan.forward_steps) throw std::logic_error("membptt planner: a plan below its proven lower bound");
   if (plan.peak_units > budget_units + 1e-9) throw std::logic_error("membptt planner: plan exceeds its budget");
   return plan;
 }
 
 Plan make_auto_plan(std::int64_t length, double budget_units, const CostModel& model) {
-  const double least = least_budget(Policy::Msm, length, model);  // validates length, alpha, beta
+  validate(length, model);
   if (budget_units >= plain_bptt_units(length, model)) return make_plan(Policy::Full, length, budget_units, model);
-  if (budget_units < least - 1e-9) return make_plan(Policy::Msm, length, budget_units, model);  // throws, naming the least
-  try {
-    return make_plan(Policy::Msm, length, budget_units, model);
-  } catch (const PlanError&) {
-    return make_plan(Policy::Revolve, length, budget_units, model);  // the MSM table would be too large
-  }
+  return make_plan(Policy::Msm, length, budget_units, model);  // below MSM's least: throws, naming it
 }
 
 std::vector<CurvePoint> cost_curve(Policy policy, std::int64_t length, const CostModel& model,
@@ -218,7 +235,13 @@ std::vector<CurvePoint> cost_curve(Policy policy, std::int64_t length, const Cos
     for (double b : budgets) top = std::max(top, useful_budget(b, least, length, model));
     const std::int64_t max_ticks =
         std::min(g.ticks_of(top - model.alpha), saturating_ticks(policy, length, g));
-    auto table = solve_table(policy, length, max_ticks, g);
+    if (!table_fits(length, max_ticks, kMaxCurveTableCells) && policy != Policy::Ism) {
+      // Past the table: each point is a plan of its own (HSM's closed form, MSM's blocked plan).
+      for (double b : budgets)
+        if (b >= least - 1e-9) out.push_back({b, make_plan(policy, length, b, model).forward_steps});
+      return out;
+    }
+    auto table = solve_table(policy, length, max_ticks, g, kMaxCurveTableCells);
     for (double b : budgets) {
       if (b < least - 1e-9) continue;
       const std::int64_t f = std::min(g.ticks_of(useful_budget(b, least, length, model) - model.alpha), max_ticks);

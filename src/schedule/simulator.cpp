@@ -84,6 +84,22 @@ bool Simulator::apply(const Op& op) {
       stack_.pop_back();
       --n_hidden_;
       break;
+    case OpKind::Keep:
+      if (op.t != cursor_)
+        return fail("keep of h_" + std::to_string(op.t) + " but the cursor holds h_" + std::to_string(cursor_));
+      if (!push(false, op.t)) return false;
+      break;
+    case OpKind::Drop: {
+      if (op.slot < 1 || op.slot >= top) return fail("drop of slot " + std::to_string(op.slot) + ": not a stored state above h_0");
+      const auto at = stack_.begin() + op.slot;
+      if (at->internal || at->position != op.t)
+        return fail("drop of h_" + std::to_string(op.t) + " from a slot holding " + (at->internal ? "an internal state" : "h_" + std::to_string(at->position)));
+      for (auto it = at + 1; it != stack_.end(); ++it)
+        if (it->internal) return fail("drop of slot " + std::to_string(op.slot) + " below an internal state (only hidden states move down)");
+      stack_.erase(at);
+      --n_hidden_;
+      break;
+    }
     case OpKind::Restore: {
       if (op.slot < 0 || op.slot >= top) return fail("restore from empty slot " + std::to_string(op.slot));
       const Entry& e = stack_[static_cast<std::size_t>(op.slot)];

@@ -45,7 +45,17 @@ void validate(const TrainConfig& c) {
     throw TrainError(fmt::format("--task '{}' is not allowed: allowed are adding, copy, text", c.task));
   if (c.cell != "lstm" && c.cell != "gru" && c.cell != "rnn")
     throw TrainError(fmt::format("--cell '{}' is not allowed: allowed are lstm, gru, rnn", c.cell));
+  if (c.nonlinearity != "tanh" && c.nonlinearity != "relu")
+    throw TrainError(fmt::format("--nonlinearity '{}' is not allowed: allowed are tanh, relu", c.nonlinearity));
+  if (c.nonlinearity == "relu" && c.cell != "rnn")
+    throw TrainError(fmt::format("--nonlinearity relu is not allowed with --cell {}: only --cell rnn takes relu", c.cell));
   need_range("--hidden", c.hidden, 1, kMaxSize);
+  if (!(c.dropout >= 0 && c.dropout < 1))
+    throw TrainError(fmt::format("--dropout {} is not allowed: allowed is 0 (none) to below 1", c.dropout));
+  if (c.proj_size != 0 && (c.cell != "lstm" || c.proj_size < 1 || c.proj_size >= c.hidden))
+    throw TrainError(fmt::format("--proj-size {} is not allowed: allowed is 0 (none), or with --cell lstm 1 to --hidden - 1 "
+                                 "({})",
+                                 c.proj_size, c.hidden - 1));
   need_range("--layers", c.layers, 1, kMaxLayers);
   need_range("--batch", c.batch, 1, kMaxSize);
   need_range("--length", c.length, 1, kMaxLength);
@@ -60,6 +70,8 @@ void validate(const TrainConfig& c) {
     throw TrainError(fmt::format("--init '{}' is not allowed: allowed are pytorch, chrono", c.init));
   if (c.init == "chrono" && c.cell != "lstm")
     throw TrainError(fmt::format("--init chrono is not allowed with --cell {}: it sets LSTM gate biases (allowed: --cell lstm)", c.cell));
+  if (c.init == "chrono" && !c.bias)
+    throw TrainError("--init chrono is not allowed with --no-bias: it sets LSTM gate biases (allowed: --init pytorch)");
   if (c.dtype != "float32" && c.dtype != "float64")
     throw TrainError(fmt::format("--dtype '{}' is not allowed: allowed are float32, float64", c.dtype));
   need_range("--copy-symbols", c.copy_symbols, 1, kMaxSize);
@@ -78,7 +90,7 @@ void validate(const TrainConfig& c) {
 }
 
 nlohmann::json to_json(const TrainConfig& c) {
-  return nlohmann::json{{"task", c.task},
+  nlohmann::json j{{"task", c.task},
                         {"cell", c.cell},
                         {"hidden", c.hidden},
                         {"layers", c.layers},
@@ -96,6 +108,12 @@ nlohmann::json to_json(const TrainConfig& c) {
                         {"copy_alphabet", c.copy_alphabet},
                         {"memory", c.memory},
                         {"policy", c.policy}};
+  // Written only when not the default, so that older readers and files keep their bytes.
+  if (!c.bias) j["bias"] = false;
+  if (c.nonlinearity != "tanh") j["nonlinearity"] = c.nonlinearity;
+  if (c.proj_size != 0) j["proj_size"] = c.proj_size;
+  if (c.dropout != 0) j["dropout"] = c.dropout;
+  return j;
 }
 
 TrainConfig config_from_json(const nlohmann::json& j, const std::string& what) {
@@ -105,6 +123,12 @@ TrainConfig config_from_json(const nlohmann::json& j, const std::string& what) {
   c.cell = get<std::string>(j, "cell", what);
   c.hidden = get<int>(j, "hidden", what);
   c.layers = get<int>(j, "layers", what);
+  if (j.contains("bias") && !j.at("bias").is_boolean())
+    throw TrainError(fmt::format("{}: config field 'bias' = {} has the wrong type", what, j.at("bias").dump()));
+  c.bias = j.contains("bias") ? j.at("bias").get<bool>() : true;
+  c.nonlinearity = j.contains("nonlinearity") ? get<std::string>(j, "nonlinearity", what) : "tanh";
+  c.proj_size = j.contains("proj_size") ? get<int>(j, "proj_size", what) : 0;
+  c.dropout = j.contains("dropout") ? get<double>(j, "dropout", what) : 0.0;
   c.batch = get<int>(j, "batch", what);
   c.length = get<std::int64_t>(j, "length", what);
   c.steps = get<std::int64_t>(j, "steps", what);

@@ -31,6 +31,7 @@ class CpuGradientPass final : public GradientPass<T> {
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   }
 
+  void set_dropout(bool on, std::uint64_t seed) override { exec_.net().set_dropout(on, seed); }
   const Plan& plan() const override { return exec_.plan(); }
   std::size_t workspace_bytes() const override { return exec_.workspace_bytes(); }
 

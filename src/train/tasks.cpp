@@ -521,7 +521,7 @@ std::vector<std::int32_t> sample_classes(const Params<T>& p, const NetShape& sha
     top = fw.step(p, x.data());
   };
   for (auto k : prime) feed(k);
-  std::vector<T> zero(static_cast<std::size_t>(shape.hidden_size), T(0));
+  std::vector<T> zero(static_cast<std::size_t>(output_width(shape)), T(0));
   if (!top) top = zero.data();  // no prime: the first character comes from the zero state
   std::mt19937_64 g(seed);
   std::vector<double> w(static_cast<std::size_t>(shape.output_size));

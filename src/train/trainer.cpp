@@ -36,6 +36,9 @@ ModelSpec spec_of(const TrainConfig& c, const TaskInfo& info) {
   s.input_size = info.input_size;
   s.hidden_size = c.hidden;
   s.num_layers = c.layers;
+  s.bias = c.bias;
+  s.nonlinearity = c.nonlinearity;
+  s.proj_size = c.proj_size;
   s.output_size = info.output_size;
   s.loss = info.loss == LossKind::Xent ? "xent" : "mse_last";
   s.dtype = c.dtype;
@@ -98,7 +101,9 @@ class Trainer final : public TrainerBase {
         device_(std::move(device)),
         corpus_(std::move(corpus)),
         info_(task_info(c, corpus_.get())),
-        shape_{parse_cell(c.cell), info_.input_size, c.hidden, c.layers, c.batch, info_.output_size},
+        shape_{parse_cell(c.cell), info_.input_size, c.hidden,  c.layers,
+               c.batch,            info_.output_size, c.bias, parse_nonlinearity(c.nonlinearity), c.proj_size,
+               c.dropout},
         task_(make_task<T>(c, corpus_)),
         params_(shape_),
         grads_(shape_),
@@ -120,6 +125,10 @@ class Trainer final : public TrainerBase {
 
   const TrainConfig& config() const override { return cfg_; }
   const Plan& plan() const override { return pass_->plan(); }
+  // The dropout masks' seed of optimizer step k.
+  std::uint64_t dropout_seed(std::int64_t k) const {
+    return derive_seed(derive_seed(cfg_.seed, 5), static_cast<std::uint64_t>(k));
+  }
   const StateSizes& sizes() const override { return sizes_; }
   std::int64_t step_count() const override { return step_; }
   std::size_t parameter_count() const override { return params_.size(); }
@@ -148,6 +157,7 @@ class Trainer final : public TrainerBase {
     const T* h0 = batch_.continues ? carry_.data() : nullptr;
     StepResult r;
     r.step = k;
+    if (cfg_.dropout > 0) pass_->set_dropout(true, dropout_seed(k));  // a function of --seed and the step: resumable
     r.stats = pass_->run(params_, batch_.view(cfg_.length, h0), grads_, next_carry_.data());  // grads_ overwritten
     r.loss = r.stats.loss;
     if (!std::isfinite(r.loss)) throw Diverged(k, fmt::format("the loss is {} at step {}", nonfinite_word(r.loss), k));
@@ -247,6 +257,10 @@ class Trainer final : public TrainerBase {
     Params<T> g_full(shape_), g_chosen(shape_);
     const std::size_t carry = carry_elems(shape_);
     std::vector<T> c_full(carry), c_chosen(carry);
+    if (cfg_.dropout > 0) {  // the same masks for both
+      full->set_dropout(true, dropout_seed(step_ + 1));
+      pass_->set_dropout(true, dropout_seed(step_ + 1));
+    }
     const RunStats s_full = full->run(params_, view, g_full, c_full.data());
     const RunStats s_chosen = pass_->run(params_, view, g_chosen, c_chosen.data());
     PlainComparison pc;
@@ -274,6 +288,7 @@ class Trainer final : public TrainerBase {
 
  private:
   std::vector<std::int64_t> carry_shape() const {
+    if (shape_.proj_size > 0) return {static_cast<std::int64_t>(carry_.size())};  // h [L,B,P] then c [L,B,H], flat
     return {shape_.cell == CellType::Lstm ? 2 : 1, shape_.num_layers, shape_.batch, shape_.hidden_size};
   }
 
@@ -323,7 +338,8 @@ namespace {
 std::string run_memory_text(const TrainConfig& c, const TaskInfo& info) {
   const double scalar = c.dtype == "float64" ? 8 : 4, GiB = 1024.0 * 1024 * 1024, I = info.input_size;
   const double params = static_cast<double>(
-      param_count(NetShape{parse_cell(c.cell), info.input_size, c.hidden, c.layers, c.batch, info.output_size}));
+      param_count(NetShape{parse_cell(c.cell), info.input_size, c.hidden, c.layers, c.batch, info.output_size, c.bias,
+                           parse_nonlinearity(c.nonlinearity), c.proj_size}));
   const double state = params * scalar * (c.optimizer == "adam" ? 4 : 2);
   const double batch = static_cast<double>(c.length) * c.batch * (I * scalar + (info.loss == LossKind::Xent ? 8 : 0));
   return fmt::format("about {:.2f} GiB for {:.4g} parameters with their gradients{} and {:.2f} GiB for a batch of {} x {} "
@@ -360,7 +376,11 @@ std::string result_difference(const TrainConfig& a, const TrainConfig& b) {
   };
   for (const std::string& d :
        {differ("task", a.task, b.task), differ("cell", a.cell, b.cell), differ("hidden", a.hidden, b.hidden),
-        differ("layers", a.layers, b.layers), differ("batch", a.batch, b.batch), differ("length", a.length, b.length),
+        differ("layers", a.layers, b.layers), differ("no-bias", !a.bias, !b.bias),
+        differ("nonlinearity", a.nonlinearity, b.nonlinearity), differ("proj-size", a.proj_size, b.proj_size),
+        differ("dropout", a.dropout, b.dropout),
+        differ("batch", a.batch, b.batch),
+        differ("length", a.length, b.length),
         differ("optimizer", a.optimizer, b.optimizer), differ("lr", a.lr, b.lr), differ("clip", a.clip, b.clip),
         differ("seed", a.seed, b.seed), differ("init", a.init, b.init), differ("dtype", a.dtype, b.dtype),
         differ("copy-symbols", a.copy_symbols, b.copy_symbols), differ("copy-alphabet", a.copy_alphabet, b.copy_alphabet)})
@@ -380,6 +400,9 @@ EvalResult evaluate_model(const ModelSource& m, const EvalOptions& o) {
   c.cell = m.spec.cell;
   c.hidden = m.spec.hidden_size;
   c.layers = m.spec.num_layers;
+  c.bias = m.spec.bias;
+  c.nonlinearity = m.spec.nonlinearity;
+  c.proj_size = m.spec.proj_size;
   c.dtype = m.spec.dtype;
   validate(c);
   if (o.sequences < 1) throw TrainError(fmt::format("--sequences {} is not allowed: allowed is 1 or more", o.sequences));

@@ -60,10 +60,12 @@ std::vector<U> to_host(const typename Ops::template Buffer<U>& b) {
 
 // One pass on a device (`runs` passes on the same buffers with the gradients zeroed between them:
 // with a CudaExecutor the first captures a graph and the others replay it); the last one's results.
+// dropout_seed >= 0: dropout between layers on, with that seed.
 template <class T, class Ops, class Exec = BasicExecutor<BasicDeviceBackend<T, Ops>>>
-Outcome<T> run_device(const Problem<T>& pr, const Plan& plan, int runs = 1) {
+Outcome<T> run_device(const Problem<T>& pr, const Plan& plan, int runs = 1, std::int64_t dropout_seed = -1) {
   using Backend = BasicDeviceBackend<T, Ops>;
   Exec ex(pr.shape, pr.loss, plan);
+  if (dropout_seed >= 0) ex.net().set_dropout(true, static_cast<std::uint64_t>(dropout_seed));
   typename Backend::Params params(pr.shape), grads(pr.shape);
   params.upload(pr.params);
   const auto x = to_device<Ops>(pr.x), y = to_device<Ops>(pr.y), h0 = to_device<Ops>(pr.h0);

@@ -37,12 +37,17 @@ struct Case {
   CellType cell;
   int layers;
   LossKind loss;
+  bool bias = true;  // false: PyTorch's bias=False
+  Nonlinearity nl = Nonlinearity::Tanh;
 };
 const Case kCases[] = {{CellType::Lstm, 1, LossKind::Xent}, {CellType::Lstm, 2, LossKind::MseLast},
                        {CellType::Gru, 1, LossKind::Xent},  {CellType::Gru, 2, LossKind::MseLast},
-                       {CellType::Rnn, 1, LossKind::MseLast}, {CellType::Rnn, 2, LossKind::Xent}};
+                       {CellType::Rnn, 1, LossKind::MseLast}, {CellType::Rnn, 2, LossKind::Xent},
+                       {CellType::Lstm, 2, LossKind::Xent, false}, {CellType::Gru, 1, LossKind::Xent, false},
+                       {CellType::Rnn, 2, LossKind::Xent, false, Nonlinearity::Relu}};
 std::string name(const Case& c) {
-  return std::string(cell_name(c.cell)) + " L=" + std::to_string(c.layers) + (c.loss == LossKind::Xent ? " xent" : " mse");
+  return std::string(cell_name(c.cell)) + " L=" + std::to_string(c.layers) + (c.loss == LossKind::Xent ? " xent" : " mse") +
+         (c.bias ? "" : " no bias") + (c.nl == Nonlinearity::Relu ? " relu" : "");
 }
 
 TEST(Cuda, Device) {
@@ -57,7 +62,7 @@ TEST(Cuda, EveryPolicyBitwiseEqualToPlainBpttFloat) {
   MEMBPTT_NEED_GPU();
   OptionsGuard guard;
   for (const Case& c : kCases)
-    for (const NetShape shape : {NetShape{c.cell, 8, 16, c.layers, 4, 5}, NetShape{c.cell, 4, 5, c.layers, 3, 3}}) {
+    for (const NetShape shape : {NetShape{c.cell, 8, 16, c.layers, 4, 5, c.bias, c.nl}, NetShape{c.cell, 4, 5, c.layers, 3, 3, c.bias, c.nl}}) {
       SCOPED_TRACE(name(c) + " H=" + std::to_string(shape.hidden_size));
       const Problem<float> pr(shape, c.loss, 23, 7 + static_cast<int>(c.cell) * 10 + c.layers);
       check_all_policies(pr, cuda_state_sizes(shape, sizeof(float)), run_gpu<float>);
@@ -99,7 +104,7 @@ TEST(Cuda, Float32MatchesCpuFloat64Within1e4) {
   MEMBPTT_NEED_GPU();
   OptionsGuard guard;
   for (const Case& c : kCases)
-    for (const NetShape shape : {NetShape{c.cell, 8, 16, c.layers, 4, 5}, NetShape{c.cell, 4, 5, c.layers, 3, 3}}) {
+    for (const NetShape shape : {NetShape{c.cell, 8, 16, c.layers, 4, 5, c.bias, c.nl}, NetShape{c.cell, 4, 5, c.layers, 3, 3, c.bias, c.nl}}) {
       SCOPED_TRACE(name(c) + " H=" + std::to_string(shape.hidden_size));
       const Problem<double> pr(shape, c.loss, 40, 5);
       const Plan plan = plain_plan(pr.T_len, cuda_state_sizes(shape, sizeof(float)));

@@ -26,19 +26,29 @@ struct Case {
   CellType cell;
   int layers;
   LossKind loss;
+  bool bias = true;  // false: PyTorch's bias=False
+  Nonlinearity nl = Nonlinearity::Tanh;
+  int proj = 0;  // LSTM proj_size
 };
 const Case kCases[] = {{CellType::Lstm, 1, LossKind::Xent}, {CellType::Lstm, 2, LossKind::MseLast},
                        {CellType::Gru, 1, LossKind::Xent},  {CellType::Gru, 2, LossKind::Xent},
-                       {CellType::Rnn, 1, LossKind::MseLast}, {CellType::Rnn, 2, LossKind::Xent}};
+                       {CellType::Rnn, 1, LossKind::MseLast}, {CellType::Rnn, 2, LossKind::Xent},
+                       {CellType::Lstm, 2, LossKind::Xent, false}, {CellType::Gru, 2, LossKind::MseLast, false},
+                       {CellType::Rnn, 2, LossKind::Xent, false},  {CellType::Rnn, 2, LossKind::Xent, true, Nonlinearity::Relu},
+                       {CellType::Rnn, 1, LossKind::MseLast, false, Nonlinearity::Relu},
+                       {CellType::Lstm, 2, LossKind::Xent, true, Nonlinearity::Tanh, 3},
+                       {CellType::Lstm, 1, LossKind::MseLast, false, Nonlinearity::Tanh, 3}};
 
 std::string name(const Case& c) {
-  return std::string(cell_name(c.cell)) + " L=" + std::to_string(c.layers) + (c.loss == LossKind::Xent ? " xent" : " mse");
+  return std::string(cell_name(c.cell)) + " L=" + std::to_string(c.layers) + (c.loss == LossKind::Xent ? " xent" : " mse") +
+         (c.bias ? "" : " no bias") + (c.nl == Nonlinearity::Relu ? " relu" : "") +
+         (c.proj ? " proj " + std::to_string(c.proj) : "");
 }
 
 TEST(DeviceLogic, Float64MatchesTheCpuCellToRounding) {
   for (const Case& c : kCases) {
     SCOPED_TRACE(name(c));
-    const NetShape shape{c.cell, 4, 5, c.layers, 3, 3};
+    const NetShape shape{c.cell, 4, 5, c.layers, 3, 3, c.bias, c.nl, c.proj};
     const Problem<double> pr(shape, c.loss, 17, 11);
     const Plan plan = plain_plan(pr.T_len, state_sizes(shape, sizeof(double)));
     expect_close(run_device<double, HostOps>(pr, plan), run_cpu(pr, plan), shape, 1e-12);
@@ -48,7 +58,7 @@ TEST(DeviceLogic, Float64MatchesTheCpuCellToRounding) {
 TEST(DeviceLogic, Float32WithinTolOfCpuFloat64) {
   for (const Case& c : kCases) {
     SCOPED_TRACE(name(c));
-    const NetShape shape{c.cell, 8, 16, c.layers, 4, 5};
+    const NetShape shape{c.cell, 8, 16, c.layers, 4, 5, c.bias, c.nl, c.proj};
     const Problem<double> pr(shape, c.loss, 30, 5);
     const Plan plan = plain_plan(pr.T_len, state_sizes(shape, sizeof(double)));
     expect_close(run_device<float, HostOps>(pr.as<float>(), plan), run_cpu(pr, plan), shape, 1e-4);
@@ -58,10 +68,38 @@ TEST(DeviceLogic, Float32WithinTolOfCpuFloat64) {
 TEST(DeviceLogic, EveryPolicyBitwiseEqualToPlainBptt) {
   for (const Case& c : kCases) {
     SCOPED_TRACE(name(c));
-    const NetShape shape{c.cell, 4, 5, c.layers, 3, 3};
+    const NetShape shape{c.cell, 4, 5, c.layers, 3, 3, c.bias, c.nl, c.proj};
     const Problem<float> pr(shape, c.loss, 23, 7 + static_cast<int>(c.cell) * 10 + c.layers);
     check_all_policies(pr, emu_sizes<float>(shape), [](const Problem<float>& p, const Plan& plan) {
       return run_device<float, HostOps>(p, plan);
+    });
+  }
+}
+
+// Dropout between layers on the device cells: the CPU cell's masks (float64 to rounding), and every
+// policy bitwise equal to plain BPTT with the same seed.
+TEST(DeviceLogic, DropoutDrawsTheCpuMasksAndKeepsPlainBpttBits) {
+  for (const CellType cell : {CellType::Lstm, CellType::Gru, CellType::Rnn}) {
+    SCOPED_TRACE(std::string(cell_name(cell)));
+    NetShape shape{cell, 4, 5, 3, 3, 3};
+    shape.dropout = 0.4;
+    if (cell == CellType::Lstm) shape.proj_size = 3;
+    const Problem<double> pr(shape, LossKind::Xent, 17, 11);
+    const Plan plan = plain_plan(pr.T_len, state_sizes(shape, sizeof(double)));
+    Executor<double> cpu(shape, pr.loss, plan);
+    cpu.net().set_dropout(true, 31);
+    Params<double> grads(shape);
+    Outcome<double> ref;
+    ref.dh0.resize(carry_elems(shape));
+    ref.final_carry.resize(carry_elems(shape));
+    ref.stats = cpu.run(pr.params, pr.batch(), grads, ref.final_carry.data(), ref.dh0.data());
+    ref.grads.assign(grads.data(), grads.data() + grads.size());
+    expect_close(run_device<double, HostOps>(pr, plan, 1, 31), ref, shape, 1e-12);
+    const Outcome<double> off = run_device<double, HostOps>(pr, plan);
+    EXPECT_GT(std::abs(off.stats.loss - ref.stats.loss), 1e-6);  // the masks did something
+    const Problem<float> pf = pr.as<float>();
+    check_all_policies(pf, emu_sizes<float>(shape), [](const Problem<float>& p, const Plan& pl) {
+      return run_device<float, HostOps>(p, pl, 1, 31);
     });
   }
 }
@@ -72,7 +110,7 @@ TEST(DeviceLogic, EveryPolicyBitwiseEqualToPlainBptt) {
 TEST(DeviceLogic, ModuleFormEveryPolicyBitwiseAndMatchesTheCpu) {
   for (const Case& c : kCases) {
     SCOPED_TRACE(name(c));
-    const NetShape shape{c.cell, 4, 5, c.layers, 3, 1};
+    const NetShape shape{c.cell, 4, 5, c.layers, 3, 1, c.bias, c.nl, c.proj};
     const Problem<double> pr(shape, LossKind::Xent, 19, 3 + c.layers);
     const OutputGrads<double> g(pr, 9);
     const Outcome<double> plain = check_all_policies(pr, emu_sizes<double>(shape), [&](const Problem<double>& p, const Plan& plan) {
@@ -163,7 +201,7 @@ TEST(DeviceLogic, StagingShapesAndAlignedShapes) {
 
 TEST(DeviceLogic, WorkspaceIsWhatThePlannerIsTold) {
   for (const Case& c : kCases) {
-    const NetShape shape{c.cell, 6, 8, c.layers, 4, 7};
+    const NetShape shape{c.cell, 6, 8, c.layers, 4, 7, c.bias, c.nl, c.proj};
     const StateSizes cpu = state_sizes(shape, sizeof(float)), dev = emu_sizes<float>(shape);
     EXPECT_EQ(dev.hidden_bytes, cpu.hidden_bytes);
     EXPECT_EQ(dev.internal_bytes, cpu.internal_bytes);

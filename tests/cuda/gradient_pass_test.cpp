@@ -173,6 +173,7 @@ class GraphReportingPass final : public train::GradientPass<T> {
     ++runs_;
     return inner_->run(p, b, g, carry);
   }
+  void set_dropout(bool on, std::uint64_t seed) override { inner_->set_dropout(on, seed); }
   double time_again() override { return inner_->time_again(); }
   const Plan& plan() const override { return inner_->plan(); }
   std::size_t workspace_bytes() const override { return inner_->workspace_bytes(); }

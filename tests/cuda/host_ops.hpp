@@ -95,14 +95,23 @@ struct HostOps {
     each<ew::GruBwd>(B, H, act, h_in, dh_a, dh_b, dgx, dgh, dh_in, hp, x_in, xin);
   }
   template <class T>
+  static void dropout(int B, int R, const T* in, T* out, const std::uint64_t* seed, std::uint64_t layer, std::uint64_t step,
+                      std::uint64_t threshold, T scale) {
+    each<ew::Dropout>(B, R, in, out, seed, layer, step, threshold, scale);
+  }
+  template <class T>
+  static void lstm_m(int B, int H, const T* act, const T* c_out, T* m) {
+    each<ew::LstmM>(B, H, act, c_out, m);
+  }
+  template <class T>
   static void rnn_fwd(int B, int H, const T* px, const T* ph, const T* b_ih, const T* b_hh, const T* h_in, T* h_out,
-                      CarryCopies<T> cc) {
-    each<ew::RnnFwd>(B, H, px, ph, b_ih, b_hh, h_in, h_out, cc);
+                      CarryCopies<T> cc, bool relu) {
+    each<ew::RnnFwd>(B, H, px, ph, b_ih, b_hh, h_in, h_out, cc, relu);
   }
   template <class T>
   static void rnn_bwd(int B, int H, const T* h_out, const T* dh_a, const T* dh_b, T* dg, const T* h_prev, T* hp,
-                      const T* x_in, T* xin) {
-    each<ew::RnnBwd>(B, H, h_out, dh_a, dh_b, dg, h_prev, hp, x_in, xin);
+                      const T* x_in, T* xin, bool relu) {
+    each<ew::RnnBwd>(B, H, h_out, dh_a, dh_b, dg, h_prev, hp, x_in, xin, relu);
   }
   template <class T>
   static void xent(int B, int O, int H, const T* logits, const T* bias, const std::int64_t* targets, T scale, T* dl,

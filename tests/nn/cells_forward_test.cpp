@@ -60,6 +60,36 @@ TEST(CellsLayout, NamesShapesOffsetsFollowPyTorchStateDict) {
   EXPECT_EQ(Params<double>(r).info("rnn.weight_ih_l0").shape, (std::vector<std::int64_t>{6, 3}));
 }
 
+// bias=False: the same names and order without the rnn.bias_* views; relu only for the RNN.
+TEST(CellsLayout, WithoutBiasesAndReluValidation) {
+  const NetShape s{CellType::Gru, 4, 5, 2, 3, 7, false};
+  Params<float> p(s);
+  const auto& v = p.views();
+  ASSERT_EQ(v.size(), 6u);
+  const char* names[] = {"rnn.weight_ih_l0", "rnn.weight_hh_l0", "rnn.weight_ih_l1", "rnn.weight_hh_l1",
+                         "head.weight", "head.bias"};
+  std::size_t off = 0;
+  for (std::size_t k = 0; k < v.size(); ++k) {
+    EXPECT_EQ(v[k].name, names[k]);
+    EXPECT_EQ(v[k].offset, off) << names[k];
+    off += v[k].size;
+  }
+  EXPECT_EQ(param_count(s), 15u * 4 + 15u * 5 + 15u * 5 + 15u * 5 + 7u * 5 + 7u);
+  EXPECT_EQ(p.find("rnn.bias_ih_l0"), nullptr);
+  NetShape lstm_relu{CellType::Lstm, 4, 5, 1, 3, 7};
+  lstm_relu.nonlinearity = Nonlinearity::Relu;
+  try {
+    validate(lstm_relu);
+    FAIL() << "no error";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_STREQ(e.what(), "nonlinearity relu is not allowed for lstm: only the plain rnn cell takes relu");
+  }
+  lstm_relu.cell = CellType::Rnn;
+  EXPECT_NO_THROW(validate(lstm_relu));
+  EXPECT_EQ(parse_nonlinearity("relu"), Nonlinearity::Relu);
+  EXPECT_THROW(parse_nonlinearity("gelu"), std::invalid_argument);
+}
+
 TEST(CellsLayout, CarryAndRecordSizes) {
   for (CellType c : kCells) {
     const NetShape s{c, 3, 5, 2, 4, 2};
@@ -131,34 +161,34 @@ double sig(double v) { return 1.0 / (1.0 + std::exp(-v)); }
 // One step of the whole stack, computed entry by entry from the named views.
 std::vector<double> reference_step(const NetShape& s, const Params<double>& p, const double* x,
                                    const std::vector<double>& carry) {
-  const int B = s.batch, H = s.hidden_size, L = s.num_layers;
-  const std::size_t LBH = std::size_t(L) * B * H;
+  const int B = s.batch, H = s.hidden_size, L = s.num_layers, R = output_width(s);
+  const std::size_t LBH = std::size_t(L) * B * R;  // where c starts
   std::vector<double> out(carry.size());
   std::vector<double> in(x, x + std::size_t(B) * s.input_size);
   for (int l = 0; l < L; ++l) {
-    const int I = l == 0 ? s.input_size : H;
+    const int I = l == 0 ? s.input_size : R;
     const std::string sfx = "_l" + std::to_string(l);
     const double* Wi = p.view("rnn.weight_ih" + sfx).data();
     const double* Wh = p.view("rnn.weight_hh" + sfx).data();
-    const double* bi = p.view("rnn.bias_ih" + sfx).data();
-    const double* bh = p.view("rnn.bias_hh" + sfx).data();
+    const double* bi = s.bias ? p.view("rnn.bias_ih" + sfx).data() : nullptr;
+    const double* bh = s.bias ? p.view("rnn.bias_hh" + sfx).data() : nullptr;
     // gate row r of the input part and of the hidden part, for batch row b
     auto xi = [&](int b, int r) {
-      double a = bi[r];
+      double a = bi ? bi[r] : 0.0;
       for (int k = 0; k < I; ++k) a += Wi[std::size_t(r) * I + k] * in[std::size_t(b) * I + k];
       return a;
     };
     auto hh = [&](int b, int r) {
-      double a = bh[r];
-      for (int k = 0; k < H; ++k)
-        a += Wh[std::size_t(r) * H + k] * carry[std::size_t(l) * B * H + std::size_t(b) * H + k];
+      double a = bh ? bh[r] : 0.0;
+      for (int k = 0; k < R; ++k)
+        a += Wh[std::size_t(r) * R + k] * carry[std::size_t(l) * B * R + std::size_t(b) * R + k];
       return a;
     };
-    std::vector<double> hnew(std::size_t(B) * H);
+    std::vector<double> hnew(std::size_t(B) * H), m(std::size_t(B) * H);
     for (int b = 0; b < B; ++b)
       for (int j = 0; j < H; ++j) {
-        const std::size_t at = std::size_t(l) * B * H + std::size_t(b) * H + j;
-        const double h = carry[at];
+        const std::size_t at = std::size_t(l) * B * H + std::size_t(b) * H + j;  // c's index (and h's, R = H)
+        const double h = s.cell == CellType::Lstm ? 0.0 : carry[at];
         double hn = 0;
         if (s.cell == CellType::Lstm) {
           const double i = sig(xi(b, j) + hh(b, j)), f = sig(xi(b, H + j) + hh(b, H + j));
@@ -167,19 +197,75 @@ std::vector<double> reference_step(const NetShape& s, const Params<double>& p, c
           const double c = f * carry[LBH + at] + i * g;
           out[LBH + at] = c;
           hn = o * std::tanh(c);
+          m[std::size_t(b) * H + j] = hn;
+          if (R != H) continue;  // h = W_hr m, below
         } else if (s.cell == CellType::Gru) {
           const double r = sig(xi(b, j) + hh(b, j)), z = sig(xi(b, H + j) + hh(b, H + j));
           const double n = std::tanh(xi(b, 2 * H + j) + r * hh(b, 2 * H + j));
           hn = (1 - z) * n + z * h;
+        } else if (s.nonlinearity == Nonlinearity::Relu) {
+          hn = std::max(0.0, xi(b, j) + hh(b, j));
         } else {
           hn = std::tanh(xi(b, j) + hh(b, j));
         }
         out[at] = hn;
         hnew[std::size_t(b) * H + j] = hn;
       }
+    if (R != H) {  // projections: h = m W_hr^T, [B x P]
+      const double* Wr = p.view("rnn.weight_hr" + sfx).data();
+      hnew.assign(std::size_t(B) * R, 0.0);
+      for (int b = 0; b < B; ++b)
+        for (int q = 0; q < R; ++q) {
+          double a = 0;
+          for (int k = 0; k < H; ++k) a += Wr[std::size_t(q) * H + k] * m[std::size_t(b) * H + k];
+          hnew[std::size_t(b) * R + q] = a;
+          out[std::size_t(l) * B * R + std::size_t(b) * R + q] = a;
+        }
+    }
     in = hnew;
   }
   return out;
+}
+
+// bias=False for every cell and the relu RNN (with and without biases) against the same reference.
+TEST(CellsForward, NoBiasAndReluMatchReferenceEquations) {
+  struct Variant {
+    CellType c;
+    bool bias;
+    Nonlinearity nl;
+    int proj = 0;
+  };
+  for (const Variant v : {Variant{CellType::Lstm, false, Nonlinearity::Tanh}, Variant{CellType::Gru, false, Nonlinearity::Tanh},
+                          Variant{CellType::Rnn, false, Nonlinearity::Tanh}, Variant{CellType::Rnn, true, Nonlinearity::Relu},
+                          Variant{CellType::Rnn, false, Nonlinearity::Relu}, Variant{CellType::Lstm, true, Nonlinearity::Tanh, 3},
+                          Variant{CellType::Lstm, false, Nonlinearity::Tanh, 1}}) {
+    const NetShape s{v.c, 3, 4, 2, 2, 2, v.bias, v.nl, v.proj};
+    RecurrentNet<double> net(s);
+    Params<double> p(s);
+    fill_uniform<double>(p.all(), 0.7, 5);
+    std::vector<double> x(3 * 6), carry(net.carry_elems()), next(net.carry_elems());
+    fill_uniform<double>(x, 1.5, 6);
+    fill_uniform<double>(carry, 0.9, 7);
+    if (v.proj) {
+      EXPECT_EQ(net.carry_elems(), std::size_t(2) * 2 * (v.proj + 4));
+      EXPECT_EQ(p.info("rnn.weight_hr_l1").shape, (std::vector<std::int64_t>{v.proj, 4}));
+      EXPECT_EQ(p.info("rnn.weight_hh_l1").shape, (std::vector<std::int64_t>{16, v.proj}));
+      EXPECT_EQ(p.info("head.weight").shape, (std::vector<std::int64_t>{2, v.proj}));
+    }
+    int zeros = 0;
+    for (int t = 0; t < 3; ++t) {
+      const auto ref = reference_step(s, p, x.data() + t * 6, carry);
+      net.advance(p, x.data() + t * 6, carry.data(), next.data());
+      for (std::size_t k = 0; k < ref.size(); ++k) {
+        ASSERT_NEAR(next[k], ref[k], 1e-13) << cell_name(v.c) << " bias " << v.bias << " t" << t << " k" << k;
+        zeros += next[k] == 0.0;
+      }
+      carry = next;
+    }
+    if (v.nl == Nonlinearity::Relu) {
+      EXPECT_GT(zeros, 0) << "relu never clipped: the test would not tell tanh from relu";
+    }
+  }
 }
 
 TEST(CellsForward, MatchesReferenceEquations) {

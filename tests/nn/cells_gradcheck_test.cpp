@@ -1,5 +1,6 @@
 // Central finite-difference checks (float64, 5-point stencil) of every parameter of every named tensor and of the
-// initial carry (h0, c0), for LSTM / GRU / RNN, 1 and 2 layers, both heads, through a plain BPTT
+// initial carry (h0, c0), for LSTM / GRU / RNN (tanh and relu), with and without biases, 1 and 2
+// layers, both heads, through a plain BPTT
 // loop written here: advance_record all T steps, then backward T..1 calling the head at each step.
 #include <gtest/gtest.h>
 
@@ -24,11 +25,16 @@ struct Case {
   CellType cell;
   int layers;
   Loss loss;
+  bool bias = true;
+  Nonlinearity nonlinearity = Nonlinearity::Tanh;
+  int proj = 0;  // LSTM proj_size
 };
 
 std::string case_name(const testing::TestParamInfo<Case>& info) {
   return std::string(cell_name(info.param.cell)) + "_L" + std::to_string(info.param.layers) +
-         (info.param.loss == Loss::Xent ? "_xent" : "_mse");
+         (info.param.loss == Loss::Xent ? "_xent" : "_mse") + (info.param.bias ? "" : "_nobias") +
+         (info.param.nonlinearity == Nonlinearity::Relu ? "_relu" : "") +
+         (info.param.proj ? "_proj" + std::to_string(info.param.proj) : "");
 }
 
 constexpr int kT = 5;
@@ -37,7 +43,7 @@ class GradCheck : public testing::TestWithParam<Case> {
  protected:
   void SetUp() override {
     const Case c = GetParam();
-    shape = NetShape{c.cell, 4, 5, c.layers, 3, 3};
+    shape = NetShape{c.cell, 4, 5, c.layers, 3, 3, c.bias, c.nonlinearity, c.proj};
     net = std::make_unique<RecurrentNet<double>>(shape);
     head = std::make_unique<Head<double>>(shape);
     params = std::make_unique<Params<double>>(shape);
@@ -184,7 +190,17 @@ INSTANTIATE_TEST_SUITE_P(Cells, GradCheck,
                                          Case{CellType::Rnn, 1, Loss::Xent},
                                          Case{CellType::Rnn, 2, Loss::Xent},
                                          Case{CellType::Rnn, 1, Loss::Mse},
-                                         Case{CellType::Rnn, 2, Loss::Mse}),
+                                         Case{CellType::Rnn, 2, Loss::Mse},
+                                         Case{CellType::Lstm, 2, Loss::Xent, false},
+                                         Case{CellType::Gru, 2, Loss::Mse, false},
+                                         Case{CellType::Rnn, 2, Loss::Xent, false},
+                                         Case{CellType::Rnn, 1, Loss::Xent, true, Nonlinearity::Relu},
+                                         Case{CellType::Rnn, 2, Loss::Xent, true, Nonlinearity::Relu},
+                                         Case{CellType::Rnn, 2, Loss::Mse, true, Nonlinearity::Relu},
+                                         Case{CellType::Rnn, 2, Loss::Xent, false, Nonlinearity::Relu},
+                                         Case{CellType::Lstm, 1, Loss::Xent, true, Nonlinearity::Tanh, 3},
+                                         Case{CellType::Lstm, 2, Loss::Xent, true, Nonlinearity::Tanh, 3},
+                                         Case{CellType::Lstm, 2, Loss::Mse, false, Nonlinearity::Tanh, 2}),
                          case_name);
 
 }  // namespace

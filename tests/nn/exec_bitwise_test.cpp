@@ -15,8 +15,9 @@ namespace {
 using test::Problem;
 
 template <class T>
-void check_all_policies(CellType cell, int layers, LossKind loss) {
-  const NetShape shape{cell, 4, 5, layers, 3, 3};
+void check_all_policies(CellType cell, int layers, LossKind loss, bool bias = true,
+                        Nonlinearity nl = Nonlinearity::Tanh, int proj = 0) {
+  const NetShape shape{cell, 4, 5, layers, 3, 3, bias, nl, proj};
   Problem<T> pr(shape, loss, 23, 7 + static_cast<int>(cell) * 10 + layers);
   test::check_all_policies(pr, state_sizes(shape, sizeof(T)), test::run_cpu<T>);
 }
@@ -27,6 +28,66 @@ TEST(ExecBitwise, GruFloat) { check_all_policies<float>(CellType::Gru, 1, LossKi
 TEST(ExecBitwise, GruTwoLayersDouble) { check_all_policies<double>(CellType::Gru, 2, LossKind::Xent); }
 TEST(ExecBitwise, RnnFloatMse) { check_all_policies<float>(CellType::Rnn, 1, LossKind::MseLast); }
 TEST(ExecBitwise, RnnTwoLayersDouble) { check_all_policies<double>(CellType::Rnn, 2, LossKind::Xent); }
+// PyTorch's bias=False and the relu RNN.
+TEST(ExecBitwise, NoBiasLstmTwoLayersFloat) { check_all_policies<float>(CellType::Lstm, 2, LossKind::Xent, false); }
+TEST(ExecBitwise, NoBiasGruDoubleMse) { check_all_policies<double>(CellType::Gru, 1, LossKind::MseLast, false); }
+TEST(ExecBitwise, NoBiasRnnTwoLayersFloat) { check_all_policies<float>(CellType::Rnn, 2, LossKind::Xent, false); }
+TEST(ExecBitwise, ReluRnnTwoLayersFloat) {
+  check_all_policies<float>(CellType::Rnn, 2, LossKind::Xent, true, Nonlinearity::Relu);
+}
+TEST(ExecBitwise, ReluRnnNoBiasDoubleMse) {
+  check_all_policies<double>(CellType::Rnn, 1, LossKind::MseLast, false, Nonlinearity::Relu);
+}
+// LSTM projections (proj_size): h and the carry of width P. (P = 3 with H = 5: alpha = 4.5, exact in
+// binary, so the sweep's byte counts compare exactly.)
+TEST(ExecBitwise, ProjLstmTwoLayersFloat) {
+  check_all_policies<float>(CellType::Lstm, 2, LossKind::Xent, true, Nonlinearity::Tanh, 3);
+}
+TEST(ExecBitwise, ProjLstmNoBiasDoubleMse) {
+  check_all_policies<double>(CellType::Lstm, 2, LossKind::MseLast, false, Nonlinearity::Tanh, 3);
+}
+
+// Dropout between layers: masks keyed by (seed, layer, step, element), so a recomputed step draws
+// the same mask and every policy keeps plain BPTT's bits; p = 0 is no dropout, bit for bit.
+template <class T>
+test::Outcome<T> run_cpu_dropout(const Problem<T>& pr, const Plan& plan, std::uint64_t seed) {
+  Executor<T> ex(pr.shape, pr.loss, plan);
+  ex.net().set_dropout(true, seed);
+  Params<T> grads(pr.shape);
+  test::Outcome<T> out;
+  out.dh0.resize(ex.net().carry_elems());
+  out.final_carry.resize(ex.net().carry_elems());
+  out.stats = ex.run(pr.params, pr.batch(), grads, out.final_carry.data(), out.dh0.data());
+  out.grads.assign(grads.data(), grads.data() + grads.size());
+  out.arena_bytes = ex.arena_bytes();
+  out.workspace_bytes = ex.workspace_bytes();
+  return out;
+}
+
+TEST(ExecBitwise, DropoutEveryPolicyKeepsPlainBpttBits) {
+  for (const CellType cell : {CellType::Lstm, CellType::Gru, CellType::Rnn}) {
+    SCOPED_TRACE(std::string(cell_name(cell)));
+    NetShape shape{cell, 4, 5, 3, 3, 3};
+    shape.dropout = 0.4;
+    if (cell == CellType::Lstm) shape.proj_size = 3;
+    Problem<double> pr(shape, LossKind::Xent, 23, 5);
+    const auto plain = test::check_all_policies(
+        pr, state_sizes(shape, sizeof(double)),
+        [](const Problem<double>& p, const Plan& plan) { return run_cpu_dropout(p, plan, 99); });
+    const Plan full = plan_for_bytes(Policy::Full, pr.T_len, 1e12, state_sizes(shape, sizeof(double)), 2.0);
+    // Dropout did something, another seed draws other masks, off is the plain network.
+    const auto off = test::run_cpu(pr, full);
+    EXPECT_FALSE(test::same_bits(off.grads, plain.grads));
+    EXPECT_FALSE(test::same_bits(run_cpu_dropout(pr, full, 100).grads, plain.grads));
+    // p = 0 with dropout on: the bits of no dropout.
+    NetShape zero = shape;
+    zero.dropout = 0;
+    Problem<double> pz(zero, LossKind::Xent, 23, 5);
+    const auto p0 = run_cpu_dropout(pz, full, 99);
+    EXPECT_TRUE(test::same_bits(p0.grads, off.grads));
+    EXPECT_EQ(std::memcmp(&p0.stats.loss, &off.stats.loss, sizeof(double)), 0);
+  }
+}
 
 // A pass that throws part way (a class target out of range at step 5) leaves nothing behind: the
 // next pass's loss is the loss a fresh executor computes, bit for bit.

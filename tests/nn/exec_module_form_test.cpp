@@ -63,6 +63,19 @@ TEST_P(ModuleForm, InputGradientMatchesCentralDifferences) {
   }
 }
 
+// PyTorch's options in the module form: outputs of width P (proj_size), no biases, relu.
+TEST(ModuleFormOptions, ProjNoBiasReluEveryPolicyEqualsPlainBpttBitwise) {
+  for (const NetShape shape : {NetShape{CellType::Lstm, 3, 6, 2, 2, 1, true, Nonlinearity::Tanh, 2},  // alpha 5
+                               NetShape{CellType::Lstm, 3, 6, 2, 2, 1, false, Nonlinearity::Tanh, 2},
+                               NetShape{CellType::Rnn, 3, 4, 2, 2, 1, false, Nonlinearity::Relu}}) {
+    const Problem<double> pr(shape, LossKind::Xent, 23, 17);
+    const OutputGrads<double> g(pr, 5);
+    EXPECT_EQ(g.dy.size(), std::size_t(23) * 2 * output_width(shape));
+    check_all_policies(pr, state_sizes(shape, sizeof(double)),
+                       [&](const Problem<double>& p, const Plan& plan) { return run_module(p, plan, g); });
+  }
+}
+
 TEST(ModuleFormErrors, BackwardNeedsAForward) {
   const NetShape shape{CellType::Lstm, 2, 3, 1, 1, 1};
   const CostModel model{4, 2.0};

@@ -246,6 +246,64 @@ TEST(IoTorchStateDict, InfersEveryCellUnderAnyPrefixWithoutMetadata) {
   }
 }
 
+// A relu RNN has a tanh RNN's tensors: metadata or --nonlinearity says which; relu is the RNN's only.
+TEST(IoTorchStateDict, TheNonlinearityComesFromMetadataOrTheFlag) {
+  Net n;
+  n.cell = "rnn";
+  auto load = [&](const SafeTensorsWriter& w, const std::string& nl) {
+    return interpret_model(SafeTensors::parse(w.serialize(), "m.safetensors"), ModelLoadOptions{"xent", "", nl});
+  };
+  const SafeTensorsWriter plain = torch_state_dict(n);
+  EXPECT_EQ(load(plain, "").spec.nonlinearity, "tanh");
+  EXPECT_EQ(load(plain, "").notes.size(), 1u);  // read as tanh, saying so
+  const ModelFile relu = load(plain, "relu");
+  EXPECT_EQ(relu.spec.nonlinearity, "relu");
+  EXPECT_TRUE(relu.notes.empty());
+  SafeTensorsWriter tagged = torch_state_dict(n);
+  tagged.set_metadata("nonlinearity", "relu");
+  EXPECT_EQ(load(tagged, "").spec.nonlinearity, "relu");
+  expect_error([&] { load(tagged, "tanh"); }, {"--nonlinearity tanh contradicts the file's metadata nonlinearity=relu"});
+  n.cell = "gru";
+  expect_error([&] { load(torch_state_dict(n), "relu"); },
+               {"--nonlinearity relu is not allowed for a GRU (3 gates): only an RNN (1 gate) takes relu"});
+}
+
+// nn.LSTM(proj_size=P): weight_hr_l{k} [P x H], weight_hh [4H x P], layers above 0 read P inputs,
+// the head reads P; bias=False beside it.
+TEST(IoTorchStateDict, ProjectedLstmIsReadFromItsTensors) {
+  for (const bool bias : {true, false}) {
+    SCOPED_TRACE(bias ? "bias" : "no bias");
+    const int I = 3, H = 5, P = 2, L = 2, O = 4;
+    SafeTensorsWriter w;
+    auto add = [&](const std::string& name, std::vector<std::int64_t> shape) {
+      std::int64_t cnt = 1;
+      for (auto d : shape) cnt *= d;
+      w.add_f32(name, std::move(shape), std::vector<float>(static_cast<std::size_t>(cnt), 0.25f));
+    };
+    for (int l = 0; l < L; ++l) {
+      add(fmt::format("lstm.weight_ih_l{}", l), {4 * H, l == 0 ? I : P});
+      add(fmt::format("lstm.weight_hh_l{}", l), {4 * H, P});
+      if (bias) {
+        add(fmt::format("lstm.bias_ih_l{}", l), {4 * H});
+        add(fmt::format("lstm.bias_hh_l{}", l), {4 * H});
+      }
+      add(fmt::format("lstm.weight_hr_l{}", l), {P, H});
+    }
+    add("fc.weight", {O, P});
+    add("fc.bias", {O});
+    const ModelFile m = interpret(w);
+    EXPECT_EQ(m.spec.cell, "lstm");
+    EXPECT_EQ(m.spec.hidden_size, H);
+    EXPECT_EQ(m.spec.proj_size, P);
+    EXPECT_EQ(m.spec.bias, bias);
+    EXPECT_EQ(m.spec.num_layers, L);
+    EXPECT_EQ(m.file_name("rnn.weight_hr_l1"), "lstm.weight_hr_l1");
+    EXPECT_EQ(model_spec_metadata(m.spec).at("proj_size"), "2");
+    w.set_metadata("proj_size", "3");
+    expect_error([&] { interpret(w); }, {"metadata proj_size=3 contradicts the tensors, which have 'lstm.weight_hr_l0' [2, 5]"});
+  }
+}
+
 TEST(IoTorchStateDict, TheLossComesFromMetadataOrTheFlagAndIsNeverGuessed) {
   SafeTensorsWriter w = torch_state_dict(Net{});
   w.set_metadata("format", "pt");  // what safetensors.torch.save_file writes
@@ -280,7 +338,8 @@ TEST(IoTorchStateDict, MetadataPresentMustAgreeWithTheTensors) {
       {"output_size", "5", {"metadata output_size=5 contradicts the tensors: 'head.weight' [4, 5] gives 4"}},
       {"dtype", "float64", {"metadata dtype=float64 contradicts the tensors, which are F32 (float32)"}},
       {"dtype", "half", {"metadata dtype='half' is not one of float32, float64, float16, bfloat16"}},
-      {"nonlinearity", "tanh", {"nonlinearity='tanh' is not allowed (only 'tanh', for cell rnn)"}},
+      {"nonlinearity", "tanh", {"nonlinearity='tanh' is not allowed (only 'tanh' or 'relu', for cell rnn)"}},
+      {"bias", "false", {"metadata bias=false contradicts the tensors, which have biases ('rnn.bias_ih_l0')"}},
   };
   for (const auto& c : cases) {
     SCOPED_TRACE(fmt::format("{}={}", c.key, c.value));
@@ -430,12 +489,20 @@ TEST(IoTorchStateDict, RefusesInconsistentTensorsNamingTheTensorAndTheExpectedSh
       [&] {
         interpret(with("rnn.weight_hr_l0", {2, 5}));
       },
-      {"tensor 'rnn.weight_hr_l0': LSTM projections (proj_size > 0) are not supported yet"});
-  expect_error(
-      [&] {
-        interpret(without({"rnn.bias_ih_l0", "rnn.bias_hh_l0", "rnn.bias_ih_l1", "rnn.bias_hh_l1"}));
-      },
-      {"has no 'rnn.bias_ih_l0' (nor any bias): recurrent layers without biases (bias=False) are not supported yet"});
+      {"tensors 'rnn.weight_hr_l0' [2, 5] and 'rnn.weight_hh_l0' [20, 5] are not an LSTM's projection: expected [P, H] "
+       "and [4H, P] with 1 <= P < H"});
+  // No recurrent bias at all is bias=False; some but not all is a missing tensor.
+  {
+    const ModelFile m = interpret(without({"rnn.bias_ih_l0", "rnn.bias_hh_l0", "rnn.bias_ih_l1", "rnn.bias_hh_l1"}));
+    EXPECT_FALSE(m.spec.bias);
+    EXPECT_EQ(m.tensors.tensors().size(), 6u);
+    EXPECT_EQ(model_spec_metadata(m.spec).at("bias"), "false");
+    SafeTensorsWriter w = without({"rnn.bias_ih_l0", "rnn.bias_hh_l0", "rnn.bias_ih_l1", "rnn.bias_hh_l1"});
+    w.set_metadata("bias", "true");
+    expect_error([&] { interpret(w); },
+                 {"metadata bias=true contradicts the tensors, which have no bias (no 'rnn.bias_ih_l0')"});
+  }
+  expect_error([&] { interpret(without({"rnn.bias_hh_l1"})); }, {"missing tensor 'rnn.bias_hh_l1' (expected shape [20]"});
   expect_error(
       [&] { interpret(without({"head.bias"})); },
       {"the head 'head.weight' has no bias 'head.bias': a head without bias (bias=False) is not supported yet"});

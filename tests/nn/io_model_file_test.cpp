@@ -115,7 +115,8 @@ TEST(IoModelSpec, RejectsMissingAndBadValues) {
       {"cell", "LSTM", "cell='LSTM' is not one of lstm, gru, rnn"},
       {"loss", "mse", "loss='mse' is not one of xent, mse_last"},
       {"dtype", "float16", "dtype='float16' is not one of float32, float64"},
-      {"nonlinearity", "relu", "nonlinearity='relu'"},
+      {"nonlinearity", "gelu", "nonlinearity='gelu'"},
+      {"bias", "no", "metadata bias='no' is not one of true, false"},
   };
   for (const auto& c : cases) {
     auto meta = kGoodMeta;
@@ -125,7 +126,26 @@ TEST(IoModelSpec, RejectsMissingAndBadValues) {
   }
   auto tanh_gru = kGoodMeta;
   tanh_gru["nonlinearity"] = "tanh";
-  expect_throw_with([&] { read_model_spec(with_metadata(tanh_gru)); }, {"only 'tanh', for cell rnn"});
+  expect_throw_with([&] { read_model_spec(with_metadata(tanh_gru)); }, {"only 'tanh' or 'relu', for cell rnn"});
+}
+
+// bias=False and the relu RNN: read from the metadata, written back only when not the default,
+// and the expected tensors lose their biases.
+TEST(IoModelSpec, BiasAndNonlinearityRoundTrip) {
+  auto meta = kGoodMeta;
+  meta["cell"] = "rnn";
+  meta["nonlinearity"] = "relu";
+  meta["bias"] = "false";
+  const ModelSpec s = read_model_spec(with_metadata(meta));
+  EXPECT_FALSE(s.bias);
+  EXPECT_EQ(s.nonlinearity, "relu");
+  EXPECT_EQ(model_spec_metadata(s), meta);
+  const auto p = expected_parameters(s);
+  ASSERT_EQ(p.size(), 2u * 2 + 2);  // two layers of weight_ih, weight_hh; the head
+  EXPECT_EQ(p[2].name, "rnn.weight_ih_l1");
+  ModelSpec lstm = s;
+  lstm.cell = "lstm";
+  expect_throw_with([&] { validate_model_spec(lstm); }, {"nonlinearity='relu' is not allowed for cell lstm"});
 }
 
 TEST(IoModelSpec, ExpectedParametersInPyTorchOrder) {

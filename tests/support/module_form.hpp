@@ -9,14 +9,14 @@
 
 namespace membptt::test {
 
-// Output gradients for a problem: fixed random dL/dy [T x B x H] and dL/d(final carry).
+// Output gradients for a problem: fixed random dL/dy [T x B x R] and dL/d(final carry).
 template <class T>
 struct OutputGrads {
   std::vector<T> dy, dfinal;
   OutputGrads(const Problem<T>& pr, std::uint64_t seed) {
     std::mt19937_64 rng(seed);
     std::uniform_real_distribution<double> u(-1, 1);
-    dy.resize(static_cast<std::size_t>(pr.T_len * pr.shape.batch * pr.shape.hidden_size));
+    dy.resize(static_cast<std::size_t>(pr.T_len * pr.shape.batch * output_width(pr.shape)));
     for (auto& v : dy) v = static_cast<T>(u(rng));
     dfinal.resize(carry_elems(pr.shape));
     for (auto& v : dfinal) v = static_cast<T>(u(rng));

@@ -6,16 +6,19 @@
 // parameter in all of them, and an update is a loop over data()[0 .. size()).
 //
 // The names, shapes and order are those of the PyTorch state dict of a module with two submodules,
-// `rnn` (nn.LSTM / nn.GRU / nn.RNN(nonlinearity='tanh'), batch_first=False, bias=True) and
-// `head` (nn.Linear(hidden_size, output_size)); all row-major (PyTorch's contiguous layout):
+// `rnn` (nn.LSTM / nn.GRU / nn.RNN(nonlinearity='tanh' or 'relu'), batch_first=False, bias=True or
+// False) and `head` (nn.Linear(hidden_size, output_size)); all row-major (PyTorch's contiguous layout):
 //   for l in 0 .. num_layers-1:
-//     rnn.weight_ih_l{l}  [G*H x in_l]   (in_0 = input_size, in_l = hidden_size for l > 0)
-//     rnn.weight_hh_l{l}  [G*H x H]
-//     rnn.bias_ih_l{l}    [G*H]
-//     rnn.bias_hh_l{l}    [G*H]
-//   head.weight           [O x H]
+//     rnn.weight_ih_l{l}  [G*H x in_l]   (in_0 = input_size, in_l = R for l > 0)
+//     rnn.weight_hh_l{l}  [G*H x R]
+//     rnn.bias_ih_l{l}    [G*H]          (only with bias = true, PyTorch's default)
+//     rnn.bias_hh_l{l}    [G*H]          (only with bias = true)
+//     rnn.weight_hr_l{l}  [P x H]        (only with proj_size P > 0, LSTM: h = W_hr (o * tanh(c)))
+//   head.weight           [O x R]
 //   head.bias             [O]
-// G = 4 for LSTM (gate rows in the order i, f, g, o), 3 for GRU (r, z, n), 1 for the tanh RNN.
+// R = output_width(shape): the width of each layer's h (its output, and what is carried), P when
+// proj_size > 0, else H.
+// G = 4 for LSTM (gate rows in the order i, f, g, o), 3 for GRU (r, z, n), 1 for the plain RNN.
 // The views are packed back to back in that order, without padding.
 #pragma once
 #include <cstddef>
@@ -30,6 +33,8 @@
 namespace membptt {
 
 enum class CellType : std::uint8_t { Lstm, Gru, Rnn };
+// The plain RNN's activation (PyTorch's nonlinearity='tanh' | 'relu'); LSTM and GRU are tanh only.
+enum class Nonlinearity : std::uint8_t { Tanh, Relu };
 
 // "lstm", "gru", "rnn".
 std::string_view cell_name(CellType c);
@@ -37,6 +42,10 @@ std::string_view cell_name(CellType c);
 CellType parse_cell(std::string_view name);
 // Gates per cell: 4 (LSTM), 3 (GRU), 1 (RNN).
 int gate_count(CellType c);
+// "tanh", "relu".
+std::string_view nonlinearity_name(Nonlinearity n);
+// Parses "tanh" / "relu"; throws std::invalid_argument (one line naming the value) otherwise.
+Nonlinearity parse_nonlinearity(std::string_view name);
 
 // What a network may have: layers, and parameters in all (2^48: 1 PiB of float32, past any
 // machine; the bound keeps every size and offset exact in 64 bits).
@@ -50,9 +59,20 @@ struct NetShape {
   int num_layers = 1;   // L
   int batch = 1;        // B
   int output_size = 0;  // O (classes for the cross-entropy head, regression width for MSE)
+  bool bias = true;     // false: the recurrent layers have no b_ih, b_hh (PyTorch's bias=False)
+  Nonlinearity nonlinearity = Nonlinearity::Tanh;  // the plain RNN's: h' = tanh(...) or relu(...)
+  int proj_size = 0;    // P: LSTM only, 0 (none) or 1 .. H-1: h = W_hr (o * tanh(c)), of width P
+  // p of dropout between layers (0 to 1; cells/dropout.hpp). A net applies it while training is on
+  // (RecurrentNet::set_dropout); it sizes the scratch the masks need. No parameters.
+  double dropout = 0;
 };
 
-// Throws std::invalid_argument (one line naming the field) unless every size is >= 1.
+// R: the width of each layer's h, its output and carried state (proj_size when > 0, else hidden_size).
+inline int output_width(const NetShape& s) { return s.proj_size > 0 ? s.proj_size : s.hidden_size; }
+
+// Throws std::invalid_argument (one line naming the field) unless every size is >= 1, proj_size is
+// 0 or (LSTM only) 1 .. hidden_size - 1, and the
+// nonlinearity is tanh for LSTM and GRU (relu is the plain RNN's only).
 void validate(const NetShape& s);
 
 // One named tensor inside a Params buffer.

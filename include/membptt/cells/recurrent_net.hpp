@@ -1,6 +1,7 @@
 // RecurrentNet<T>: one time step of a stack of LSTM / GRU / tanh-RNN layers on the CPU, batched,
 // forward and backward, with PyTorch's parameter layout and equations (see params.hpp), so weights
-// move unchanged between membptt and torch.nn.LSTM / GRU / RNN (batch_first=False, bias=True).
+// move unchanged between membptt and torch.nn.LSTM / GRU / RNN (batch_first=False; bias=True or
+// False; the RNN with nonlinearity='tanh' or 'relu').
 //
 // This is what the executor of a memory-efficient BPTT schedule calls (op.hpp):
 //   advance         = a forward step that keeps nothing (Advance, AdvanceHidden);
@@ -10,15 +11,22 @@
 // Equations (per layer, x = the layer's input, h/c = its carry in, all gates for the whole batch):
 //   LSTM  i,f,g,o = sig, sig, tanh, sig of (x W_ih^T + b_ih + h W_hh^T + b_hh)   (row blocks i f g o)
 //         c' = f*c + i*g ;  h' = o*tanh(c')
+//         with proj_size P > 0: h' = W_hr (o*tanh(c'))  ([B x P]; W_hr [P x H]; W_hh [4H x P])
 //   GRU   r = sig(x W_ir^T + b_ir + h W_hr^T + b_hr) ;  z likewise
 //         n = tanh(x W_in^T + b_in + r * (h W_hn^T + b_hn)) ;  h' = (1-z)*n + z*h
-//   RNN   h' = tanh(x W_ih^T + b_ih + h W_hh^T + b_hh)
-// Layer 0 reads x_t [B x I]; layer l > 0 reads the new h' of layer l-1.
+//   RNN   h' = tanh(x W_ih^T + b_ih + h W_hh^T + b_hh)     (nonlinearity relu: max(0, ...); its
+//         derivative is taken as PyTorch's: 1 where h' > 0, else 0)
+// Without biases (NetShape::bias false, PyTorch's bias=False) every b_* above is 0: a zero vector
+// stands in for them (x + 0 is x), and no bias gradient is accumulated.
+// Layer 0 reads x_t [B x I]; layer l > 0 reads the new h' of layer l-1 (with dropout on, that h'
+// times the mask of (seed, l, t) / (1 - p): cells/dropout.hpp; the record keeps the undropped h',
+// and backward draws the same mask again, so nothing more is stored).
+// R = output_width(shape): the width of h (P with projections, else H).
 //
 // CARRY (the "hidden state" the schedule stores in a hidden entry), carry_elems() elements of T:
-//   h of every layer: [L][B][H] at offset 0                 (same order as PyTorch's h_n [L,B,H])
-//   c of every layer: [L][B][H] at offset L*B*H, LSTM only  (PyTorch's c_n)
-//   carry_elems = L*B*H * (2 for LSTM, 1 for GRU and RNN)
+//   h of every layer: [L][B][R] at offset 0                 (same order as PyTorch's h_n [L,B,R])
+//   c of every layer: [L][B][H] at offset L*B*R, LSTM only  (PyTorch's c_n)
+//   carry_elems = L*B*R + (LSTM: L*B*H)
 //
 // RECORD (the "internal state" of one step, an internal entry), record_elems() elements of T:
 //   [0, C)       carry in  (h_{t-1}, c_{t-1} of every layer), carry layout, C = carry_elems
@@ -28,9 +36,11 @@
 //                  GRU : r, z, n and hn = h W_hn^T + b_hn (each H wide)    E = 4*B*H
 //                  RNN : nothing (h' is in the carry out)                  E = 0
 //   record_elems: LSTM 8*L*B*H (alpha = record/carry = 4), GRU 6*L*B*H (alpha = 6),
-//                 RNN 2*L*B*H (alpha = 2). The input x_t of layer 0 is not recorded: backward
-//                 takes it again as an argument; the inputs of layers > 0 are in the carry out.
-//   LSTM's tanh(c_t) is recomputed by backward rather than stored.
+//                 RNN 2*L*B*H (alpha = 2); with projections 2*L*B*(P+H) + 4*L*B*H. The input x_t of
+//                 layer 0 is not recorded: backward takes it again as an argument; the inputs of
+//                 layers > 0 are in the carry out.
+//   LSTM's tanh(c_t) (and with projections m = o*tanh(c_t)) is recomputed by backward rather than
+//   stored.
 //
 // Numerics: advance() and advance_record() run the same code (the gates of advance() go to scratch),
 // so the carry out inside a record is bitwise equal to advance()'s carry out. Every operation has a
@@ -44,6 +54,7 @@
 // dcarry_in == dcarry_out (in place). Any other overlap between arguments is not allowed.
 #pragma once
 #include <cstddef>
+#include <cstdint>
 #include <vector>
 
 #include "membptt/backend/buffer.hpp"
@@ -67,6 +78,18 @@ class RecurrentNet {
   // Bytes of scratch this instance allocated in its constructor (all of its working memory).
   std::size_t scratch_bytes() const;
 
+  // Dropout between layers (shape().dropout > 0, two layers or more): on for the passes that
+  // follow, with masks of `seed`, until set off. Off by default (inference).
+  void set_dropout(bool on, std::uint64_t seed);
+  bool dropout_on() const { return drop_on_; }
+  // The pass's inputs, [length][B x I]: with dropout on, a step's index t (the masks' counter) is
+  // x_t's position in them, so every x_t given to advance / advance_record / backward must lie
+  // there (the executor announces its inputs; a step outside them throws std::logic_error).
+  void begin_pass(const T* x, std::int64_t length) {
+    x_base_ = x;
+    length_ = length;
+  }
+
   // One forward step: x_t [B x I] row-major, carry_in -> carry_out; records nothing.
   void advance(const Params<T>& p, const T* x_t, const T* carry_in, T* carry_out);
   // The same step; writes the whole record (carry in, carry out, gates) into `record`.
@@ -74,7 +97,7 @@ class RecurrentNet {
 
   const T* record_carry_in(const T* record) const { return record; }
   const T* record_carry_out(const T* record) const { return record + carry_; }
-  // The top layer's h [B x H] inside a carry (or inside a carry gradient).
+  // The top layer's h [B x R] inside a carry (or inside a carry gradient).
   const T* top_hidden(const T* carry) const { return carry + top_off_; }
   T* top_hidden(T* carry) const { return carry + top_off_; }
 
@@ -88,26 +111,40 @@ class RecurrentNet {
                 T* dcarry_in, Params<T>& grads, T* dx_t = nullptr);
 
  private:
+  static constexpr std::size_t kNoBias = ~std::size_t{0};  // b_ih / b_hh offset without biases
   struct LayerOffsets {
-    std::size_t w_ih, w_hh, b_ih, b_hh;
+    std::size_t w_ih, w_hh, b_ih, b_hh, w_hr;
     int in;
   };
   void check(const Params<T>& p, const char* what) const;
+  // The 0-based step of x_t in the pass's inputs (dropout's counter).
+  std::int64_t step_of(const T* x_t) const;
+  // out = in * mask(layer, t) * scale, [B x R].
+  void drop(const T* in, int layer, std::int64_t t, T* out) const;
   void step(const Params<T>& p, const T* x_t, const T* carry_in, T* carry_out, T* gates_out,
             std::size_t gates_stride);
 
   NetShape s_;
   int G_ = 1;
-  std::size_t bh_ = 0, carry_ = 0, record_ = 0, extra_ = 0, top_off_ = 0, nparams_ = 0;
+  std::size_t bh_ = 0, br_ = 0, carry_ = 0, record_ = 0, extra_ = 0, top_off_ = 0, nparams_ = 0;
   std::vector<LayerOffsets> lay_;
   backend::AlignedBuffer<T> pre_;    // [B x G*H] gate pre-activations (x W_ih^T + h W_hh^T)
   backend::AlignedBuffer<T> pre_h_;  // GRU: [B x 3H] h W_hh^T
   backend::AlignedBuffer<T> act_;    // advance(): [B x 4H] gates of the current layer
-  backend::AlignedBuffer<T> bias_;   // [G*H] b_ih + b_hh (GRU: b_in for the n block)
+  backend::AlignedBuffer<T> bias_;   // [G*H] b_ih + b_hh (LSTM, RNN); zeros without biases
   backend::AlignedBuffer<T> dg_;     // backward: [B x G*H] d(pre-activation) for W_ih / b_ih
   backend::AlignedBuffer<T> dgh_;    // GRU backward: [B x 3H] d(h W_hh^T + b_hh)
-  backend::AlignedBuffer<T> dh_;     // backward: [B x H] total dL/dh' of the current layer
+  backend::AlignedBuffer<T> dh_;     // backward: [B x R] total dL/dh' of the current layer
+  backend::AlignedBuffer<T> m_;      // proj_size: [B x H] o * tanh(c') (forward, and recomputed)
+  backend::AlignedBuffer<T> dm_;     // proj_size: [B x H] dL/d(o * tanh(c'))
   backend::AlignedBuffer<T> alias_;  // [carry] copy of carry_in / dcarry_out for in-place calls
+  backend::AlignedBuffer<T> drop_;   // dropout: [B x R] a layer's dropped input
+  backend::AlignedBuffer<T> ddrop_;  // dropout: [B x R] dL/d(dropped input)
+  bool drop_on_ = false;
+  std::uint64_t seed_ = 0, threshold_ = 0;
+  T scale_ = T(1);
+  const T* x_base_ = nullptr;
+  std::int64_t length_ = 0;
 };
 
 extern template class RecurrentNet<float>;

@@ -225,14 +225,21 @@ struct CudaOps {
                        const T* c_in, T* act, T* h_out, T* c_out, CarryCopies<T> cc);                         \
   static void lstm_bwd(int B, int H, const T* act, const T* c_in, const T* c_out, const T* dh_a, const T* dh_b,   \
                        const T* dc_out, T* dg, T* dc_in, const T* h_prev, T* hp, const T* x_in, T* xin);          \
+  /* out = in * mask * scale over [B][R], the dropout mask of (*seed, layer, step) (cells/dropout.hpp; */        \
+  /* seed: device memory, read when the kernel runs)                                                    */        \
+  static void dropout(int B, int R, const T* in, T* out, const std::uint64_t* seed, std::uint64_t layer,         \
+                      std::uint64_t step, std::uint64_t threshold, T scale);                                      \
+  /* m = o * tanh(c_out) [B][H] (LSTM projections)                                                  */         \
+  static void lstm_m(int B, int H, const T* act, const T* c_out, T* m);                                          \
   static void gru_fwd(int B, int H, const T* px, const T* ph, const T* b_ih, const T* b_hh, const T* h_in, T* act, \
                       T* h_out, CarryCopies<T> cc);                                                            \
   static void gru_bwd(int B, int H, const T* act, const T* h_in, const T* dh_a, const T* dh_b, T* dgx, T* dgh,     \
                       T* dh_in, T* hp, const T* x_in, T* xin);                                                     \
+  /* rnn: relu = nonlinearity relu (else tanh)                                                        */         \
   static void rnn_fwd(int B, int H, const T* px, const T* ph, const T* b_ih, const T* b_hh, const T* h_in,        \
-                      T* h_out, CarryCopies<T> cc);                                                            \
+                      T* h_out, CarryCopies<T> cc, bool relu);                                                 \
   static void rnn_bwd(int B, int H, const T* h_out, const T* dh_a, const T* dh_b, T* dg, const T* h_prev, T* hp,   \
-                      const T* x_in, T* xin);                                                                      \
+                      const T* x_in, T* xin, bool relu);                                                           \
   /* Cross-entropy of one step: z = logits + bias per row; row_loss[b] += CE_b (double);               */         \
   /* dl = scale * (softmax(z) - onehot(target)); ht = copy of h_top [B][H]; *bad = 1 on a target         */         \
   /* outside [0, O) (that row then uses class 0).                                                        */         \

@@ -117,6 +117,7 @@ class BasicExecutor {
     return (cursor_.size() + dcarry_.size() + zeros_.size()) * sizeof(T) + net_.scratch_bytes() + head_.scratch_bytes();
   }
   const Net& net() const { return net_; }
+  Net& net() { return net_; }  // e.g. to switch dropout on for the passes that follow
 
   // The module form (membptt.torch, the C API's membptt_rnn): the stack of cells without a head,
   // its outputs given to the caller, forward and backward called apart.
@@ -227,6 +228,9 @@ bool BasicExecutor<Backend>::forward_op(const Op& op, const ParamsT& params, con
     }
     case OpKind::Pop: return true;
     case OpKind::Backward: return false;
+    case OpKind::Keep:
+    case OpKind::Drop:  // online schedules run on OnlineExecutor (online_executor.hpp), never on a Plan
+      throw std::logic_error("membptt: an offline plan's schedule has an online op");
   }
   return false;
 }
@@ -280,7 +284,7 @@ RunStats BasicExecutor<Backend>::forward(const ParamsT& params, const T* inputs,
 {
   check_length(length);
   const std::size_t carry = net_.carry_elems();
-  const std::size_t y_step = static_cast<std::size_t>(shape_.batch) * static_cast<std::size_t>(shape_.hidden_size);
+  const std::size_t y_step = static_cast<std::size_t>(shape_.batch) * static_cast<std::size_t>(output_width(shape_));
   pending_.reset();
   pending_.emplace(Pending{plan_.schedule(), Op{}, inputs, h0 ? h0 : zeros_.data(), RunStats{}, 0, false});
   Pending& p = *pending_;
@@ -315,7 +319,7 @@ RunStats BasicExecutor<Backend>::backward(const ParamsT& params, const T* doutpu
   Pending& p = *pending_;
   const std::size_t carry = net_.carry_elems();
   const std::size_t x_step = static_cast<std::size_t>(shape_.batch) * static_cast<std::size_t>(shape_.input_size);
-  const std::size_t y_step = static_cast<std::size_t>(shape_.batch) * static_cast<std::size_t>(shape_.hidden_size);
+  const std::size_t y_step = static_cast<std::size_t>(shape_.batch) * static_cast<std::size_t>(output_width(shape_));
   if (dfinal_carry)
     Backend::copy(dcarry_.data(), dfinal_carry, carry);
   else

@@ -30,8 +30,7 @@ struct StateSizes {
 StateSizes state_sizes(const NetShape& shape, std::size_t scalar_bytes);
 
 // The plan for a budget in bytes. policy = nullopt picks the best that fits (plain BPTT when the
-// budget holds it, whatever its size; else MSM; HSM by the closed form when an MSM table would be
-// too large). Throws PlanError naming the budget and the
+// budget holds it, whatever its size; else MSM, exact or past its table blocked: planner.hpp). Throws PlanError naming the budget and the
 // least budget in bytes that works.
 Plan plan_for_bytes(std::optional<Policy> policy, std::int64_t length, double budget_bytes, const StateSizes& sizes,
                     double beta);

@@ -1,13 +1,18 @@
 // The model file and the inputs file, both safetensors.
 //
 // Model file: the state dict of a PyTorch module with submodules `rnn` (nn.LSTM, nn.GRU or nn.RNN
-// with tanh) and `head` (nn.Linear), e.g. written by python/torch_reference.py make:
+// with tanh or relu) and `head` (nn.Linear), e.g. written by python/torch_reference.py make:
 //   rnn.weight_ih_l{l} [G*H x (l == 0 ? I : H)], rnn.weight_hh_l{l} [G*H x H],
-//   rnn.bias_ih_l{l} [G*H], rnn.bias_hh_l{l} [G*H]   for l = 0 .. L-1,
+//   rnn.bias_ih_l{l} [G*H], rnn.bias_hh_l{l} [G*H]   for l = 0 .. L-1 (biases: not with bias=False),
+//   rnn.weight_hr_l{l} [P x H] (an LSTM with proj_size P; then H above reads P where it is h's width:
+//   weight_hh [4H x P], weight_ih of l > 0 [4H x P], head.weight [O x P]),
 //   head.weight [O x H], head.bias [O]
 // with G = 4 (lstm: gates i, f, g, o), 3 (gru: r, z, n), 1 (rnn), and metadata
 //   cell (lstm|gru|rnn), input_size, hidden_size, num_layers, output_size (positive integers),
-//   loss (xent|mse_last), dtype (float32|float64), optionally nonlinearity (tanh; rnn only).
+//   loss (xent|mse_last), dtype (float32|float64), optionally nonlinearity (tanh|relu; relu for
+//   rnn only; absent: tanh), bias (true|false; absent: true) and proj_size (lstm; absent: 0).
+//   membptt writes these three only when they are not the default.
+// Inputs' h0 is [L x B x P] with projections (c0 stays [L x B x H]).
 // That is what membptt writes; load_model_file also reads a PyTorch state dict under other names,
 // with no or partial metadata, in F32, F64, F16 or BF16 (see interpret_model).
 // A gradient file has the same layout (plus metadata "loss_value"), under the model file's names.
@@ -34,6 +39,9 @@ struct ModelSpec {
   int output_size = 0;
   std::string loss;   // xent | mse_last
   std::string dtype;  // float32 | float64
+  bool bias = true;                   // false: no rnn.bias_* tensors (PyTorch's bias=False)
+  std::string nonlinearity = "tanh";  // tanh | relu (relu: cell rnn only)
+  int proj_size = 0;                  // lstm: 0 (none) or 1 .. hidden_size - 1 (h = W_hr (o * tanh(c)))
 };
 
 // Gates per cell: lstm 4, gru 3, rnn 1. Throws for an unknown cell.
@@ -68,6 +76,9 @@ void check_model_tensors(const SafeTensors& file, const ModelSpec& spec, const s
 struct ModelLoadOptions {
   std::string loss;       // "", xent or mse_last
   std::string loss_hint;  // what to tell a user when the loss is unknown ("": pass --loss ...)
+  // "", tanh or relu: the nonlinearity of a 1-gate (RNN) state dict without metadata
+  // 'nonlinearity' (`membptt grad --nonlinearity`); the tensors cannot tell. "": tanh.
+  std::string nonlinearity{};
 };
 
 struct ModelFile {
@@ -105,8 +116,11 @@ ModelFile load_model_file(const std::filesystem::path& path, const ModelLoadOpti
 //   input_size, hidden_size, num_layers, output_size, loss, dtype (float32, float64, float16,
 //   bfloat16) and nonlinearity, where present, must agree with the tensors; other keys (such as
 //   format=pt) are ignored. The loss: metadata, else `options.loss`, else an error asking for
-//   --loss. Bidirectional layers (_reverse), projections (weight_hr, proj_size) and missing biases
-//   are refused by name. Every error is one line naming the tensor or key and what was expected.
+//   --loss. No recurrent bias at all is bias=False; some but not all is a missing tensor. A 1-gate
+//   module is a tanh RNN unless metadata nonlinearity or `options.nonlinearity` says relu.
+//   weight_hr_l{k} [P x H] makes an LSTM with proj_size P (weight_hh [4H x P]). Bidirectional
+//   layers (_reverse) are refused by name.
+//   Every error is one line naming the tensor or key and what was expected.
 ModelFile interpret_model(SafeTensors file, const ModelLoadOptions& options = {},
                           const std::string& what = "model file");
 

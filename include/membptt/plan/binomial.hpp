@@ -3,6 +3,9 @@
 #pragma once
 #include <cstdint>
 
+#include "membptt/plan/cost_model.hpp"
+#include "membptt/plan/split.hpp"
+
 namespace membptt {
 
 // binom(n, k), saturating at INT64_MAX instead of overflowing. 0 when k < 0 or k > n.
@@ -19,5 +22,21 @@ std::int64_t hsm_cost(std::int64_t t, std::int64_t m);
 // An optimal first checkpoint y (1 <= y < t) for C(t, m), m >= 2, t >= 2:
 // C(t, m) = y + C(t - y, m - 1) + C(y, m).
 std::int64_t hsm_split(std::int64_t t, std::int64_t m);
+
+// BPTT-HSM's splits by the closed form, for any length: the `revolve` policy, HSM past its table,
+// and the online policy's backward phase. m = f / hidden + 1 slots; one slot is the quadratic case.
+class RevolveOracle final : public SplitOracle {
+ public:
+  explicit RevolveOracle(MemoryGrid g) : grid_(g) {}
+  Split split(std::int64_t t, std::int64_t f, bool) const override {
+    if (t <= 1) return {SplitKind::Leaf, t};
+    const std::int64_t m = f / grid_.hidden + 1;  // hidden slots, the start's included
+    if (m <= 1) return {SplitKind::Quadratic, 0};
+    return {SplitKind::Hidden, hsm_split(t, m)};
+  }
+
+ private:
+  MemoryGrid grid_;
+};
 
 }  // namespace membptt

@@ -55,7 +55,7 @@ class DpTable final : public SplitOracle {
   bool has_r_;                         // MSM only: R differs from F
   std::vector<std::int64_t> cost_, cost_r_;    // F and R, [f][t]
   std::vector<std::int64_t> convex_, convex_r_;  // per row f: the row is convex in t on [0, this]
-  std::vector<std::vector<std::int32_t>> hull_, hull_r_;  // per row f: its lower convex hull
+  std::vector<double> hull_values_, hull_values_r_;  // [f][t]: row f's lower convex hull at t
   std::vector<std::int32_t> split_, split_r_;  // [f][t]: y > 0 hidden split, y < 0 internal at -y,
                                                // 0 quadratic; R only: INT32_MIN internal-releasing
 };

@@ -34,6 +34,14 @@ struct Plan {
   std::int64_t forward_steps = 0;   // the plan's cost, first pass included
   double peak_units = 0;            // most memory the schedule ever holds (exact, from a dry run)
   std::int32_t max_slots = 0;       // deepest stack, h_0's slot 0 included
+  // Whether forward_steps is the least the policy allows (tables, closed forms, fixed rules). MSM
+  // past kMaxTableCells is blocked (blocked.hpp) and not: lower_bound is then a proven least for
+  // every MSM plan within the budget, so forward_steps / lower_bound bounds the distance.
+  bool optimal = true;
+  std::int64_t lower_bound = 0;     // <= the optimum of the policy; = forward_steps when optimal
+  std::int64_t table_length = 0;    // blocked MSM only (blocked.hpp): the exact table's length L,
+  std::int64_t block = 0;           // the block s, and the ticks Revolve over blocks keeps for the
+  std::int64_t block_ticks = -1;    // blocks (-1: the dynamic program over blocks)
   std::shared_ptr<const SplitOracle> oracle;
 
   double steps_per_step() const { return length ? static_cast<double>(forward_steps) / static_cast<double>(length) : 0; }
@@ -51,8 +59,8 @@ double least_budget(Policy policy, std::int64_t length, const CostModel& model);
 // plans as plain BPTT's memory would.
 Plan make_plan(Policy policy, std::int64_t length, double budget_units, const CostModel& model);
 
-// "auto": plain BPTT when the budget holds it (whatever its size), else MSM, else revolve (HSM by
-// the closed form) when the MSM table would be too large. Below MSM's least: PlanError naming it.
+// "auto": plain BPTT when the budget holds it (whatever its size), else MSM (exact up to
+// kMaxTableCells, blocked beyond). Below MSM's least: PlanError naming it.
 Plan make_auto_plan(std::int64_t length, double budget_units, const CostModel& model);
 
 // Cost per step against memory for one policy: the points of the trade-off curve.
@@ -71,7 +79,15 @@ inline constexpr std::int64_t kMaxQuadraticSteps = 1'000'000'000;
 inline constexpr double kMaxAlpha = 1e6;
 inline constexpr double kMaxCostRatio = 1e6;
 
-// The largest length a table-based policy will solve before the planner asks for revolve.
-inline constexpr std::int64_t kMaxTableCells = 60'000'000;
+// The largest table the exact dynamic programs solve for one plan: (length + 1) x (free ticks + 1)
+// cells, lengths up to kMaxTableLength (its scans grow with the length): about 2 s and 80 MB at
+// most, measured (docs/benchmarks.md). A cost curve solves one table for all its budgets and may
+// take up to kMaxCurveTableCells (200 MB). Past them HSM uses the binomial closed form (the same
+// cost), MSM the blocked plan of blocked.hpp, certified by its lower bound, and ISM is refused.
+inline constexpr std::int64_t kMaxTableCells = 2'000'000;
+inline constexpr std::int64_t kMaxCurveTableCells = 5'000'000;
+inline constexpr std::int64_t kMaxTableLength = 10'000;
+inline constexpr std::int64_t kBlockedTableCells = 400'000;
+inline constexpr std::int64_t kBlockDpCells = 4'000'000;
 
 }  // namespace membptt

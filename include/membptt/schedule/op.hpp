@@ -23,6 +23,10 @@ enum class OpKind : std::uint8_t {
   Backward,       // backward step t from the internal entry at `slot` (the top), then pop it
   Restore,        // cursor = the state at position t held by the entry at `slot`
   Pop,            // pop the hidden entry at `slot` (the top)
+  // Online schedules only (plan/online.hpp: the length is known only when the sequence ends):
+  Keep,           // push the cursor's state h_t (t: the cursor's position) as a hidden entry at `slot`
+  Drop,           // remove the hidden entry at `slot` (below the top; every entry above is hidden and
+                  // moves down one slot, in order): an earlier checkpoint given up
 };
 
 struct Op {
@@ -40,6 +44,8 @@ constexpr std::string_view op_name(OpKind k) {
     case OpKind::Backward: return "backward";
     case OpKind::Restore: return "restore";
     case OpKind::Pop: return "pop";
+    case OpKind::Keep: return "keep";
+    case OpKind::Drop: return "drop";
   }
   return "?";
 }

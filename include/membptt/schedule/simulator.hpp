@@ -1,5 +1,6 @@
 // Replays a schedule on the abstract machine of op.hpp and checks that it is a correct BPTT:
-// every op is legal where it stands (cursor position, stack order, slot kinds), the budget is
+// every op is legal where it stands (cursor position, stack order, slot kinds; an online
+// schedule's keep holds the cursor's position, its drop a hidden state below only hidden ones), the budget is
 // never exceeded, backward steps run T..1 once each from their own internal state, and the
 // forward steps add up to what the plan promised.
 #pragma once

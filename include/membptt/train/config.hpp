@@ -32,6 +32,10 @@ struct TrainConfig {
   std::string cell = "lstm";    // lstm | gru | rnn
   int hidden = 128;
   int layers = 1;
+  bool bias = true;                   // false: no recurrent biases (--no-bias, PyTorch's bias=False)
+  std::string nonlinearity = "tanh";  // tanh | relu (relu: --cell rnn only)
+  int proj_size = 0;                  // --cell lstm: projections of h to this width (0: none)
+  double dropout = 0;                 // between layers, 0 to 1 (masks: cells/dropout.hpp, seeded by seed and step)
   int batch = 32;
   std::int64_t length = 100;  // T: sequence length (adding, copy) or window length (text)
   std::int64_t steps = 1000;  // optimizer steps in all (a resumed run may raise it)

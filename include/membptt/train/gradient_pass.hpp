@@ -40,6 +40,8 @@ class GradientPass {
   // returns the loss and the executor's stats (forward steps, peak arena bytes); `grads` receives
   // the gradients (overwritten, not added to), `final_carry` (optional) h_T in the carry layout.
   virtual RunStats run(const Params<T>& params, const SequenceBatch<T>& batch, Params<T>& grads, T* final_carry) = 0;
+  // Dropout between layers (the shape's p) for the runs that follow, masks of `seed`, or off.
+  virtual void set_dropout(bool on, std::uint64_t seed) = 0;
   // Seconds of the same forward and backward pass again, on the parameters and batch of the last
   // run() (which must still be alive), without transfers (a device is waited for); for timing.
   virtual double time_again() = 0;

@@ -76,13 +76,22 @@ class RnnHandle:
     """One membptt_rnn: a cell stack of one dtype with its budget, plans and reusable executor."""
 
     def __init__(self, cell: str, input_size: int, hidden_size: int, num_layers: int, dtype: torch.dtype,
-                 memory: Optional[str], policy: str, beta: float):
+                 memory: Optional[str], policy: str, beta: float, bias: bool = True, nonlinearity: str = "tanh",
+                 proj_size: int = 0, dropout: float = 0.0):
         L = _lib.lib()
         self.ptr = None
         ptr = ctypes.c_void_p()
-        _lib.check(L.membptt_rnn_create(cell.encode(), input_size, hidden_size, num_layers, _DTYPES[dtype],
-                                        None if memory is None else memory.encode(), policy.encode(), beta,
-                                        ctypes.byref(ptr)))
+        options = _lib.RnnOptions()
+        L.membptt_rnn_options_default(ctypes.byref(options))
+        options.bias = 1 if bias else 0
+        options.nonlinearity = nonlinearity.encode()
+        options.proj_size = proj_size
+        options.dropout = dropout
+        self.dropout = dropout
+        self.seed: Optional[int] = None
+        _lib.check(L.membptt_rnn_create_ex(cell.encode(), input_size, hidden_size, num_layers, ctypes.byref(options),
+                                           _DTYPES[dtype], None if memory is None else memory.encode(),
+                                           policy.encode(), beta, ctypes.byref(ptr)))
         self.ptr = ptr
         self._free = L.membptt_rnn_free
         self.weight_count = L.membptt_rnn_weight_count(ptr)
@@ -91,6 +100,11 @@ class RnnHandle:
         if self.ptr:
             self._free(self.ptr)
             self.ptr = None
+
+    def set_dropout(self, seed: Optional[int]) -> None:
+        """Dropout between layers for the forward calls that follow: masks of ``seed``, or off (None)."""
+        _lib.check(_lib.lib().membptt_rnn_set_dropout(self.ptr, 0 if seed is None else 1, 0 if seed is None else seed))
+        self.seed = seed
 
     def carry_count(self, batch: int) -> int:
         """Elements of the carry for a batch: h of every layer, then (LSTM) c."""
@@ -161,6 +175,7 @@ class RnnFunction(torch.autograd.Function):
         y = torch.empty(T, B, hidden_size, dtype=x.dtype)
         carry_n = torch.empty(carry_count, dtype=x.dtype)
         ctx.pass_ = _start_pass(handle, flat_weights(weights), xc, c0, y, carry_n)
+        ctx.seed = handle.seed  # a second backward's forward sweep must draw the same masks
         ctx.module = module
         # The pass reads x and carry0 again in the backward: keep the very buffers it points at
         # (saved tensors would be checked for in-place changes, but may be copies in some versions).
@@ -180,7 +195,8 @@ class RnnFunction(torch.autograd.Function):
         if ctx.pass_.ptr is None:
             # A second backward through the graph (retain_graph=True, gradcheck): the first used up
             # the stored states, so the forward sweep runs again (its outputs are the same bits).
-            H = ctx.module.hidden_size
+            H = ctx.module._out_width
+            ctx.pass_.owner.set_dropout(ctx.seed)
             ctx.pass_ = _start_pass(ctx.pass_.owner, w, *ctx.buffers, torch.empty(T, B, H, dtype=x.dtype),
                                     torch.empty(ctx.carry_count, dtype=x.dtype))
         dx = torch.empty(T, B, I, dtype=x.dtype) if need[4] else None

@@ -14,9 +14,13 @@ and outputs, unbatched input included. Two arguments more:
   or one of ``membptt.POLICIES``.
 
 The cells are the equations of torch.nn (include/membptt/cells/recurrent_net.hpp): LSTM (gates
-i, f, g, o), GRU (r, z, n), tanh RNN, with biases. Options they do not have yet (bias=False,
-bidirectional, proj_size, nonlinearity='relu', dropout between layers) are refused at
-construction with a ValueError naming the option. Tensors: float32 or float64, on the CPU.
+i, f, g, o; with proj_size, h = W_hr (o * tanh(c))), GRU (r, z, n), RNN with tanh or relu, with
+biases or without (bias=False), and dropout between layers in training. Dropout's masks come from
+membptt's counter-based generator (include/membptt/cells/dropout.hpp), keyed by a seed drawn from
+PyTorch's default generator at each training call (so torch.manual_seed makes runs repeatable),
+the layer, the step and the element: a recomputed step draws the mask it drew the first time, and
+every policy keeps plain BPTT's bits. They are not the masks torch.nn draws. Not yet:
+bidirectional, refused at construction with a ValueError. Tensors: float32 or float64, on the CPU.
 """
 from __future__ import annotations
 
@@ -67,37 +71,44 @@ class _RecurrentBase(nn.Module):
                              "being zeroed")
         # What the cells do not have yet: one line naming the option.
         unsupported = []
-        if not bias:
-            unsupported.append("bias=False (the cells always add b_ih and b_hh)")
         if bidirectional:
             unsupported.append("bidirectional=True (the cells run forward in time only)")
-        if proj_size:
-            unsupported.append(f"proj_size={proj_size} (the LSTM has no projection yet)")
-        if nonlinearity != "tanh":
-            if nonlinearity != "relu":
-                raise ValueError(f"Unknown nonlinearity '{nonlinearity}'. Select from 'tanh' or 'relu'.")
-            unsupported.append("nonlinearity='relu' (the RNN cell is tanh)")
-        if dropout > 0 and num_layers > 1:
-            unsupported.append(f"dropout={dropout} between layers")
+        if nonlinearity not in ("tanh", "relu"):
+            raise ValueError(f"Unknown nonlinearity '{nonlinearity}'. Select from 'tanh' or 'relu'.")
+        if nonlinearity != "tanh" and self._cell != "rnn":
+            raise ValueError(f"{name}: nonlinearity='{nonlinearity}' is not allowed: only RNN takes a nonlinearity")
         if unsupported:
             raise ValueError(f"{name}: {unsupported[0]} is not supported yet; torch.nn.{_NAMES[self._cell]} has it")
-        if dropout > 0:
+        if isinstance(proj_size, bool) or not isinstance(proj_size, numbers.Integral):
+            raise TypeError(f"proj_size should be of type int, got: {type(proj_size).__name__}")
+        if proj_size < 0:
+            raise ValueError("proj_size should be a positive integer or zero to disable projections")
+        if proj_size >= hidden_size:
+            raise ValueError("proj_size has to be smaller than hidden_size")
+        if dropout > 0 and num_layers == 1:
             warnings.warn("dropout option adds dropout after all but last recurrent layer, so non-zero dropout "
                           f"expects num_layers greater than 1, but got dropout={dropout} and num_layers={num_layers}")
         self.mode = _NAMES[self._cell]
         self.input_size, self.hidden_size, self.num_layers = int(input_size), int(hidden_size), int(num_layers)
-        self.bias, self.batch_first, self.dropout = True, bool(batch_first), float(dropout)
-        self.bidirectional, self.proj_size = False, 0
+        self.bias, self.batch_first, self.dropout = bool(bias), bool(batch_first), float(dropout)
+        if self._cell == "rnn":
+            self.nonlinearity = nonlinearity
+        self._dropout_seed: Optional[int] = None  # the seed of the last training call (None: no dropout)
+        self.bidirectional, self.proj_size = False, int(proj_size)
         self._handles: dict[torch.dtype, RnnHandle] = {}
         self.memory, self.policy, self.beta = memory, policy, beta
         factory = {"device": device, "dtype": dtype}
         gate_size = _GATES[self._cell] * hidden_size
+        width = self._out_width  # h's: proj_size when > 0
         self._flat_weights_names = []
         for layer in range(num_layers):
-            layer_input = input_size if layer == 0 else hidden_size
-            for pname, shape in ((f"weight_ih_l{layer}", (gate_size, layer_input)),
-                                 (f"weight_hh_l{layer}", (gate_size, hidden_size)),
-                                 (f"bias_ih_l{layer}", (gate_size,)), (f"bias_hh_l{layer}", (gate_size,))):
+            layer_input = input_size if layer == 0 else width
+            params = [(f"weight_ih_l{layer}", (gate_size, layer_input)), (f"weight_hh_l{layer}", (gate_size, width))]
+            if self.bias:
+                params += [(f"bias_ih_l{layer}", (gate_size,)), (f"bias_hh_l{layer}", (gate_size,))]
+            if self.proj_size > 0:
+                params.append((f"weight_hr_l{layer}", (self.proj_size, hidden_size)))
+            for pname, shape in params:
                 setattr(self, pname, nn.Parameter(torch.empty(shape, **factory)))
                 self._flat_weights_names.append(pname)
         self._last_stats: Optional[PassStats] = None
@@ -115,16 +126,27 @@ class _RecurrentBase(nn.Module):
 
     @property
     def all_weights(self) -> list[list[nn.Parameter]]:
-        w = self._flat_weights
-        return [w[4 * k:4 * k + 4] for k in range(self.num_layers)]
+        w, n = self._flat_weights, (4 if self.bias else 2) + (1 if self.proj_size > 0 else 0)
+        return [w[n * k:n * k + n] for k in range(self.num_layers)]
+
+    @property
+    def _out_width(self) -> int:
+        """The width of h, the output and h_n: proj_size when > 0, else hidden_size."""
+        return self.proj_size if self.proj_size > 0 else self.hidden_size
 
     def flatten_parameters(self) -> None:
         """Nothing to do (torch.nn's modules compact weights for cuDNN here); kept for drop-in use."""
 
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}"
+        if self.proj_size != 0:
+            s += f", proj_size={self.proj_size}"
         if self.num_layers != 1:
             s += f", num_layers={self.num_layers}"
+        if getattr(self, "nonlinearity", "tanh") != "tanh":
+            s += f", nonlinearity={self.nonlinearity}"
+        if self.bias is not True:
+            s += f", bias={self.bias}"
         if self.batch_first:
             s += ", batch_first=True"
         if self.dropout:
@@ -196,9 +218,12 @@ class _RecurrentBase(nn.Module):
 
     def _handle(self, dtype: torch.dtype) -> RnnHandle:
         h = self._handles.get(dtype)
+        if h is not None and h.dropout != self.dropout:  # changed since: a handle with the new p
+            h = None
         if h is None:
             h = RnnHandle(self._cell, self.input_size, self.hidden_size, self.num_layers, dtype, self.memory,
-                          self.policy, self.beta)
+                          self.policy, self.beta, self.bias, getattr(self, "nonlinearity", "tanh"), self.proj_size,
+                          self.dropout)
             self._handles[dtype] = h
         return h
 
@@ -252,21 +277,22 @@ class _RecurrentBase(nn.Module):
         """hx as the C API's carry (h of every layer, then c), flat; None: zeros."""
         if hx is None:
             return None
-        shape = (self.num_layers, batch, self.hidden_size) if batched else (self.num_layers, self.hidden_size)
+        lead = (self.num_layers, batch) if batched else (self.num_layers,)
+        shape = (*lead, self._out_width)
         if self._cell == "lstm":
             if not isinstance(hx, (tuple, list)) or len(hx) != 2:
                 raise TypeError("LSTM: hx must be a tuple (h_0, c_0) of two tensors")
             self._check_hidden(hx[0], shape, "hidden[0]", input)
-            self._check_hidden(hx[1], shape, "hidden[1]", input)
+            self._check_hidden(hx[1], (*lead, self.hidden_size), "hidden[1]", input)
             return torch.cat([hx[0].reshape(-1), hx[1].reshape(-1)])
         self._check_hidden(hx, shape, "hidden", input)
         return hx.reshape(-1)
 
     def _empty_outputs(self, x: torch.Tensor, T: int):
-        L, H = self.num_layers, self.hidden_size
-        y = x.new_zeros((0, T, H) if self.batch_first else (T, 0, H))
-        h = x.new_zeros(L, 0, H)
-        return (y, (h, h.clone())) if self._cell == "lstm" else (y, h)
+        L, H, R = self.num_layers, self.hidden_size, self._out_width
+        y = x.new_zeros((0, T, R) if self.batch_first else (T, 0, R))
+        h = x.new_zeros(L, 0, R)
+        return (y, (h, x.new_zeros(L, 0, H))) if self._cell == "lstm" else (y, h)
 
     def forward(self, input: torch.Tensor, hx=None):
         weights = self._flat_weights
@@ -281,22 +307,29 @@ class _RecurrentBase(nn.Module):
             return self._empty_outputs(x, T)
         handle = self._handle(input.dtype)
         C = self._carry_count(B)
+        # Dropout between layers while training: a fresh seed from PyTorch's default generator.
+        seed = None
+        if self.training and self.dropout > 0 and self.num_layers > 1:
+            seed = int(torch.randint(0, 2 ** 63 - 1, (1,), dtype=torch.int64).item())
+        self._dropout_seed = seed
+        handle.set_dropout(seed)
         train = torch.is_grad_enabled() and (x.requires_grad or (carry0 is not None and carry0.requires_grad)
                                              or any(w.requires_grad for w in weights))
         if train:
-            y, carry_n = RnnFunction.apply(handle, self, self.hidden_size, C, x, carry0, *weights)
+            y, carry_n = RnnFunction.apply(handle, self, self._out_width, C, x, carry0, *weights)
         else:
             c0 = None if carry0 is None else carry0.detach().contiguous()
-            y, carry_n = handle.infer(x.detach().contiguous(), c0, flat_weights(tuple(weights)), self.hidden_size, C)
-        LBH = self.num_layers * B * self.hidden_size
-        h_shape = (self.num_layers, B, self.hidden_size) if batched else (self.num_layers, self.hidden_size)
-        h_n = carry_n[:LBH].view(h_shape)
+            y, carry_n = handle.infer(x.detach().contiguous(), c0, flat_weights(tuple(weights)), self._out_width, C)
+        R = self._out_width
+        LBR = self.num_layers * B * R
+        lead = (self.num_layers, B) if batched else (self.num_layers,)
+        h_n = carry_n[:LBR].view(*lead, R)
         if batched and self.batch_first:
             y = y.transpose(0, 1)
         elif not batched:
             y = y.squeeze(1)
         if self._cell == "lstm":
-            return y, (h_n, carry_n[LBH:].view(h_shape))
+            return y, (h_n, carry_n[LBR:].view(*lead, self.hidden_size))
         return y, h_n
 
 
@@ -304,8 +337,9 @@ class LSTM(_RecurrentBase):
     """``torch.nn.LSTM`` (input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
     dropout=0.0, bidirectional=False, proj_size=0, device=None, dtype=None) plus ``memory=`` and
     ``policy=`` (see the module's docstring). Input [T, B, input_size] ([B, T, ...] with
-    batch_first; [T, input_size] unbatched); hx = (h_0, c_0), each [num_layers, B, hidden_size];
-    returns output [T, B, hidden_size] and (h_n, c_n)."""
+    batch_first; [T, input_size] unbatched); hx = (h_0, c_0), h_0 [num_layers, B, R] and c_0
+    [num_layers, B, hidden_size] (R = proj_size if > 0, else hidden_size); returns output
+    [T, B, R] and (h_n, c_n)."""
 
     _cell = "lstm"
 

@@ -14,7 +14,9 @@ How it runs the planner's schedule (include/membptt/schedule/op.hpp):
 - backward: ``torch.autograd.grad`` of that graph with the carry's and output's gradients, giving
   the carry's gradient for the step before, x_t's, and the parameters', summed over the steps and
   handed to autograd once per scan (hooks and optimizers, DistributedDataParallel's included, see
-  one accumulation).
+  one accumulation);
+- keep, drop (online schedules, xs an iterator): keep the current carry as a hidden state; give up
+  an earlier one.
 
 The first sweep (everything before the first backward step) runs in the forward pass and produces
 each output once; the rest runs in the backward pass: the forward steps of both are the plan's
@@ -33,8 +35,10 @@ and is not a leaf (computed before the scan) cannot be found that way; pass it i
 """
 from __future__ import annotations
 
+import collections.abc
 import math
 import time
+import types
 import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Sequence, Union
@@ -42,9 +46,9 @@ from typing import Any, Callable, Optional, Sequence, Union
 import torch
 from torch.utils import _pytree as pytree
 
-from ..planner import OP_NAMES, POLICIES, Plan, least_budget, parse_budget, plan as make_plan
+from ..planner import OP_NAMES, POLICIES, OnlineSchedule, Plan, least_budget, parse_budget, plan as make_plan
 
-ADVANCE, ADVANCE_HIDDEN, ADVANCE_RECORD, BACKWARD, RESTORE, POP = range(len(OP_NAMES))
+ADVANCE, ADVANCE_HIDDEN, ADVANCE_RECORD, BACKWARD, RESTORE, POP, KEEP, DROP = range(len(OP_NAMES))
 _OUTPUT_MODES = ("stack", "sum", "none")
 
 
@@ -61,6 +65,8 @@ class ScanStats:
     backward_steps: int = 0
     peak_bytes: int = 0            # most bytes the stored states held (counted as they are made)
     params: list = field(default_factory=list)
+    online_forward_steps: int = 0  # xs an iterator: the online schedule's cost (plan is None), known at its end
+    online_slots: int = 0          # xs an iterator: hidden slots the budget gave, the initial carry's included
 
 
 # --- structures ------------------------------------------------------------------------------------
@@ -292,6 +298,23 @@ class _Run:
     def x_at(self, t: int) -> list[torch.Tensor]:
         return [x[t - 1] for x in self.x_leaves]
 
+    def needs_at(self, t: int) -> list[bool]:
+        return self.x_needs
+
+    # dL/dxs: one tensor per leaf of xs, filled step by step.
+    def dx_init(self) -> list:
+        return [None] * len(self.x_leaves)
+
+    def dx_store(self, dxs: list, i: int, t: int, g: torch.Tensor) -> None:
+        if dxs[i] is None:
+            dxs[i] = torch.zeros_like(self.x_leaves[i])
+        dxs[i][t - 1] = g
+
+    def forward_sweep(self, carry0):
+        """The first sweep (in the autograd Function's forward): up to the first backward op."""
+        self.slots[0] = _Entry(0, carry0, self.rng.get(), 0)
+        return self.run(carry0, True)
+
     def advance(self, carry, t: int, first_sweep: bool):
         with torch.no_grad():
             carry, y, y_spec = _call(self.step, carry, self.carry_spec, self.x_at(t), self.x_spec)
@@ -303,7 +326,7 @@ class _Run:
 
     def record(self, carry, t: int, first_sweep: bool, slot: int):
         cin = [_grad_leaf(c) for c in carry]
-        xin = [x.detach().requires_grad_(need) for x, need in zip(self.x_at(t), self.x_needs)]
+        xin = [x.detach().requires_grad_(need) for x, need in zip(self.x_at(t), self.needs_at(t))]
         counter = _SavedBytes(self.skip | {x.data_ptr() for x in xin if x.numel()})
         with torch.enable_grad(), counter.hooks():
             out, y, y_spec = _call(self.step, cin, self.carry_spec, xin, self.x_spec)
@@ -345,6 +368,13 @@ class _Run:
                 self.rng.set(e.rng)  # as the plain loop's generators stood after step e.t
             elif kind == POP:
                 self.pop(slot)
+            elif kind == KEEP:  # online: the cursor's carry kept (the generators as they stand after step t)
+                self.push(slot, _Entry(t, carry, self.rng.get(), sum(_nbytes(c) for c in carry)))
+            elif kind == DROP:  # online: an earlier carry given up; those above move down one slot
+                self.pop(slot)
+                for s in range(slot + 1, max(self.slots) + 2):
+                    if s in self.slots:
+                        self.slots[s - 1] = self.slots.pop(s)
             else:  # BACKWARD
                 on_backward(self.pop(slot))
                 self.stats.backward_steps += 1
@@ -359,8 +389,7 @@ class _ScanFunction(torch.autograd.Function):
         ctx.set_materialize_grads(False)
         n_carry = len(run.sig)
         carry0 = [c.detach() for c in inputs[:n_carry]]
-        run.slots[0] = _Entry(0, carry0, run.rng.get(), 0)
-        final = run.run(carry0, True)
+        final = run.forward_sweep(carry0)
         out_y = run.out.leaves()
         ctx.run = run
         ctx.mark_non_differentiable(*[v for v in [*final, *out_y] if not v.is_floating_point()])
@@ -378,7 +407,7 @@ class _ScanFunction(torch.autograd.Function):
         dys = grads[n_carry:]
         params = run.params
         dparams: list = [None] * len(params)
-        dxs: list = [None] * len(run.x_leaves)
+        dxs: list = run.dx_init()
 
         def on_backward(e: _Entry):
             outs, gouts = [], []
@@ -406,9 +435,7 @@ class _ScanFunction(torch.autograd.Function):
                 if x.requires_grad:
                     g = next(got)
                     if g is not None:
-                        if dxs[i] is None:
-                            dxs[i] = torch.zeros_like(run.x_leaves[i])
-                        dxs[i][e.t - 1] = g
+                        run.dx_store(dxs, i, e.t, g)
             for i, p in enumerate(params):
                 if p.requires_grad:
                     g = next(got)
@@ -489,6 +516,12 @@ def scan(step: Callable, carry, xs, *, memory: Union[str, float, None] = None, p
     preserve_rng_state: replay the generators on recomputation (as torch.utils.checkpoint).
     stats: a ScanStats to fill (plan, sizes, forward steps, peak bytes held).
 
+    xs may be an iterator (a generator, a stream) of x_t of unknown length: the online plan then
+    decides step by step what to keep (docs/planner.md, "Online checkpointing"; reading one element
+    ahead to know which is the last). memory must be bytes (None: plain autograd over the steps
+    stacked); policy "auto" or "online"; stats.plan is None and stats.online_forward_steps the
+    schedule's cost. Gradients are those of the same data as a tensor, bit for bit.
+
     Gradients are plain autograd's over the unrolled loop (for the parameters, the carry and xs).
     Errors: ValueError (a step that changes the carry's structure, shapes or dtypes; outputs of
     varying shape with "stack"; a budget below the least that works, named in bytes; an empty xs),
@@ -498,6 +531,11 @@ def scan(step: Callable, carry, xs, *, memory: Union[str, float, None] = None, p
         raise ValueError(f"scan: outputs={outputs!r} is not allowed: use one of {', '.join(_OUTPUT_MODES)}")
     if not isinstance(policy, str) or policy not in ("auto", *POLICIES):
         raise ValueError(f"scan: policy {policy!r} is not allowed: use 'auto' or one of {', '.join(POLICIES)}")
+    if isinstance(xs, collections.abc.Iterator):  # a generator, iter(list), a stream: the length unknown
+        if policy not in ("auto", "online"):
+            raise ValueError(f"scan: policy {policy!r} is not allowed with xs an iterator (its length is unknown): "
+                             "the online policy runs ('auto' or 'online')")
+        return _scan_online(step, carry, xs, memory, outputs, params, preserve_rng_state, stats)
     carry_leaves, carry_spec = _flatten(carry, "carry")
     x_leaves, x_spec = _flatten(xs, "xs")
     if not carry_leaves:
@@ -567,3 +605,144 @@ def _plain_loop(step, carry_leaves, carry_spec, x_leaves, x_spec, outputs):
     if outputs == "none":
         return final, None
     return final, pytree.tree_unflatten(out.leaves(), out.spec)
+
+
+# --- xs an iterator: the length known only at its end (online checkpointing) -----------------------
+
+_END = object()
+
+
+class _OnlineRun(_Run):
+    """A scan over an iterator: the ops come from the online schedule (docs/planner.md, "Online
+    checkpointing") as the steps arrive; x_t is each step's own leaves (the caller's tensors, kept
+    for recomputation as a tensor xs is)."""
+
+    def __init__(self, step, schedule: OnlineSchedule, carry_spec, x_spec, params, stats, rng, sig, outputs):
+        super().__init__(step, types.SimpleNamespace(ops=[]), carry_spec, x_spec, [], [], params, stats, rng, sig,
+                         outputs)
+        self.schedule = schedule
+        self.steps: list = []   # per step: its leaves, detached
+        self.needs: list = []   # per step: which leaves need a gradient
+        self.final = None       # the first sweep's carry, run before the autograd Function
+
+    def x_at(self, t: int) -> list:
+        return self.steps[t - 1]
+
+    def needs_at(self, t: int) -> list:
+        return self.needs[t - 1]
+
+    def dx_init(self) -> list:
+        return [None] * (len(self.steps) * len(self.steps[0]))
+
+    def dx_store(self, dxs: list, i: int, t: int, g) -> None:
+        dxs[(t - 1) * len(self.steps[0]) + i] = g
+
+    def add_step(self, leaves) -> None:
+        self.steps.append([x.detach() for x in leaves])
+        self.needs.append([x.requires_grad and (x.is_floating_point() or x.is_complex()) for x in leaves])
+        self.skip |= {x.data_ptr() for x in leaves if x.numel()}
+
+    def run(self, carry, forward_pass: bool, on_backward=None):
+        """The ops in hand, then (after the last step) the schedule's next ones, chunk by chunk."""
+        while True:
+            carry = super().run(carry, forward_pass, on_backward)
+            if self.k < len(self.ops) or not self.schedule.finished:
+                return carry  # stopped at the first backward op, or the step's ops are done
+            self.ops, self.k = self.schedule.next_ops(), 0
+            if not self.ops:
+                return carry
+
+    def forward_sweep(self, carry0):
+        return self.final
+
+
+class _Schedule(OnlineSchedule):
+    """OnlineSchedule (the MSM backward) that remembers whether the sequence has ended."""
+
+    finished = False
+
+    def finish(self):
+        self.finished = True
+        return super().finish()
+
+
+def _scan_online(step, carry, it, memory, outputs, params, preserve_rng_state, stats):
+    carry_leaves, carry_spec = _flatten(carry, "carry")
+    if not carry_leaves:
+        raise ValueError("scan: the carry has no tensors")
+    first = next(it, _END)
+    if first is _END:
+        raise ValueError("scan: xs is empty (0 steps)")
+    x0, x_spec = _flatten(first, "each x_t of xs")
+    if not x0:
+        raise ValueError("scan: x_t has no tensors")
+    if not torch.is_grad_enabled() or memory is None:
+        # Without gradients: the loop itself. memory None: plain autograd, over the steps stacked.
+        steps = [first] + list(it)
+        leaves = [_flatten(x, "each x_t of xs")[0] for x in steps]
+        for t, lv in enumerate(leaves, 1):
+            if _signature(lv) != _signature(x0):
+                raise ValueError(f"scan: x_{t} of the iterator has shapes or dtypes {[s[:2] for s in _signature(lv)]}, "
+                                 f"x_1 {[s[:2] for s in _signature(x0)]}: every x_t must have the same")
+        xs = pytree.tree_unflatten([torch.stack([lv[i] for lv in leaves]) for i in range(len(x0))], x_spec)
+        return scan(step, carry, xs, memory=None, outputs=outputs, params=params,
+                    preserve_rng_state=preserve_rng_state, stats=stats)
+    if isinstance(memory, str) and parse_budget(memory)[1]:
+        raise ValueError(f"scan: memory {memory!r} is a share of plain autograd's memory over the scan, which an "
+                         "iterator of unknown length does not have: give bytes (such as '64MiB') for an iterator")
+    rng = _Rng(any(t.is_cuda for t in carry_leaves + x0)) if preserve_rng_state else _NoRng()
+    key = (_signature(carry_leaves), _signature(x0), str(carry_spec), str(x_spec))
+    try:
+        cache = _probes.setdefault(step, {})
+    except TypeError:
+        cache = {}
+    probe = cache.get(key)
+    if probe is None:
+        probe = cache[key] = _probe(step, carry_leaves, carry_spec, x0, x_spec, rng)
+    use_params = list(params) if params is not None else list(probe.params)
+    carry_bytes = max(probe.carry_bytes, 1)
+    record_bytes = max(probe.record_bytes, carry_bytes)
+    alpha = math.ceil(record_bytes / carry_bytes - 1e-9)  # a record counted no smaller than it is
+    budget = _budget_bytes(memory, 0)
+    least = alpha * carry_bytes
+    if budget < least:
+        raise ValueError(f"scan: memory budget {budget:.0f} bytes is below the least in which the online policy runs "
+                         f"(xs an iterator): {least} bytes (a carry is {carry_bytes} bytes, a recorded step "
+                         f"{record_bytes})")
+    units = math.floor(budget / carry_bytes * 1e9) / 1e9
+    schedule = _Schedule(units, float(alpha))
+    st = stats if stats is not None else ScanStats()
+    st.plan, st.carry_bytes, st.record_bytes, st.budget_bytes = None, carry_bytes, record_bytes, budget
+    st.forward_steps = st.backward_steps = st.peak_bytes = 0
+    st.params, st.online_slots = use_params, schedule.slots
+    run = _OnlineRun(step, schedule, carry_spec, x_spec, use_params, st, rng, _signature(carry_leaves), outputs)
+    inputs = []  # every step's leaves: the autograd Function's inputs, for dL/dx_t
+    cur = [c.detach() for c in carry_leaves]
+    run.slots[0] = _Entry(0, cur, rng.get(), 0)
+    x, t = first, 0
+    # (not under no_grad: the iterator's next element may be a view the caller's graph must see)
+    while True:
+        t += 1
+        leaves = x0 if t == 1 else _flatten(x, "each x_t of xs")[0]
+        if t > 1 and _signature(leaves) != _signature(x0):
+            raise ValueError(f"scan: x_{t} of the iterator has shapes or dtypes {[s[:2] for s in _signature(leaves)]}, "
+                             f"x_1 {[s[:2] for s in _signature(x0)]}: every x_t must have the same")
+        run.add_step(leaves)
+        inputs.extend(leaves)
+        nxt = next(it, _END)  # one element ahead: is x_t the last?
+        if nxt is _END:
+            T, st.online_forward_steps = schedule.finish()
+            run.ops, run.k = schedule.next_ops(), 0
+        else:
+            run.ops, run.k = schedule.push(), 0
+        cur = run.run(cur, True)
+        if nxt is _END:
+            break
+        x = nxt
+    run.final = cur
+    st.plain_bytes = T * record_bytes
+    flat = _ScanFunction.apply(run, *carry_leaves, *inputs, *use_params)
+    final = pytree.tree_unflatten(list(flat[:len(carry_leaves)]), carry_spec)
+    if outputs == "none":
+        return final, None
+    return final, pytree.tree_unflatten(list(flat[len(carry_leaves):]), run.out.spec)
