@@ -154,13 +154,17 @@ int run_plan(std::int64_t length, double memory, const std::string& unit, const 
       fmt::print("  peak bytes      {:.0f} (plain BPTT {:.0f})\n", plan.peak_units * o.hidden_bytes, plain * o.hidden_bytes);
     fmt::print("  forward steps   {} ({:.4f} per step; plain BPTT runs {})\n", plan.forward_steps, plan.steps_per_step(), length);
     fmt::print("  predicted time  {:.4f} x plain BPTT (backward costs beta = {:g} forward steps)\n", plan.time_ratio(), model.beta);
+    const bool dynamic_program = policy == Policy::Msm || policy == Policy::Hsm || policy == Policy::Ism;
+    const auto steps = [](std::int64_t n) { return fmt::format("{} step{}", n, n == 1 ? "" : "s"); };
+    if (dynamic_program && plan.optimal)
+      fmt::print("  optimality      optimal: no {} plan within this budget runs fewer forward steps\n", policy_name(policy));
     if (!plan.optimal)
       fmt::print("  optimality      within {:.4f}x of the optimum: every MSM plan runs >= {} forward steps\n"
                  "                  (blocked plan past the exact table: {})\n",
                  static_cast<double>(plan.forward_steps) / static_cast<double>(plan.lower_bound), plan.lower_bound,
-                 plan.block_ticks < 0 ? fmt::format("table to {} steps, hidden splits every {} steps above", plan.table_length, plan.block)
-                                      : fmt::format("Revolve over blocks of {} steps, {:g} units kept for them", plan.block,
-                                                    plan.grid.units_of(plan.block_ticks)));
+                 plan.block_ticks < 0 ? fmt::format("table to {}, hidden splits every {} above", steps(plan.table_length), steps(plan.block))
+                                      : fmt::format("Revolve over blocks of {}, {:g} units kept for them, table to {}", steps(plan.block),
+                                                    plan.grid.units_of(plan.block_ticks), steps(plan.table_length)));
     if (with_schedule) {
       ScheduleGenerator gen = plan.schedule();
       Op op{};

@@ -609,3 +609,9 @@ def test_module_conventions():
     m3 = mt.LSTM(3, 4, memory="5%")
     m3.plan(100, 2)
     assert ctypes.sizeof(_lib.PassStats) == 7 * 8
+
+
+@pytest.mark.parametrize("cls", [mt.GRU, mt.RNN])
+def test_proj_size_is_lstm_only_as_in_torch_nn(cls):
+    with pytest.raises(ValueError, match="proj_size argument is only supported for LSTM"):
+        cls(5, 7, proj_size=3)

@@ -12,6 +12,11 @@ namespace membptt {
 
 std::int64_t msm_lower_bound(std::int64_t length, std::int64_t free_ticks, MemoryGrid grid) {
   if (length <= 0) return 0;
+  // Room for nothing but the record being backpropagated: every step from h_0 again (quadratic).
+  if (free_ticks < grid.hidden && free_ticks < grid.internal) {
+    const __int128 q = static_cast<__int128>(length) * (length + 1) / 2;
+    return q > std::numeric_limits<std::int64_t>::max() ? std::numeric_limits<std::int64_t>::max() : static_cast<std::int64_t>(q);
+  }
   // The HSM schedule a conversion gives holds 2 hidden states where the MSM schedule held one
   // internal state: no more memory when alpha >= 2, at most 2/alpha times as much below.
   const std::int64_t g = grid.internal >= 2 * grid.hidden
@@ -111,6 +116,8 @@ std::int64_t revolve_blocks_cost(std::int64_t length, std::int64_t free_ticks, c
 
 BlockedMsm best_revolve_blocks(std::int64_t length, std::int64_t free_ticks, std::shared_ptr<const DpTable> table) {
   BlockedMsm best;
+  best.block = 1;  // Revolve itself unless a block does better (and with no room for a block start)
+  best.inner_ticks = 0;
   std::int64_t predicted = kInf;
   const std::int64_t max_block = std::min(table->max_length(), length);
   for (std::int64_t block = 1; block <= max_block; ++block) {

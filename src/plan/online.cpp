@@ -120,8 +120,10 @@ std::int64_t online_slots(double budget_units, double alpha) {
                     " units is below the least in which online checkpointing runs: " + fmt_number(alpha) +
                     " units (one internal state)");
   const MemoryGrid g = MemoryGrid::for_alpha(alpha);
-  const std::int64_t ticks = g.ticks_of(std::min(budget_units, alpha + static_cast<double>(kMaxSlots)));
-  return std::max<std::int64_t>((ticks - g.internal) / g.hidden, 0) + 1;
+  // As offline: the free ticks are the budget less one internal state of alpha units (not its
+  // rounded-up ticks), so a budget of exactly alpha plans as the offline planner's least does.
+  const std::int64_t free = g.ticks_of(std::min(budget_units, alpha + static_cast<double>(kMaxSlots)) - alpha);
+  return free / g.hidden + 1;
 }
 
 OnlineSchedule::OnlineSchedule(double budget_units, double alpha, OnlineBackward backward)
@@ -129,6 +131,7 @@ OnlineSchedule::OnlineSchedule(double budget_units, double alpha, OnlineBackward
       used_(backward) {
   grid_ = MemoryGrid::for_alpha(alpha);
   budget_ticks_ = grid_.ticks_of(std::min(budget_units, alpha + static_cast<double>(kMaxSlots)));
+  free_ticks_ = grid_.ticks_of(std::min(budget_units, alpha + static_cast<double>(kMaxSlots)) - alpha);
   hsm_ = oracle_ = std::make_shared<RevolveOracle>(grid_);
 }
 
@@ -167,7 +170,7 @@ std::int64_t OnlineSchedule::finish() {
   const std::vector<std::int64_t>& c = policy_.checkpoints();
   const auto k = static_cast<std::int64_t>(c.size()) - 1;
   auto seg_len = [&](std::int64_t j) { return (j < k ? c[static_cast<std::size_t>(j) + 1] : T - 1) - c[static_cast<std::size_t>(j)]; };
-  auto seg_free = [&](std::int64_t j) { return budget_ticks_ - grid_.internal - j * grid_.hidden; };
+  auto seg_free = [&](std::int64_t j) { return std::max<std::int64_t>(free_ticks_ - j * grid_.hidden, 0); };
   used_ = asked_;
   oracle_ = hsm_;
   if (asked_ == OnlineBackward::Msm) {
@@ -213,7 +216,7 @@ bool OnlineSchedule::next(Op& op) {
       const std::int64_t len = (j < k ? c[static_cast<std::size_t>(j) + 1] : T - 1) - start;
       stage_ = 3;
       if (len >= 1) {
-        const std::int64_t free = budget_ticks_ - grid_.internal - j * grid_.hidden;
+        const std::int64_t free = std::max<std::int64_t>(free_ticks_ - j * grid_.hidden, 0);
         gen_ = std::make_unique<ScheduleGenerator>(*oracle_, len, free, grid_);
         op = Op{OpKind::Restore, static_cast<std::int32_t>(j), start, 1};
         return true;

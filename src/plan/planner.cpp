@@ -100,10 +100,10 @@ bool table_fits(std::int64_t length, std::int64_t free_ticks, std::int64_t max_c
 std::shared_ptr<const DpTable> solve_table(Policy p, std::int64_t length, std::int64_t free_ticks, MemoryGrid g,
                                            std::int64_t max_cells = kMaxTableCells) {
   if (!table_fits(length, free_ticks, max_cells))
-    throw PlanError("policy " + std::string(policy_name(p)) + " would need a table of " +
-                    fmt_units(static_cast<double>(length + 1) * static_cast<double>(free_ticks + 1)) + " cells for " +
-                    std::to_string(length) + " steps at this budget (the limit is " + std::to_string(max_cells) +
-                    " cells and " + std::to_string(kMaxTableLength) + " steps); use --policy msm, which plans any length");
+    throw PlanError("policy " + std::string(policy_name(p)) + " at " + std::to_string(length) + " steps and this budget needs its table of " +
+                    fmt_units(static_cast<double>(length + 1) * static_cast<double>(free_ticks + 1)) +
+                    " cells, past the planner's limits (" + std::to_string(kMaxTableLength) + " steps, " +
+                    std::to_string(max_cells) + " cells); policy msm plans any length");
   return std::make_shared<DpTable>(family_of(p), length, free_ticks, g);
 }
 

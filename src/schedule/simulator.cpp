@@ -94,7 +94,7 @@ bool Simulator::apply(const Op& op) {
       const auto at = stack_.begin() + op.slot;
       if (at->internal || at->position != op.t)
         return fail("drop of h_" + std::to_string(op.t) + " from a slot holding " + (at->internal ? "an internal state" : "h_" + std::to_string(at->position)));
-      for (auto it = at + 1; it != stack_.end(); ++it)
+      for (auto it = at + 1; n_internal_ > 0 && it != stack_.end(); ++it)  // none to find without records
         if (it->internal) return fail("drop of slot " + std::to_string(op.slot) + " below an internal state (only hidden states move down)");
       stack_.erase(at);
       --n_hidden_;

@@ -34,7 +34,7 @@ check "msm at T=10^6, 10000 units: optimal" python3 -c "import json,sys; j=json.
 check "msm text says how far from the optimum" bash -c "'$bin' plan --length 100000 --memory 1000 --unit slots --alpha 4 | grep -q 'within 1.00[0-9]*x of the optimum'"
 check "exact plans say optimal" python3 -c "import json,sys; j=json.loads(sys.argv[1]); assert j['optimal'] is True and j['lower_bound_forward_ops'] == j['forward_ops']" "$json"
 check "hsm past the table: the closed form" python3 -c "import json,sys,subprocess as s; h=json.loads(s.check_output([sys.argv[1],'plan','--length','1000000','--memory','10000','--unit','slots','--alpha','4','--policy','hsm','--json'])); r=json.loads(s.check_output([sys.argv[1],'plan','--length','1000000','--memory','10000','--unit','slots','--alpha','4','--policy','revolve','--json'])); assert h['optimal'] and h['forward_ops'] == r['forward_ops']" "$bin"
-expect_error "ism past the table" "use --policy msm" plan --length 1000000 --memory 1000 --unit slots --alpha 4 --policy ism
+expect_error "ism past the table" "policy msm plans any length" plan --length 1000000 --memory 1000 --unit slots --alpha 4 --policy ism
 sched=$("$bin" plan --length 20 --memory 6 --alpha 2 --unit slots --json --schedule)
 check "--schedule adds ops" python3 -c "import json,sys; j=json.loads(sys.argv[1]); ops=j['ops']; assert sum(1 for o in ops if o['op']=='backward')==20" "$sched"
 check "bytes unit" bash -c "'$bin' plan --length 100 --memory 4096 --unit bytes --hidden-bytes 64 --internal-bytes 256 --json | grep -q '\"alpha\":4.0'"

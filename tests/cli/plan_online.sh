@@ -53,6 +53,11 @@ assert any(int(r['length'])==55 for r in rows) and any(int(r['length'])==56 for 
 check "curve svg" grep -q "polyline" "$work/c.svg"
 check "curve table printed" grep -q "worst ratio" "$work/table"
 
+# The least budget (one internal state): quadratic, as offline; fractional alpha and past the table too.
+least=$("$bin" plan --online --length 1000 --memory 3.3 --unit slots --alpha 3.3 --json)
+check "least budget, alpha 3.3: quadratic" python3 -c "import json,sys; j=json.loads(sys.argv[1]); assert j['forward_ops'] == 1000 * 1001 // 2 == j['offline_msm_forward_ops']" "$least"
+least=$("$bin" plan --online --length 20000 --memory 4 --unit slots --alpha 4 --json)
+check "least budget past the table: quadratic" python3 -c "import json,sys; j=json.loads(sys.argv[1]); assert j['forward_ops'] == 20000 * 20001 // 2 == j['offline_msm_forward_ops']" "$least"
 expect_error "below one internal state" "below the least in which online checkpointing runs: 4 units" plan --online --length 100 --memory 3 --unit slots --alpha 4
 expect_error "alpha below 1" "--alpha: 0.5 is not allowed" plan --online --length 100 --memory 30 --alpha 0.5
 expect_error "--policy with --online" "--policy is not allowed with --online" plan --online --length 100 --memory 30 --policy msm

@@ -129,6 +129,17 @@ TEST(Blocked, LongPlansAreValidAndCertified) {
   }
 }
 
+// The least budget (one internal state, nothing free) past the table: the quadratic plan, no crash.
+TEST(Blocked, TheLeastBudgetPastTheTablePlansQuadratic) {
+  for (double alpha : {1.0, 3.3, 4.0}) {
+    const CostModel m{alpha, 2.0};
+    const std::int64_t T = kMaxTableLength + 1;
+    const Plan p = make_plan(Policy::Msm, T, least_budget(Policy::Msm, T, m), m);
+    EXPECT_EQ(p.forward_steps, T * (T + 1) / 2) << "alpha=" << alpha;
+    EXPECT_TRUE(p.optimal);
+  }
+}
+
 TEST(Blocked, HsmPastTheTableIsTheClosedFormAndIsmIsRefused) {
   const CostModel m{4.0, 2.0};
   const Plan hsm = make_plan(Policy::Hsm, 1'000'000, 10'000, m);
@@ -143,7 +154,7 @@ TEST(Blocked, HsmPastTheTableIsTheClosedFormAndIsmIsRefused) {
     make_plan(Policy::Ism, 1'000'000, 1'000, m);
     ADD_FAILURE() << "ISM past the table must be refused";
   } catch (const PlanError& e) {
-    EXPECT_NE(std::string(e.what()).find("use --policy msm"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("policy msm plans any length"), std::string::npos) << e.what();
   }
   const auto curve = cost_curve(Policy::Msm, 200'000, m, {1'000, 4'000});
   ASSERT_EQ(curve.size(), 2u);

@@ -41,7 +41,8 @@
 // again when its record is needed turns any MSM schedule into an HSM schedule with one forward step
 // more per internal state kept, at most one per step. Hence, with C(t, m) Revolve's optimum and
 // m = g / h + 1 slots for g free ticks (g = f when alpha >= 2, else f scaled by 2 / alpha),
-//   F_MSM(t, f) >= max(t, 2 t - (f / a + 1), C(t, m) - t).
+//   F_MSM(t, f) >= max(t, 2 t - (f / a + 1), C(t, m) - t),
+// and t (t + 1) / 2 when f has room for no state at all (every step recomputed from h_0).
 // tests/plan/blocked_test.cpp checks it against the exact table on grids.
 #pragma once
 #include <cstdint>

@@ -133,7 +133,7 @@ class OnlineSchedule {
  private:
   double budget_, alpha_;
   MemoryGrid grid_;
-  std::int64_t budget_ticks_;
+  std::int64_t budget_ticks_, free_ticks_;  // all of the budget; the budget less one internal state
   OnlineCheckpointer policy_;
   OnlineBackward asked_, used_;
   std::shared_ptr<const SplitOracle> hsm_, oracle_;

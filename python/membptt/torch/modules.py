@@ -354,8 +354,15 @@ class GRU(_RecurrentBase):
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False, device=None,
                  dtype=None, **membptt_options):
+        _refuse_proj_size(membptt_options)
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, 0, device,
                          dtype, **membptt_options)
+
+
+def _refuse_proj_size(options: dict) -> None:
+    # torch.nn.GRU/RNN refuse proj_size with this ValueError; without it Python would say "multiple values".
+    if "proj_size" in options:
+        raise ValueError("proj_size argument is only supported for LSTM, not RNN or GRU")
 
 
 class RNN(_RecurrentBase):
@@ -368,5 +375,6 @@ class RNN(_RecurrentBase):
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, nonlinearity: str = "tanh",
                  bias: bool = True, batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
                  device=None, dtype=None, **membptt_options):
+        _refuse_proj_size(membptt_options)
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, 0, device,
                          dtype, nonlinearity=nonlinearity, **membptt_options)
