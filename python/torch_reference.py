@@ -5,12 +5,12 @@ Run with Debian's /usr/bin/python3 (python3-torch). Files are safetensors (see m
 
   torch_reference.py make --cell lstm --input-size I --hidden H --layers L --output O --loss xent \
       --T T --batch B --dtype float64 --seed S --model M.safetensors --inputs X.safetensors [--init-state]
-      [--no-bias] [--nonlinearity relu] [--proj-size P]
+      [--no-bias] [--nonlinearity relu] [--proj-size P] [--bidirectional]
   torch_reference.py grad --model M --inputs X --out G.safetensors [--json]
   torch_reference.py compare G1 G2 [--rtol R]
 
 Losses: xent = mean over T x B of cross_entropy(head(output_t)); mse_last = mean over B x O of
-(head(h_T of the top layer) - target)^2. The gradient file has one tensor per parameter under the
+(head(h_T of the top layer) - target)^2 (bidirectional: head(output_T), both directions' h at step T). The gradient file has one tensor per parameter under the
 model's names, the model's metadata and "loss_value" (repr of the float loss).
 compare: per tensor, max|a - b| / max(max|b|, tiny); exit 1 naming the worst tensor when above
 rtol, exit 2 when the files do not hold the same tensors/shapes.
@@ -39,8 +39,9 @@ class Net(torch.nn.Module):
         if int(spec.get("proj_size", 0)):
             kwargs["proj_size"] = int(spec["proj_size"])
         self.rnn = CELLS[spec["cell"]](spec["input_size"], spec["hidden_size"], num_layers=spec["num_layers"],
-                                       bias=spec.get("bias", "true") != "false", **kwargs)
-        self.head = torch.nn.Linear(width(spec), spec["output_size"])
+                                       bias=spec.get("bias", "true") != "false",
+                                       bidirectional=directions(spec) == 2, **kwargs)
+        self.head = torch.nn.Linear(directions(spec) * width(spec), spec["output_size"])
 
 
 def width(spec):
@@ -48,10 +49,15 @@ def width(spec):
     return int(spec.get("proj_size", 0)) or spec["hidden_size"]
 
 
+def directions(spec):
+    """2 for a bidirectional model (metadata bidirectional=true), else 1."""
+    return 2 if str(spec.get("bidirectional", "false")).lower() == "true" else 1
+
+
 def spec_from_metadata(meta):
     spec = {k: meta[k] for k in ("cell", "loss", "dtype")}
     spec.update({k: int(meta[k]) for k in SPEC_INTS})
-    spec.update({k: meta[k] for k in ("bias", "nonlinearity", "proj_size") if k in meta})
+    spec.update({k: meta[k] for k in ("bias", "nonlinearity", "proj_size", "bidirectional") if k in meta})
     if spec["cell"] not in CELLS or spec["loss"] not in ("xent", "mse_last") or spec["dtype"] not in DTYPES:
         raise SystemExit(f"bad model metadata: {meta}")
     return spec
@@ -67,6 +73,8 @@ def make(a):
         spec["nonlinearity"] = a.nonlinearity
     if getattr(a, "proj_size", 0):
         spec["proj_size"] = a.proj_size
+    if getattr(a, "bidirectional", False):
+        spec["bidirectional"] = "true"
     dtype = DTYPES[a.dtype]
     torch.manual_seed(a.seed)
     net = Net(spec).to(dtype)  # torch's default initialization, drawn in float32 then converted
@@ -77,9 +85,10 @@ def make(a):
     else:
         inputs["target"] = torch.randn(B, O, dtype=dtype)
     if a.init_state:
-        inputs["h0"] = 0.5 * torch.randn(L, B, width(spec), dtype=dtype)
+        D = directions(spec)  # PyTorch's h_0 / c_0: [D*L, B, ...]
+        inputs["h0"] = 0.5 * torch.randn(D * L, B, width(spec), dtype=dtype)
         if a.cell == "lstm":
-            inputs["c0"] = 0.5 * torch.randn(L, B, H, dtype=dtype)
+            inputs["c0"] = 0.5 * torch.randn(D * L, B, H, dtype=dtype)
     st.save(a.model, net.state_dict(), {k: str(v) for k, v in spec.items()})
     st.save(a.inputs, inputs)
 
@@ -94,11 +103,11 @@ def compute_grad(model_path, inputs_path):
     inp = x["input"].to(dtype)
     hx = None
     if "h0" in x or "c0" in x:
-        shape = (spec["num_layers"], inp.shape[1], spec["hidden_size"])
+        shape = (directions(spec) * spec["num_layers"], inp.shape[1], spec["hidden_size"])
         h0 = x["h0"].to(dtype) if "h0" in x else torch.zeros(shape[:2] + (width(spec),), dtype=dtype)
         c0 = x["c0"].to(dtype) if "c0" in x else torch.zeros(shape, dtype=dtype)
         hx = (h0, c0) if spec["cell"] == "lstm" else h0
-    out, _ = net.rnn(inp, hx)  # out: [T, B, H], the top layer's h_t
+    out, _ = net.rnn(inp, hx)  # out: [T, B, D*H], the top layer's h_t (both directions')
     if spec["loss"] == "xent":
         logits = net.head(out)
         loss = F.cross_entropy(logits.reshape(-1, spec["output_size"]), x["target"].long().reshape(-1))
@@ -172,6 +181,7 @@ def main():
     m.add_argument("--no-bias", action="store_true", help="bias=False")
     m.add_argument("--nonlinearity", choices=["tanh", "relu"], default="tanh", help="rnn only")
     m.add_argument("--proj-size", type=int, default=0, help="lstm only: proj_size")
+    m.add_argument("--bidirectional", action="store_true", help="bidirectional=True")
     g = sub.add_parser("grad", help="compute the loss and parameter gradients")
     g.add_argument("--model", required=True)
     g.add_argument("--inputs", required=True)

@@ -1,11 +1,19 @@
 #!/usr/bin/env bash
 # Installs what membptt needs to build and run from Debian's packages; with --test also what the
 # tests need (PyTorch, the outside oracle; pytest, pip, venv, setuptools and wheel for the Python
-# package and its install command). Idempotent: does nothing when everything is there.
+# package and its install command); with --bench also what the optional benchmarks need (oneDNN,
+# libdnnl-dev, for bench/onednn_rnn; never a dependency of the library). The options combine.
+# Idempotent: does nothing when everything is there.
 set -euo pipefail
 packages=(build-essential cmake pkg-config libopenblas-dev libcli11-dev nlohmann-json3-dev libfmt-dev
           libgtest-dev libgmock-dev libbenchmark-dev python3)
-[ "${1:-}" = "--test" ] && packages+=(python3-torch python3-numpy python3-pytest python3-pip python3-venv python3-setuptools python3-wheel)
+for opt in "$@"; do
+  case "$opt" in
+    --test) packages+=(python3-torch python3-numpy python3-pytest python3-pip python3-venv python3-setuptools python3-wheel) ;;
+    --bench) packages+=(libdnnl-dev) ;;
+    *) echo "install-deps.sh: unknown option '$opt' (--test, --bench)" >&2; exit 2 ;;
+  esac
+done
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

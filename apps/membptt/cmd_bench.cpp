@@ -12,6 +12,7 @@
 #include <iostream>
 #include <map>
 #include <memory>
+#include <optional>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -24,6 +25,7 @@
 #include "membptt/exec/calibrate.hpp"
 #include "membptt/exec/executor.hpp"
 #include "membptt/train/config.hpp"
+#include "membptt/train/gradient_pass.hpp"
 #ifdef MEMBPTT_HAVE_CUDA
 #include "membptt/cuda/cuda_backend.hpp"
 #endif
@@ -39,6 +41,7 @@ struct BenchOptions {
   std::int64_t length = 1000;
   int batch = 32, input = 64, hidden = 256, layers = 1, output = 64, reps = 3, warmup = 1;
   bool no_bias = false;   // recurrent layers without b_ih, b_hh (PyTorch's bias=False)
+  bool bidirectional = false;  // PyTorch's bidirectional=True (CPU only)
   int proj_size = 0;      // lstm projections (PyTorch's proj_size)
   std::string nonlinearity = "tanh";  // rnn: tanh | relu
   bool tf32 = false;      // CUDA: TF32 tensor-core GEMMs
@@ -105,11 +108,118 @@ double median(std::vector<double> v) {
   return v.empty() ? 0 : v[v.size() / 2];
 }
 
+// A bidirectional stack (CPU only): each policy and budget planned per layer
+// (train::plan_bidirectional_pass), timed as one training pass; no calibration (beta 2).
+// The benchmark's data: random inputs for `steps` steps (a device repeats them past that) and
+// classes for every step, and parameters initialised as PyTorch does.
+template <class T>
+struct BenchData {
+  std::vector<T> x;
+  std::vector<std::int64_t> cls;
+  Params<T> params, grads;
+  SequenceBatch<T> batch;
+  BenchData(const BenchOptions& o, const NetShape& shape, std::int64_t steps)
+      : x(static_cast<std::size_t>(steps) * static_cast<std::size_t>(o.batch) * static_cast<std::size_t>(o.input)),
+        cls(static_cast<std::size_t>(o.length) * static_cast<std::size_t>(o.batch)), params(shape), grads(shape) {
+    fill_uniform(std::span<T>(x), T(1), 3);
+    for (std::size_t i = 0; i < cls.size(); ++i)
+      cls[i] = static_cast<std::int64_t>((i * 7919) % static_cast<std::size_t>(o.output));
+    init_pytorch_default(params, 4);
+    batch = SequenceBatch<T>{o.length, x.data(), cls.data(), nullptr, nullptr};
+  }
+};
+
+template <class T>
+int run_bench_bidirectional(const BenchOptions& o, const NetShape& shape) {
+  if (o.tf32 || o.bf16 || o.no_graphs || o.defer_steps != cuda::Options{}.defer_steps ||
+      o.input_chunk != cuda::Options{}.input_chunk_steps)
+    throw UsageError("--tf32, --bf16, --no-graphs, --defer-steps and --input-chunk are CUDA options: bidirectional models "
+                     "run on the CPU only for now");
+  for (const std::string& name : split_list(o.policies))
+    if (!parse_policy(name)) throw UsageError("unknown policy '" + name + "' in --policies");
+  for (const std::string& b : split_list(o.budgets)) (void)parse_budget(b);
+  const double plain = train::bidirectional_pass_plain_bytes(shape, o.length, sizeof(T));
+  fmt::print("{} bidirectional T={} B={} I={} H={} L={}{}{}{} {}: {} chains, plain BPTT {} B\n", o.cell, o.length, o.batch,
+             o.input, o.hidden, o.layers, o.proj_size ? fmt::format(" P={}", o.proj_size) : "", o.no_bias ? " no-bias" : "",
+             o.nonlinearity == "relu" ? " relu" : "", o.dtype, 2 * o.layers, plain);
+  BenchData<T> data(o, shape, o.length);
+  const Params<T>& params = data.params;
+  Params<T>& grads = data.grads;
+  const SequenceBatch<T>& batch = data.batch;
+  struct Row {
+    Policy policy;
+    std::string budget;
+    std::unique_ptr<train::GradientPass<T>> pass;
+    double ratio = 0;
+    std::vector<double> seconds;
+    RunStats stats;
+  };
+  std::vector<Row> rows;
+  auto add = [&](Policy p, const std::string& text, std::optional<double> bytes) {
+    try {
+      const BidirectionalPlans plans = train::plan_bidirectional_pass(p, shape, o.length, bytes, sizeof(T), 2.0);
+      rows.push_back(Row{p, text, train::make_bidirectional_pass<T>(shape, LossKind::Xent, plans),
+                         train::bidirectional_time_ratio(plans), {}, {}});
+    } catch (const PlanError& e) {
+      fmt::print("  skip {} at {}: {}\n", policy_name(p), text, e.what());
+    }
+  };
+  for (const std::string& name : split_list(o.policies)) {
+    const Policy p = *parse_policy(name);
+    if (p == Policy::Full || p == Policy::ChenSqrt || p == Policy::ChenRecursive || p == Policy::Quadratic) {
+      const double least = train::bidirectional_pass_least_bytes(p, shape, o.length, sizeof(T));
+      add(p, fmt::format("{:.1f}%", 100 * least / plain), p == Policy::Full ? std::nullopt : std::optional<double>(least));
+    } else {
+      for (const std::string& b : split_list(o.budgets)) {
+        add(p, b, train::bidirectional_pass_budget_bytes(parse_budget(b), shape, o.length, sizeof(T)));
+      }
+    }
+  }
+  for (int r = 0; r < o.warmup + o.reps; ++r)
+    for (Row& row : rows) {
+      const auto t0 = std::chrono::steady_clock::now();
+      row.stats = row.pass->run(params, batch, grads, nullptr);
+      const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      if (r >= o.warmup) row.seconds.push_back(sec);
+    }
+  double base_s = 0;
+  for (const Row& row : rows)
+    if (row.policy == Policy::Full) base_s = median(row.seconds);
+  fmt::print("\n{:>15} {:>8} {:>10} {:>9} {:>9} {:>9} {:>10} {:>10}\n", "policy", "budget", "held MiB", "% plain",
+             "fwd/step", "s/iter", "measured", "predicted");
+  nlohmann::json out = nlohmann::json::array();
+  std::string csv = "cell,length,batch,input,hidden,layers,dtype,policy,budget,held_bytes,plain_bytes,forward_steps,median_seconds,measured_ratio,predicted_ratio\n";
+  for (const Row& row : rows) {
+    const double sec = median(row.seconds), measured = base_s > 0 ? sec / base_s : 0;
+    const std::size_t held = row.pass->workspace_bytes() + row.stats.peak_arena_bytes;
+    // Forward steps per step of each chain (2L chains of T steps).
+    const double per_step = static_cast<double>(row.stats.forward_steps) / (2.0 * o.layers * static_cast<double>(o.length));
+    fmt::print("{:>15} {:>8} {:>10.2f} {:>8.2f}% {:>9.3f} {:>9.3f} {:>10.3f} {:>10.3f}\n", policy_name(row.policy), row.budget,
+               static_cast<double>(held) / (1 << 20), 100.0 * static_cast<double>(held) / plain, per_step, sec, measured,
+               row.ratio);
+    out.push_back({{"policy", std::string(policy_name(row.policy))}, {"budget", row.budget}, {"held_bytes", held},
+                   {"plain_bytes", plain}, {"forward_steps", row.stats.forward_steps}, {"median_seconds", sec},
+                   {"seconds", row.seconds}, {"measured_ratio", measured}, {"predicted_ratio", row.ratio}});
+    csv += fmt::format("{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n", o.cell, o.length, o.batch, o.input, o.hidden,
+                       o.layers, o.dtype, policy_name(row.policy), row.budget, held, plain, row.stats.forward_steps, sec,
+                       measured, row.ratio);
+  }
+  if (!o.csv.empty()) write_file_atomic(o.csv, csv);
+  if (!o.json.empty()) {
+    nlohmann::json j{{"cell", o.cell}, {"length", o.length}, {"batch", o.batch}, {"input", o.input}, {"hidden", o.hidden},
+                     {"layers", o.layers}, {"bias", !o.no_bias}, {"proj_size", o.proj_size}, {"bidirectional", true},
+                     {"nonlinearity", o.nonlinearity}, {"dtype", o.dtype}, {"reps", o.reps}, {"warmup", o.warmup},
+                     {"device", "cpu"}, {"plain_bptt_bytes", plain}, {"rows", out}};
+    write_file_atomic(o.json, j.dump(1) + "\n");
+  }
+  return 0;
+}
+
 template <class T>
 int run_bench(const BenchOptions& o) {
   const NetShape shape{parse_cell(o.cell), o.input,    o.hidden,   o.layers,
                        o.batch,           o.output,   !o.no_bias, parse_nonlinearity(o.nonlinearity),
-                       o.proj_size};
+                       o.proj_size,       0,          o.bidirectional};
   validate(shape);
   if (o.length <= 0) throw UsageError(fmt::format("sequence length {} is not allowed: it must be a positive integer", o.length));
   if (o.reps < 1) throw UsageError(fmt::format("--reps {} is not allowed: use 1 or more", o.reps));
@@ -119,7 +229,16 @@ int run_bench(const BenchOptions& o) {
   if (o.tf32 && o.bf16) throw UsageError("--tf32 and --bf16 are not allowed together: choose one GEMM mode");
   if ((o.tf32 || o.bf16) && o.dtype != "float32")
     throw UsageError(fmt::format("--{} is allowed only with --dtype float32 (got {})", o.bf16 ? "bf16" : "tf32", o.dtype));
+  if (o.bidirectional) {  // before the device is looked for: the refusal is the same in every build
+    bool on_cuda = false;
+    try {
+      on_cuda = cuda::parse_device_spec(o.device).cuda;
+    } catch (const std::invalid_argument&) {
+    }
+    if (on_cuda) throw UsageError("bidirectional models run on the CPU only for now: use --device cpu");
+  }
   const cuda::DeviceSpec dev = device_of(o.device);
+  if (o.bidirectional) return run_bench_bidirectional<T>(o, shape);
   if ((o.tf32 || o.bf16) && !dev.cuda)
     throw UsageError(fmt::format("--{} is allowed only with --device cuda (a GPU's GEMM mode)", o.bf16 ? "bf16" : "tf32"));
   // Everything the user typed is checked before the calibration and the timed rounds (minutes).
@@ -169,15 +288,12 @@ int run_bench(const BenchOptions& o) {
 
   // Data: random inputs and classes. On a device a long sequence repeats its first 4096 steps'
   // inputs (the time per step does not depend on the values; generating them would).
-  const std::size_t x_step = static_cast<std::size_t>(o.batch) * static_cast<std::size_t>(o.input);
-  const std::int64_t host_steps = dev.cuda ? std::min<std::int64_t>(o.length, 4096) : o.length;
-  std::vector<T> x(static_cast<std::size_t>(host_steps) * x_step);
-  fill_uniform(std::span<T>(x), T(1), 3);
-  std::vector<std::int64_t> cls(static_cast<std::size_t>(o.length) * static_cast<std::size_t>(o.batch));
-  for (std::size_t i = 0; i < cls.size(); ++i) cls[i] = static_cast<std::int64_t>((i * 7919) % static_cast<std::size_t>(o.output));
-  Params<T> params(shape), grads(shape);
-  init_pytorch_default(params, 4);
-  const SequenceBatch<T> batch{o.length, x.data(), cls.data(), nullptr, nullptr};
+  // On a device a long sequence repeats its first 4096 steps' inputs (the time per step does not
+  // depend on the values; generating them would).
+  BenchData<T> data(o, shape, dev.cuda ? std::min<std::int64_t>(o.length, 4096) : o.length);
+  const Params<T>& params = data.params;
+  Params<T>& grads = data.grads;
+  const SequenceBatch<T>& batch = data.batch;
 
   // One timed pass of a plan on the chosen device (the executor built first, not timed).
   std::function<Timed(const Plan&)> run_one = [&](const Plan& plan) {
@@ -193,7 +309,9 @@ int run_bench(const BenchOptions& o) {
 #ifdef MEMBPTT_HAVE_CUDA
   std::unique_ptr<CudaBenchData<T>> cd;
   if (dev.cuda) {
-    cd = std::make_unique<CudaBenchData<T>>(shape, static_cast<std::size_t>(o.length) * x_step, x, cls, params);
+    cd = std::make_unique<CudaBenchData<T>>(shape, static_cast<std::size_t>(o.length) * static_cast<std::size_t>(o.batch) *
+                                                       static_cast<std::size_t>(o.input),
+                                            data.x, data.cls, params);
     // One executor per plan, kept across rounds (a graph is captured in its first, warm-up, round).
     struct Kept {
       std::unique_ptr<cuda::CudaExecutor<T>> exec;
@@ -324,6 +442,8 @@ void add_bench_commands(CLI::App& app, std::function<int()>& action) {
   b->add_option("--hidden", o.hidden, "hidden size")->capture_default_str()->transform(integer_in(1, kMaxSize));
   b->add_option("--layers", o.layers, "layers")->capture_default_str()->transform(integer_in(1, train::kMaxLayers));
   b->add_flag("--no-bias", o.no_bias, "recurrent layers without biases (PyTorch's bias=False)");
+  b->add_flag("--bidirectional", o.bidirectional,
+              "every layer also reads the sequence backwards (PyTorch's bidirectional=True; CPU only)");
   b->add_option("--proj-size", o.proj_size, "lstm: projections of h to this width (PyTorch's proj_size; 0: none)")
       ->capture_default_str()
       ->transform(integer_in(0, kMaxSize));

@@ -17,6 +17,7 @@
 #include "membptt/exec/budget.hpp"
 #include "membptt/exec/executor.hpp"
 #include "membptt/io/params_io.hpp"
+#include "membptt/train/gradient_pass.hpp"
 #ifdef MEMBPTT_HAVE_CUDA
 #include "membptt/cuda/cuda_backend.hpp"
 #endif
@@ -34,7 +35,7 @@ std::optional<Policy> policy_or_auto(const std::string& name) {
 
 struct InitOptions {
   std::string cell = "lstm", loss = "xent", dtype = "float32", out, nonlinearity = "tanh";
-  bool no_bias = false;
+  bool no_bias = false, bidirectional = false;
   int proj_size = 0;
   int input_size = 0, hidden = 0, layers = 1, output = 0;
   std::uint64_t seed = 0;
@@ -42,7 +43,8 @@ struct InitOptions {
 
 template <class T>
 int run_init(const InitOptions& o) {
-  ModelSpec spec{o.cell, o.input_size, o.hidden, o.layers, o.output, o.loss, o.dtype, !o.no_bias, o.nonlinearity, o.proj_size};
+  ModelSpec spec{o.cell, o.input_size, o.hidden, o.layers, o.output, o.loss, o.dtype, !o.no_bias, o.nonlinearity, o.proj_size,
+                 o.bidirectional};
   validate_model_spec(spec, "membptt init");
   const NetShape shape = net_shape(spec, 1);
   const std::size_t count = param_count(shape);
@@ -118,8 +120,80 @@ GradPass grad_on_cuda(const NetShape& shape, LossKind loss, const Plan& plan, co
 }
 #endif
 
+// A bidirectional model (CPU only): its stack planned layer by layer, the head on its held top
+// outputs (train/gradient_pass.hpp).
+template <class T>
+int run_grad_bidirectional(const ModelFile& model, const GradOptions& o, const InputsData& in, const NetShape& shape,
+                           const Params<T>& params, Params<T>& grads, const std::vector<T>& h0) {
+  const double plain = train::bidirectional_pass_plain_bytes(shape, in.T, sizeof(T));
+  const double budget = train::bidirectional_pass_budget_bytes(parse_budget(o.memory), shape, in.T, sizeof(T));
+  const BidirectionalPlans plans =
+      train::plan_bidirectional_pass(policy_or_auto(o.policy), shape, in.T, budget, sizeof(T), o.beta);
+  const LossKind loss = model.spec.loss == "xent" ? LossKind::Xent : LossKind::MseLast;
+  const std::vector<T> x = converted<T>(in.input), y = converted<T>(in.target_value);
+  const auto pass = train::make_bidirectional_pass<T>(shape, loss, plans);
+  const SequenceBatch<T> batch{in.T, x.data(), in.target_class.data(), y.data(), h0.data()};
+  const auto t0 = std::chrono::steady_clock::now();
+  const RunStats stats = pass->run(params, batch, grads, nullptr);
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::string policies;  // every layer's (auto may choose per layer)
+  for (const auto& p : plans.layer) {
+    const std::string n(policy_name(p->policy));
+    if (policies.find(n) == std::string::npos) policies += (policies.empty() ? "" : "+") + n;
+  }
+  if (!o.out.empty()) {
+    SafeTensorsWriter w;
+    for (const auto& [k, v] : model_spec_metadata(model.spec)) w.set_metadata(k, v);
+    w.set_metadata("loss_value", fmt::format("{:.17g}", stats.loss));
+    w.set_metadata("policy", policies);
+    add_params(w, grads, model);  // under the model file's names
+    w.write(o.out);
+  }
+  const std::size_t peak = pass->workspace_bytes() + stats.peak_arena_bytes;
+  const double ratio = train::bidirectional_time_ratio(plans);
+  const std::int64_t chains = 2 * std::int64_t{shape.num_layers};
+  if (o.json) {
+    nlohmann::json j{{"loss", stats.loss},
+                     {"policy", policies},
+                     {"length", in.T},
+                     {"batch", in.B},
+                     {"bidirectional", true},
+                     {"chains", chains},
+                     {"forward_ops", stats.forward_steps},
+                     {"backward_ops", stats.backward_steps},
+                     {"planned_forward_ops", pass->planned_forward_steps()},
+                     {"peak_bytes", peak},
+                     {"arena_peak_bytes", stats.peak_arena_bytes},
+                     {"workspace_bytes", pass->workspace_bytes()},
+                     {"device", "cpu"},
+                     {"budget_bytes", budget},
+                     {"plain_bptt_bytes", plain},
+                     {"alpha", state_sizes(chain_shape(shape, 0), sizeof(T)).alpha()},
+                     {"predicted_time_ratio", ratio},
+                     {"seconds", seconds}};
+    std::cout << j.dump() << "\n";
+  } else {
+    fmt::print("loss {:.9g}\npolicy {}: {} forward steps over {} chains of T = {} ({:.3f} per chain step), predicted "
+               "{:.3f}x plain BPTT's time\n",
+               stats.loss, policies, stats.forward_steps, chains, in.T,
+               static_cast<double>(stats.forward_steps) / static_cast<double>(chains * in.T), ratio);
+    fmt::print("memory held {} bytes ({:.2f}% of plain BPTT's {:.0f} bytes); {:.3f} s\n", peak,
+               100.0 * static_cast<double>(peak) / plain, plain, seconds);
+  }
+  return 0;
+}
+
 template <class T>
 int run_grad(const ModelFile& model, const GradOptions& o) {
+  if (model.spec.bidirectional) {  // before the device is looked for: the refusal is the same in every build
+    bool cuda = false;
+    try {
+      cuda = cuda::parse_device_spec(o.device).cuda;
+    } catch (const std::invalid_argument& e) {
+      throw UsageError(e.what());
+    }
+    if (cuda) throw UsageError("bidirectional models run on the CPU only for now: use --device cpu");
+  }
   const cuda::DeviceSpec dev = device_of(o.device);
 #ifdef MEMBPTT_HAVE_CUDA
   if (dev.cuda) cuda::select_device(dev.index);
@@ -130,6 +204,14 @@ int run_grad(const ModelFile& model, const GradOptions& o) {
   const NetShape shape = net_shape(model.spec, static_cast<int>(in.B));
   Params<T> params(shape), grads(shape);
   load_params(model.tensors, params);
+  if (shape.bidirectional) {
+    // The initial carry in PyTorch's layout: h [2L x B x R], then c [2L x B x H] (LSTM).
+    std::vector<T> h0(carry_elems(shape), T(0));
+    std::copy(in.h0.begin(), in.h0.end(), h0.begin());
+    std::copy(in.c0.begin(), in.c0.end(), h0.begin() + 2 * static_cast<std::ptrdiff_t>(shape.num_layers) * shape.batch *
+                                                           output_width(shape));
+    return run_grad_bidirectional<T>(model, o, in, shape, params, grads, h0);
+  }
 
   StateSizes sizes = state_sizes(shape, sizeof(T));
 #ifdef MEMBPTT_HAVE_CUDA
@@ -218,6 +300,8 @@ void add_nn_commands(CLI::App& app, std::function<int()>& action) {
       ->transform(integer_in(1, INT_MAX));
   init->add_option("--loss", io.loss, "xent | mse_last")->capture_default_str();
   init->add_flag("--no-bias", io.no_bias, "recurrent layers without biases (PyTorch's bias=False)");
+  init->add_flag("--bidirectional", io.bidirectional,
+                 "every layer also reads the sequence backwards (PyTorch's bidirectional=True; CPU only)");
   init->add_option("--proj-size", io.proj_size, "lstm: projections of h to this width (PyTorch's proj_size; 0: none)")
       ->capture_default_str()
       ->transform(integer_in(0, INT_MAX));

@@ -154,10 +154,14 @@ struct Progress {
 std::string plan_line(const train::TrainerBase& t) {
   const Plan& p = t.plan();
   const double held = static_cast<double>(t.planned_bytes()), plain = static_cast<double>(t.plain_bytes());
-  return fmt::format("plan: policy {}, {:.3f} forward steps per step, activation memory {} held vs {} for plain BPTT "
+  // A bidirectional network: 2 x layers chains of T steps, each planned (layer 0's policy shown).
+  const double chains = t.config().bidirectional ? 2.0 * t.config().layers : 1.0;
+  const double per_step = static_cast<double>(t.planned_forward_steps()) / (chains * static_cast<double>(t.config().length));
+  return fmt::format("plan: policy {}, {:.3f} forward steps per step{}, activation memory {} held vs {} for plain BPTT "
                      "({:.1f}%), predicted time {:.3f}x plain BPTT's",
-                     policy_name(p.policy), p.steps_per_step(), mib(held), mib(plain), 100.0 * held / plain,
-                     p.time_ratio());
+                     policy_name(p.policy), per_step,
+                     t.config().bidirectional ? fmt::format(" of each of {:.0f} chains (bidirectional)", chains) : "",
+                     mib(held), mib(plain), 100.0 * held / plain, t.predicted_time_ratio());
 }
 
 std::string task_line(const train::TrainerBase& t) {
@@ -165,9 +169,10 @@ std::string task_line(const train::TrainerBase& t) {
   std::string what = c.task;
   if (c.task == "copy") what += fmt::format(" (K={} symbols of A={})", c.copy_symbols, c.copy_alphabet);
   if (c.task == "text") what += " (" + c.text + ")";
-  return fmt::format("task {}: length {}, batch {}, {} {}x{} ({} parameters, {} init), {}, {} lr {:g}, clip {:g}, seed {}; "
+  return fmt::format("task {}: length {}, batch {}, {}{} {}x{} ({} parameters, {} init), {}, {} lr {:g}, clip {:g}, seed {}; "
                      "baseline loss {:.4g} ({})",
-                     what, c.length, c.batch, c.cell, c.layers, c.hidden, t.parameter_count(), c.init, c.dtype, c.optimizer, c.lr, c.clip,
+                     what, c.length, c.batch, c.bidirectional ? "bidirectional " : "", c.cell, c.layers, c.hidden,
+                     t.parameter_count(), c.init, c.dtype, c.optimizer, c.lr, c.clip,
                      c.seed, t.baseline(), t.baseline_name());
 }
 
@@ -403,6 +408,14 @@ std::shared_ptr<const train::GradientDevice> train_device(const TrainOptions& o)
 }
 
 int run_train(TrainOptions& o) {
+  if (o.c.bidirectional) {  // before the device is looked for: the refusal is the same in every build
+    bool cuda = false;
+    try {
+      cuda = cuda::parse_device_spec(o.device).cuda;
+    } catch (const std::invalid_argument&) {
+    }
+    if (cuda) throw UsageError("bidirectional models run on the CPU only for now: use --device cpu");
+  }
   const std::shared_ptr<const train::GradientDevice> device = train_device(o);
   TrainConfig c = o.c;
   std::optional<train::ModelSource> ck;
@@ -419,6 +432,7 @@ int run_train(TrainOptions& o) {
     if (o.given("--no-bias")) merged.bias = c.bias;
     if (o.given("--nonlinearity")) merged.nonlinearity = c.nonlinearity;
     if (o.given("--proj-size")) merged.proj_size = c.proj_size;
+    if (o.given("--bidirectional")) merged.bidirectional = c.bidirectional;
     if (o.given("--dropout")) merged.dropout = c.dropout;
     if (o.given("--batch")) merged.batch = c.batch;
     if (o.given("--length")) merged.length = c.length;
@@ -444,6 +458,11 @@ int run_train(TrainOptions& o) {
   } else {
     if (c.task == "text") c.text = c.text.empty() ? find_default_corpus() : fs::absolute(c.text).string();
   }
+  // The text task predicts each next character: a reverse direction would read it (and its carried
+  // state would cross windows from the wrong end). The adding and copy tasks' answers lie behind.
+  if (c.bidirectional && c.task == "text")
+    throw UsageError("--task text is not allowed with --bidirectional: the reverse direction would read the next "
+                     "character it must predict; use --task adding or copy, or one direction");
   if (o.save_every < 1) throw UsageError(fmt::format("--save-every {} is not allowed: allowed is 1 or more", o.save_every));
   if (o.eval_sequences < 1)
     throw UsageError(fmt::format("--eval-sequences {} is not allowed: allowed is 1 or more", o.eval_sequences));
@@ -848,6 +867,9 @@ void add_train_commands(CLI::App& app, std::function<int()>& action) {
   add("--nonlinearity", c.nonlinearity, "tanh | relu (relu: --cell rnn only)");
   add("--proj-size", c.proj_size, "--cell lstm: projections of h to this width (PyTorch's proj_size; 0: none)")
       ->transform(integer_in(0, train::kMaxSize));
+  to.opt["--bidirectional"] = tr->add_flag(
+      "--bidirectional", c.bidirectional,
+      "every layer also reads the sequence backwards (PyTorch's bidirectional=True; CPU only; not for sample)");
   add("--dropout", c.dropout, "dropout between layers, 0 to below 1 (masks from --seed and the step)")
       ->transform(number_in(0, 1));
   add("--batch", c.batch, "sequences (text: parallel streams) per step")->transform(integer_in(1, train::kMaxSize));

@@ -142,20 +142,24 @@ MEMBPTT_API membptt_status membptt_parse_budget(const char* text, double* value,
  *
  * membptt_rnn: LSTM, GRU or RNN layers with PyTorch's equations and parameters
  * (torch.nn.LSTM / GRU / RNN, batch_first=False; with membptt_rnn_options: bias=False, the relu
- * RNN, LSTM projections, dropout between layers; include/membptt/cells/recurrent_net.hpp), a
+ * RNN, LSTM projections, dropout between layers, both directions; include/membptt/cells/
+ * recurrent_net.hpp and, bidirectional, include/membptt/exec/bidirectional.hpp), a
  * memory budget and a policy. Its plan for each (length, batch) is made once
  * and kept. Buffers cross by pointer, host memory, contiguous, row-major, of the dtype given at
  * creation:
  *   weights      every weight_ih_l{k}, weight_hh_l{k}, bias_ih_l{k}, bias_hh_l{k}, weight_hr_l{k} back
  *                to back, in that order, layer by layer (PyTorch's state-dict order; no bias_* with
- *                bias 0, weight_hr only with proj_size > 0); membptt_rnn_weight_count elements
+ *                bias 0, weight_hr only with proj_size > 0; bidirectional: each layer's five
+ *                followed by their *_reverse); membptt_rnn_weight_count elements
  *   input        [length x batch x input_size]   (time-major)
- *   output       [length x batch x R]  (the top layer's h_t, as PyTorch's output; R = proj_size if
- *                > 0, else hidden_size)
- *   carry        h of every layer [num_layers x batch x R], then for the LSTM c [num_layers x batch
- *                x hidden_size] (PyTorch's h_0 then c_0); membptt_rnn_carry_count elements
+ *   output       [length x batch x D*R]  (the top layer's h_t, as PyTorch's output; R = proj_size
+ *                if > 0, else hidden_size; D = 2 when bidirectional, else 1)
+ *   carry        h of every layer [D*num_layers x batch x R], then for the LSTM c [D*num_layers x
+ *                batch x hidden_size] (PyTorch's h_0 then c_0); membptt_rnn_carry_count elements
  * A forward pass run for training returns a membptt_pass holding the plan's stored states until
- * membptt_pass_backward: that and its fixed workspace are the memory the budget bounds. One handle
+ * membptt_pass_backward: that and its fixed workspace are the memory the budget bounds (bidirectional
+ * with two layers or more, besides every chain's plan, the inner layers' output sequences: the
+ * least budget then grows with the length). One handle
  * may serve several passes in flight; calls on one handle are serialised by it. */
 
 typedef enum membptt_dtype {
@@ -172,7 +176,7 @@ typedef struct membptt_pass_stats {
   int64_t planned_forward_steps; /* the plan's cost: forward_steps once the backward is done */
   int64_t peak_arena_bytes;      /* most bytes the stored states took so far */
   int64_t arena_bytes;           /* bytes of the arena (the plan's peak) */
-  int64_t workspace_bytes;       /* fixed bytes besides: cursor, carry gradient, zero h_0, scratch */
+  int64_t workspace_bytes;       /* fixed bytes besides: cursor, carry gradient, zero h_0, scratch (bidirectional: and the held sequences) */
   double budget_bytes;           /* the budget the plan was made for (plain BPTT's memory: no budget) */
 } membptt_pass_stats;
 
@@ -189,7 +193,9 @@ MEMBPTT_API membptt_status membptt_rnn_create(const char* cell, int64_t input_si
  * one line naming it). */
 typedef struct membptt_rnn_options {
   int32_t bias;             /* 1 (default): b_ih, b_hh in every layer; 0: none (bias=False) */
-  int32_t bidirectional;    /* 0 only: a reverse direction is not supported yet */
+  int32_t bidirectional;    /* 0 (default) or 1: every layer also runs backward in time; output
+                             * [length x batch x 2R], carries of 2 num_layers entries in PyTorch's
+                             * order (layer-major, forward then reverse) */
   int64_t proj_size;        /* 0 (default) or, for "lstm", 1 .. hidden_size - 1: h = W_hr (o * tanh(c)) */
   double dropout;           /* 0 (default) to 1: dropout between layers while training (set_dropout) */
   const char* nonlinearity; /* "tanh" (default; NULL too) or "relu": cell "rnn" only */

@@ -2,6 +2,7 @@
 every gradient; every policy bit for bit against plain BPTT; gradcheck; the budget; errors."""
 import copy
 import ctypes
+import warnings
 
 import pytest
 
@@ -84,7 +85,19 @@ def memory_for(policy):
 # PyTorch's bias=False (every cell) and nonlinearity='relu' (RNN), against torch.nn on the same weights.
 OPTION_CASES = [("lstm", dict(bias=False)), ("gru", dict(bias=False)), ("rnn", dict(bias=False)),
                 ("rnn", dict(nonlinearity="relu")), ("rnn", dict(nonlinearity="relu", bias=False)),
-                ("lstm", dict(proj_size=3)), ("lstm", dict(proj_size=2, bias=False))]
+                ("lstm", dict(proj_size=3)), ("lstm", dict(proj_size=2, bias=False)),
+                ("lstm", dict(bidirectional=True)), ("gru", dict(bidirectional=True, bias=False)),
+                ("rnn", dict(bidirectional=True, nonlinearity="relu")), ("lstm", dict(bidirectional=True, proj_size=3))]
+
+
+def directions(kw):
+    return 2 if kw.get("bidirectional") else 1
+
+
+def plain_steps(kw, layers, T):
+    """Forward steps of plain BPTT: a step runs the whole stack; bidirectional, each layer's
+    direction is a chain of its own."""
+    return 2 * layers * T if kw.get("bidirectional") else T
 
 
 def option_id(case):
@@ -105,9 +118,10 @@ def test_options_match_torch_nn(case, dtype, layers, batch_first):
     assert names == [n for n, _ in ref.named_parameters()]
     assert any("bias" in n for n in names) == kw.get("bias", True)
     x = torch.randn(*((B, T, I) if batch_first else (T, B, I)), dtype=dtype, generator=gen)
-    hx = hidden(cell, (layers, B, H), dtype, gen)
-    if kw.get("proj_size"):  # h_0 [L, B, P], c_0 [L, B, H]
-        hx = (torch.randn(layers, B, kw["proj_size"], dtype=dtype, generator=gen), hx[1])
+    D = directions(kw)
+    hx = hidden(cell, (D * layers, B, H), dtype, gen)
+    if kw.get("proj_size"):  # h_0 [D*L, B, P], c_0 [D*L, B, H]
+        hx = (torch.randn(D * layers, B, kw["proj_size"], dtype=dtype, generator=gen), hx[1])
     copies = lambda: (tuple(t.detach().clone().requires_grad_() for t in hx) if cell == "lstm"  # noqa: E731
                       else hx.detach().clone().requires_grad_())
     y1, hn1, loss1, g1 = run(ours, x.clone().requires_grad_(), copies())
@@ -121,9 +135,11 @@ def test_options_match_torch_nn(case, dtype, layers, batch_first):
     assert len(g1) == len(g2)
     for a, b in zip(g1, g2):
         torch.testing.assert_close(a, b, **TOL[dtype])
-    assert ours.last_stats.forward_steps > T  # 20%: states were recomputed
+    assert ours.last_stats.forward_steps > plain_steps(kw, layers, T)  # 20%: states were recomputed
+    assert ours.last_stats.held_bytes <= ours.last_stats.budget_bytes
+    assert y1.shape[-1] == D * (kw.get("proj_size") or H) and hn1[0].shape[0] == D * layers
     if kw.get("proj_size"):
-        assert y1.shape[-1] == kw["proj_size"] and hn1[0].shape[-1] == kw["proj_size"] and hn1[1].shape[-1] == H
+        assert hn1[0].shape[-1] == kw["proj_size"] and hn1[1].shape[-1] == H
     with torch.no_grad():  # inference takes the options too
         torch.testing.assert_close(ours(x)[0], ref(x)[0], **TOL[dtype])
 
@@ -141,7 +157,7 @@ def test_options_every_policy_is_bitwise_plain_bptt(case):
         y, hn, loss, grads = run(m, x.clone().requires_grad_(), None)
         results[policy] = [y, *hn, loss, *grads]
         if policy != "full":
-            assert m.last_stats.forward_steps > T, policy
+            assert m.last_stats.forward_steps > plain_steps(kw, L, T), policy
     for policy, got in results.items():
         for a, b in zip(got, results["full"]):
             assert torch.equal(a, b), policy
@@ -152,7 +168,7 @@ def gradcheck_module(cell, **kw):
     T, B, I, H, L = 9, 2, 3, 4 if kw.get("proj_size") else 2, 2
     torch.manual_seed(2)
     m = PAIRS[cell][0](I, H, L, dtype=torch.float64, memory="40%", **kw)
-    R = kw.get("proj_size") or H
+    R = directions(kw) * (kw.get("proj_size") or H)
     handle = m._handle(torch.float64)
     C = m._carry_count(B)
     x = torch.randn(T, B, I, dtype=torch.float64, requires_grad=True)
@@ -183,20 +199,21 @@ def dropout_masks(seed, layer, T, B, R, p):
 
 def dropout_reference(cell, ours, x, hx, seed, **kw):
     """torch.nn's layers one by one with membptt's masks between them: what dropout must compute."""
-    L, H, p = ours.num_layers, ours.hidden_size, ours.dropout
-    R = ours.proj_size or H
+    L, H, p, D = ours.num_layers, ours.hidden_size, ours.dropout, directions(kw)
+    R = D * (ours.proj_size or H)  # a layer's output
     T, B = x.shape[0], x.shape[1]
     state = ours.state_dict()
     inp, hs, cs, layers = x, [], [], []
     for k in range(L):
         layer = PAIRS[cell][1](inp.shape[-1], H, 1, dtype=x.dtype, **kw)
         layers.append(layer)
-        layer.load_state_dict({n.replace(f"_l{k}", "_l0"): v for n, v in state.items() if n.endswith(f"_l{k}")})
+        layer.load_state_dict({n.replace(f"_l{k}", "_l0"): v for n, v in state.items()
+                               if n.endswith(f"_l{k}") or n.endswith(f"_l{k}_reverse")})
         if cell == "lstm":
-            out, (h, c) = layer(inp, (hx[0][k:k + 1], hx[1][k:k + 1]))
+            out, (h, c) = layer(inp, (hx[0][D * k:D * k + D], hx[1][D * k:D * k + D]))
             cs.append(c)
         else:
-            out, h = layer(inp, hx[k:k + 1])
+            out, h = layer(inp, hx[D * k:D * k + D])
         hs.append(h)
         if k + 1 < L:
             mask = dropout_masks(seed, k + 1, T, B, R, p).to(x.dtype)
@@ -207,7 +224,8 @@ def dropout_reference(cell, ours, x, hx, seed, **kw):
 
 
 @pytest.mark.parametrize("case", [("lstm", {}), ("gru", {}), ("rnn", dict(nonlinearity="relu")),
-                                  ("lstm", dict(proj_size=3, bias=False))], ids=option_id)
+                                  ("lstm", dict(proj_size=3, bias=False)), ("lstm", dict(bidirectional=True)),
+                                  ("gru", dict(bidirectional=True))], ids=option_id)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_dropout_matches_torch_nn_with_the_same_masks(case, dtype):
     cell, kw = case
@@ -216,9 +234,9 @@ def test_dropout_matches_torch_nn_with_the_same_masks(case, dtype):
     ours = PAIRS[cell][0](I, H, L, dropout=p, dtype=dtype, memory="20%", **kw)
     gen = torch.Generator().manual_seed(3)
     x = torch.randn(T, B, I, dtype=dtype, generator=gen)
-    R = kw.get("proj_size") or H
-    hx = ((torch.randn(L, B, R, dtype=dtype, generator=gen), torch.randn(L, B, H, dtype=dtype, generator=gen))
-          if cell == "lstm" else torch.randn(L, B, H, dtype=dtype, generator=gen))
+    R, LD = kw.get("proj_size") or H, directions(kw) * L
+    hx = ((torch.randn(LD, B, R, dtype=dtype, generator=gen), torch.randn(LD, B, H, dtype=dtype, generator=gen))
+          if cell == "lstm" else torch.randn(LD, B, H, dtype=dtype, generator=gen))
     copies = lambda: (tuple(t.clone().requires_grad_() for t in hx) if cell == "lstm"  # noqa: E731
                       else hx.clone().requires_grad_())
     x1, h1 = x.clone().requires_grad_(), copies()
@@ -239,8 +257,9 @@ def test_dropout_matches_torch_nn_with_the_same_masks(case, dtype):
     for a, b in zip(leaves(h1), leaves(h2)):
         torch.testing.assert_close(a.grad, b.grad, **TOL[dtype])
     for name, param in ours.named_parameters():  # every parameter's gradient, layer by layer
-        k = int(name.rsplit("_l", 1)[1])
-        ref_param = dict(layers[k].named_parameters())[name.rsplit("_l", 1)[0] + "_l0"]
+        stem, k = name.rsplit("_l", 1)
+        k, reverse = k.split("_")[0], "_reverse" if k.endswith("_reverse") else ""
+        ref_param = dict(layers[int(k)].named_parameters())[stem + "_l0" + reverse]
         torch.testing.assert_close(param.grad, ref_param.grad, **TOL[dtype])
     assert ours.last_stats.forward_steps > T  # 20%: recomputed steps drew the same masks
     with torch.no_grad():  # eval: no dropout, as torch.nn
@@ -283,7 +302,7 @@ def test_dropout_every_policy_is_bitwise_plain_bptt_and_p0_is_no_dropout(cell):
 
 
 @pytest.mark.parametrize("cell,fields,match", [
-    ("lstm", dict(bidirectional=1), "bidirectional 1 is not supported yet: allowed is 0"),
+    ("lstm", dict(bidirectional=2), "bidirectional 2 is not allowed: use 0 (forward in time) or 1 (both directions)"),
     ("gru", dict(proj_size=2), "proj_size 2 is not allowed for cell gru: only lstm has projections"),
     ("lstm", dict(proj_size=8), "proj_size 8 is not allowed: allowed is 0 (none) or 1 to 7"),
     ("lstm", dict(nonlinearity=b"relu"), "nonlinearity relu is not allowed for cell lstm"),
@@ -418,6 +437,12 @@ def test_state_dict_both_ways_and_initialisation():
         assert all(p.abs().max() <= bound for p in ours.parameters())
         assert max(p.abs().max() for p in ours.parameters()) > 0.9 * bound  # uniform over the range
         assert len(ours.all_weights) == 3 and ours.all_weights[0][0] is ours.weight_ih_l0
+        bi, ref_bi = ours_cls(5, 7, 3, bidirectional=True), ref_cls(5, 7, 3, bidirectional=True)
+        assert list(bi.state_dict()) == list(ref_bi.state_dict())
+        assert [p.shape for p in bi.parameters()] == [p.shape for p in ref_bi.parameters()]
+        bi.load_state_dict(ref_bi.state_dict())
+        assert len(bi.all_weights) == 6 and bi.all_weights[1][0] is bi.weight_ih_l0_reverse
+        assert "bidirectional=True" in repr(bi)
 
 
 def test_inference_equals_training_forward_bitwise():
@@ -460,6 +485,38 @@ def test_budget_held_and_too_small():
         assert tiny(torch.randn(T, B, I))[0].shape == (T, B, H)
 
 
+def test_bidirectional_budget_held_and_too_small():
+    T, B, I, H = 300, 4, 8, 16
+    m = mt.GRU(I, H, num_layers=2, bidirectional=True, memory="25%")
+    plan, budget, plain = m.plan(T, B)
+    # A share is of the chains' plain memory; the held sequences (two of [T, B, 2H]) are added whole.
+    seq = T * B * 2 * H * 4
+    assert 2 * seq + 0.25 * (plain - 2 * seq) <= budget < 2 * seq + 0.25 * (plain - 2 * seq) + 4096
+    assert plan.policy == "msm"
+    y, h = m(torch.randn(T, B, I, requires_grad=True))
+    assert y.shape == (T, B, 2 * H) and h.shape == (4, B, H)
+    (y.sum() + h.sum()).backward()
+    s = m.last_stats
+    assert s.held_bytes <= budget and s.forward_steps == s.planned_forward_steps > 4 * T
+    # Two layers hold layer 0's outputs and a gradient, [T, B, 2H] each: the least grows with T.
+    tight = mt.GRU(I, H, num_layers=2, bidirectional=True, memory=2 * seq)
+    with pytest.raises(ValueError, match=r"below the least .* bidirectional stack of 2 layer\(s\) over 300 steps: "
+                                         r"\d+ bytes, of which \d+ bytes hold the inner layers. outputs and a gradient \(growing with the length\)"):
+        tight(torch.randn(T, B, I, requires_grad=True))
+    assert tight(torch.randn(T // 10, B, I, requires_grad=True))[0].shape == (T // 10, B, 2 * H)  # a shorter one fits
+
+
+def test_a_share_that_forces_heavy_recomputation_warns_once():
+    m = mt.LSTM(3, 5, memory="5%")
+    with pytest.warns(UserWarning, match=r"memory='5%' for 50 steps of a batch of 2 \(\d+ bytes\) leaves so little .* "
+                                         r"runs 25.5 forward steps per step"):
+        m(torch.randn(50, 2, 3, requires_grad=True))[0].sum().backward()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        m(torch.randn(50, 2, 3, requires_grad=True))[0].sum().backward()  # once per shape
+        mt.LSTM(3, 5, memory="5%")(torch.randn(2000, 2, 3, requires_grad=True))[0].sum().backward()  # long: ~2
+
+
 def test_lengths_and_batches_change_between_calls():
     torch.manual_seed(0)
     ours, ref = pair("lstm", 3, 5, memory="10%", dtype=torch.float64)
@@ -485,6 +542,23 @@ def test_dropped_graph_and_second_backward():
     second = [x.grad] + [p.grad for p in m.parameters()]
     assert all(torch.equal(b, 2 * a) for a, b in zip(first, second))
     assert m.last_stats.forward_steps == steps
+
+
+def test_double_backward_is_refused_in_one_line():
+    m = mt.LSTM(3, 4, memory="30%", bidirectional=True)
+    x = torch.randn(12, 2, 3, requires_grad=True)
+    y, _ = m(x)
+    with pytest.raises(RuntimeError, match=r"double backward \(create_graph=True\) is not supported"):
+        torch.autograd.grad(y.square().sum(), list(m.parameters()), create_graph=True)
+    y, _ = m(x)  # first order still works after the refusal
+    (g,) = torch.autograd.grad(y.sum(), [x])
+    assert g.shape == x.shape
+    step = nn.Linear(4 + 3, 4).double()
+    carry, out = mt.scan(lambda h, x_t: (torch.tanh(step(torch.cat([h, x_t], -1))),) * 2,
+                         torch.zeros(2, 4, dtype=torch.float64), torch.randn(9, 2, 3, dtype=torch.float64),
+                         memory="40%")
+    with pytest.raises(RuntimeError, match=r"membptt.torch.scan: double backward"):
+        torch.autograd.grad(out.square().sum(), list(step.parameters()), create_graph=True)
 
 
 def test_threads_follow_torch_during_calls_only():
@@ -518,7 +592,6 @@ def test_threads_follow_torch_during_calls_only():
 
 
 @pytest.mark.parametrize("kwargs,match", [
-    (dict(bidirectional=True), r"bidirectional=True \(.*\) is not supported yet"),
     (dict(memory="5 parsecs"), "unknown unit 'parsecs'"),
     (dict(memory="-1MiB"), "must be a finite number >= 0"),
     (dict(policy="fastest"), "policy 'fastest' is not allowed"),

@@ -18,6 +18,7 @@
 #include "membptt/backend/blas.hpp"
 #include "membptt/cells/dropout.hpp"
 #include "membptt/cells/recurrent_net.hpp"
+#include "membptt/exec/bidirectional.hpp"
 #include "membptt/exec/budget.hpp"
 #include "membptt/exec/executor.hpp"
 
@@ -41,21 +42,34 @@ template <class T>
 class Rnn;
 
 // A plan for one (length, batch), with the budget it was made for and plain BPTT's memory, bytes.
+// A bidirectional stack has a plan per layer (bi); `plan` is then layer 0's.
 struct Planned {
   std::shared_ptr<const Plan> plan;
   double budget_bytes, plain_bytes;
+  std::shared_ptr<const BidirectionalPlans> bi;
 };
 
-// One forward pass waiting for its backward: the executor holds the stored states.
+// One forward pass waiting for its backward: the executor (or, bidirectional, the stack of
+// chains) holds the stored states.
 template <class T>
 struct PassOf {
   using Scalar = T;
   std::shared_ptr<Rnn<T>> rnn;
   std::shared_ptr<const Plan> plan;
   std::unique_ptr<Executor<T>> exec;
+  std::unique_ptr<BidirectionalStack<T>> stack;
+  std::shared_ptr<const BidirectionalPlans> bi;  // the stack's plans
   RunStats stats;
   double budget_bytes = 0;
   bool backward_done = false;
+
+  bool waiting() const { return stack ? stack->waiting() : exec && exec->waiting(); }
+  std::int64_t planned_forward_steps() const { return stack ? stack->planned_forward_steps() : exec->plan().forward_steps; }
+  std::size_t arena_bytes() const { return stack ? stack->arena_bytes() : exec->arena_bytes(); }
+  // Bidirectional: the chains' workspaces and the held sequences and carries.
+  std::size_t workspace_bytes() const {
+    return stack ? stack->workspace_bytes() + stack->held_bytes() : exec->workspace_bytes();
+  }
 };
 
 template <class T>
@@ -64,7 +78,8 @@ class Rnn : public std::enable_shared_from_this<Rnn<T>> {
   using Scalar = T;
   Rnn(const NetShape& shape, std::optional<BudgetSpec> budget, std::optional<Policy> policy, double beta)
       : shape_(shape), budget_(budget), policy_(policy), beta_(beta), weights_(shape), grads_(shape) {
-    weight_count_ = static_cast<std::int64_t>(param_count(shape) - output_width(shape) - 1);  // less the unused head
+    // Less the unused one-unit head.
+    weight_count_ = static_cast<std::int64_t>(param_count(shape) - static_cast<std::size_t>(directions(shape) * output_width(shape)) - 1);
   }
 
   std::int64_t weight_count() const { return weight_count_; }
@@ -80,6 +95,7 @@ class Rnn : public std::enable_shared_from_this<Rnn<T>> {
   void infer(std::int64_t length, std::int64_t batch, const T* weights, const T* x, const T* h0, T* y, T* hn) {
     std::lock_guard lock(mu_);
     const int b = size_in(batch, "batch", kMaxBatch);
+    if (shape_.bidirectional) return bidirectional_infer(with_batch(b), weights, x, length, h0, y, hn, training_, seed_);
     if (!infer_net_ || infer_net_->shape().batch != b) {
       infer_net_.reset();
       infer_net_ = std::make_unique<RecurrentNet<T>>(with_batch(b));
@@ -115,6 +131,18 @@ class Rnn : public std::enable_shared_from_this<Rnn<T>> {
     pass->rnn = this->shared_from_this();
     pass->plan = planned.plan;
     pass->budget_bytes = planned.budget_bytes;
+    if (planned.bi) {  // bidirectional: the stack kept from an earlier pass of the same plans, else a new one
+      pass->bi = planned.bi;
+      if (idle_stack_ && idle_bi_ == planned.bi) {
+        pass->stack = std::move(idle_stack_);
+        idle_bi_.reset();
+      } else {
+        pass->stack = std::make_unique<BidirectionalStack<T>>(with_batch(static_cast<int>(batch)), *planned.bi);
+      }
+      pass->stack->set_dropout(training_, seed_);
+      pass->stats = pass->stack->forward(weights, x, length, h0, y, hn);
+      return pass;
+    }
     // The executor kept from an earlier pass of the same plan, else a new one (its arena sized once).
     if (idle_ && idle_plan_ == planned.plan) {
       pass->exec = std::move(idle_);
@@ -134,6 +162,11 @@ class Rnn : public std::enable_shared_from_this<Rnn<T>> {
                           "backward through the graph a second time needs retain_graph=True, which membptt "
                           "does not keep)");
     std::lock_guard lock(mu_);
+    if (pass.stack) {
+      pass.stats = pass.stack->backward(weights, dy, dhn, dx, dh0, dweights);
+      pass.backward_done = true;
+      return;
+    }
     load(weights);
     grads_.zero();
     pass.stats = pass.exec->backward(weights_, dy, dhn, dx, dh0, grads_);
@@ -144,8 +177,14 @@ class Rnn : public std::enable_shared_from_this<Rnn<T>> {
   // Keeps the executor of a finished pass for the next pass of the same plan (one is kept: the
   // last; a pass freed before its backward leaves its executor mid-schedule, so it is dropped).
   void give_back(PassOf<T>& pass) {
-    if (!pass.exec || pass.exec->waiting()) return;
+    if (pass.waiting()) return;
     std::lock_guard lock(mu_);
+    if (pass.stack) {
+      idle_stack_ = std::move(pass.stack);
+      idle_bi_ = pass.bi;
+      return;
+    }
+    if (!pass.exec) return;
     idle_ = std::move(pass.exec);
     idle_plan_ = pass.plan;
   }
@@ -167,14 +206,34 @@ class Rnn : public std::enable_shared_from_this<Rnn<T>> {
     const int b = size_in(batch, "batch", kMaxBatch);
     const auto key = std::make_pair(length, b);
     if (auto it = plans_.find(key); it != plans_.end()) return it->second;
+    Planned planned = shape_.bidirectional ? plan_bidirectional_in(length, b) : plan_one_way(length, b);
+    if (plans_.size() >= kPlansKept) plans_.clear();  // lengths that keep changing: plan anew
+    plans_.emplace(key, planned);
+    return planned;
+  }
+
+  Planned plan_one_way(std::int64_t length, int b) const {
     const StateSizes sizes = state_sizes(with_batch(b), sizeof(T));
     const double plain = static_cast<double>(sizes.plain_bptt_bytes(length));
     double budget = budget_ ? budget_->bytes(sizes, length) : plain;
     auto plan = std::make_shared<const Plan>(plan_in(length, b, budget, sizes));
-    Planned planned{std::move(plan), budget, plain};
-    if (plans_.size() >= kPlansKept) plans_.clear();  // lengths that keep changing: plan anew
-    plans_.emplace(key, planned);
-    return planned;
+    return Planned{std::move(plan), budget, plain, nullptr};
+  }
+
+  // A bidirectional stack: a plan per layer (exec/bidirectional.hpp); a share is of the stack's
+  // chains' plain BPTT memory, the held sequences added whole (bidirectional_share_bytes), and, as
+  // below, raised to the least that works.
+  Planned plan_bidirectional_in(std::int64_t length, int b) const {
+    const NetShape s = with_batch(b);
+    const double plain = bidirectional_plain_bytes(s, length, sizeof(T));
+    std::optional<double> budget;
+    if (budget_) {
+      budget = budget_->percent ? bidirectional_share_bytes(budget_->value, s, length, sizeof(T)) : budget_->value;
+      if (budget_->percent)
+        budget = std::max(*budget, bidirectional_least_bytes(policy_.value_or(Policy::Msm), s, length, sizeof(T)));
+    }
+    auto bi = std::make_shared<const BidirectionalPlans>(plan_bidirectional(policy_, s, length, budget, sizeof(T), beta_));
+    return Planned{bi->layer[0], bi->budget_bytes, plain, bi};
   }
 
   // plan_for_bytes. A share is of this sequence's plain BPTT memory; where it falls below the least
@@ -204,6 +263,8 @@ class Rnn : public std::enable_shared_from_this<Rnn<T>> {
   std::map<std::pair<std::int64_t, int>, Planned> plans_;
   std::unique_ptr<Executor<T>> idle_;  // an executor no pass uses, with its arena
   std::shared_ptr<const Plan> idle_plan_;
+  std::unique_ptr<BidirectionalStack<T>> idle_stack_;  // likewise, bidirectional
+  std::shared_ptr<const BidirectionalPlans> idle_bi_;
   bool training_ = false;  // dropout on (membptt_rnn_set_dropout)
   std::uint64_t seed_ = 0;
   std::unique_ptr<RecurrentNet<T>> infer_net_;  // inference: one net and its carry
@@ -260,9 +321,10 @@ membptt_status membptt_rnn_create_ex(const char* cell, int64_t input_size, int64
     if (nl == "relu" && shape.cell != CellType::Rnn)
       throw ArgumentError("nonlinearity relu is not allowed for cell " + name + ": only rnn takes relu");
     shape.nonlinearity = nl == "relu" ? Nonlinearity::Relu : Nonlinearity::Tanh;
-    if (opt.bidirectional != 0)
+    if (opt.bidirectional != 0 && opt.bidirectional != 1)
       throw ArgumentError("bidirectional " + std::to_string(opt.bidirectional) +
-                          " is not supported yet: allowed is 0 (one direction, forward in time)");
+                          " is not allowed: use 0 (forward in time) or 1 (both directions)");
+    shape.bidirectional = opt.bidirectional == 1;
     if (opt.proj_size < 0 || opt.proj_size >= hidden_size)
       throw ArgumentError("proj_size " + std::to_string(opt.proj_size) + " is not allowed: allowed is 0 (none) or 1 to " +
                           std::to_string(hidden_size - 1) + " (below hidden_size)");
@@ -386,10 +448,9 @@ membptt_status membptt_pass_stats_get(const membptt_pass* pass, membptt_pass_sta
     std::visit(
         [&](const auto& p) {
           const RunStats& s = p->stats;
-          const auto& exec = *p->exec;
-          *out = membptt_pass_stats{s.forward_steps, s.backward_steps, exec.plan().forward_steps,
-                                    static_cast<int64_t>(s.peak_arena_bytes), static_cast<int64_t>(exec.arena_bytes()),
-                                    static_cast<int64_t>(exec.workspace_bytes()), p->budget_bytes};
+          *out = membptt_pass_stats{s.forward_steps, s.backward_steps, p->planned_forward_steps(),
+                                    static_cast<int64_t>(s.peak_arena_bytes), static_cast<int64_t>(p->arena_bytes()),
+                                    static_cast<int64_t>(p->workspace_bytes()), p->budget_bytes};
         },
         pass->impl);
   });

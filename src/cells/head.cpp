@@ -48,7 +48,7 @@ void Head<T>::check_targets(const std::int64_t* targets_t, const char* what) con
 template <class T>
 const T* Head<T>::forward(const Params<T>& p, const T* h_top) {
   check(p, "forward");
-  const int B = s_.batch, H = output_width(s_), O = s_.output_size;  // H: the width of h_top
+  const int B = s_.batch, H = directions(s_) * output_width(s_), O = s_.output_size;  // H: the width of h_top
   const T* bias = p.data() + b_off_;
   for (int b = 0; b < B; ++b) std::copy_n(bias, O, out_.data() + static_cast<std::size_t>(b) * O);
   gemm<T>(Trans::No, Trans::Yes, B, O, H, T(1), h_top, H, p.data() + w_off_, H, T(1), out_.data(),
@@ -58,7 +58,7 @@ const T* Head<T>::forward(const Params<T>& p, const T* h_top) {
 
 template <class T>
 void Head<T>::backward(const Params<T>& p, const T* h_top, T* dh_top, Params<T>& grads) {
-  const int B = s_.batch, H = output_width(s_), O = s_.output_size;  // H: the width of h_top
+  const int B = s_.batch, H = directions(s_) * output_width(s_), O = s_.output_size;  // H: the width of h_top
   gemm<T>(Trans::No, Trans::No, B, H, O, T(1), dout_.data(), O, p.data() + w_off_, H, T(1), dh_top,
           H);
   gemm<T>(Trans::Yes, Trans::No, O, H, B, T(1), dout_.data(), O, h_top, H, T(1),

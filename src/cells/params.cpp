@@ -70,9 +70,9 @@ void validate(const NetShape& s) {
                                 std::to_string(kMaxLayers));
   // Count in floating point first: the sizes are ints, their products may not fit 64 bits.
   const double g = gate_count(s.cell), h = s.hidden_size, nb = s.bias ? 2 : 0, r = output_width(s),
-               hr = s.proj_size > 0 ? r * h : 0;
-  const double count = g * h * (s.input_size + r + nb) + hr + (s.num_layers - 1) * (g * h * (2 * r + nb) + hr) +
-                       static_cast<double>(s.output_size) * (r + 1);
+               hr = s.proj_size > 0 ? r * h : 0, d = directions(s);
+  const double count = d * (g * h * (s.input_size + r + nb) + hr + (s.num_layers - 1) * (g * h * ((d + 1) * r + nb) + hr)) +
+                       static_cast<double>(s.output_size) * (d * r + 1);
   if (count > kMaxParams) {
     char n[64];
     std::snprintf(n, sizeof n, "%.4g", count);
@@ -95,18 +95,20 @@ std::vector<ParamView> param_layout(const NetShape& s) {
     v.push_back(ParamView{std::move(name), std::move(shape), off, n});
     off += n;
   };
-  for (int l = 0; l < s.num_layers; ++l) {
-    const std::int64_t in = l == 0 ? s.input_size : r;
-    const std::string sfx = "_l" + std::to_string(l);
-    add("rnn.weight_ih" + sfx, {gh, in});
-    add("rnn.weight_hh" + sfx, {gh, r});
-    if (s.bias) {
-      add("rnn.bias_ih" + sfx, {gh});
-      add("rnn.bias_hh" + sfx, {gh});
+  const std::int64_t d = directions(s);
+  for (int l = 0; l < s.num_layers; ++l)
+    for (int dir = 0; dir < d; ++dir) {
+      const std::int64_t in = l == 0 ? s.input_size : d * r;
+      const std::string sfx = "_l" + std::to_string(l) + (dir == 1 ? "_reverse" : "");
+      add("rnn.weight_ih" + sfx, {gh, in});
+      add("rnn.weight_hh" + sfx, {gh, r});
+      if (s.bias) {
+        add("rnn.bias_ih" + sfx, {gh});
+        add("rnn.bias_hh" + sfx, {gh});
+      }
+      if (s.proj_size > 0) add("rnn.weight_hr" + sfx, {r, h});
     }
-    if (s.proj_size > 0) add("rnn.weight_hr" + sfx, {r, h});
-  }
-  add("head.weight", {s.output_size, r});
+  add("head.weight", {s.output_size, d * r});
   add("head.bias", {s.output_size});
   return v;
 }
@@ -164,9 +166,9 @@ void init_pytorch_default(Params<T>& p, std::uint64_t seed) {
   // nn.LSTM/GRU/RNN: every weight and bias U(-1/sqrt(H), 1/sqrt(H)).
   // nn.Linear(H, O): weight kaiming_uniform(a=sqrt(5)) -> bound sqrt(6/((1+5) fan_in)) = 1/sqrt(H);
   // bias U(-1/sqrt(fan_in), 1/sqrt(fan_in)) with fan_in = H.
-  // With projections the head's fan_in is proj_size (its input is h of width R).
+  // With projections the head's fan_in is proj_size (its input is h of width R); bidirectional: 2R.
   const double b_rnn = 1.0 / std::sqrt(static_cast<double>(p.shape().hidden_size));
-  const double b_head = 1.0 / std::sqrt(static_cast<double>(output_width(p.shape())));
+  const double b_head = 1.0 / std::sqrt(static_cast<double>(directions(p.shape()) * output_width(p.shape())));
   for (const ParamView& v : p.views()) {
     const double b = v.name.rfind("head.", 0) == 0 ? b_head : b_rnn;
     T* d = p.data() + v.offset;

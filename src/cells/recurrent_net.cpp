@@ -29,7 +29,8 @@ std::size_t extra_per_layer(const NetShape& s) {
 
 std::size_t carry_elems(const NetShape& s) {
   validate(s);
-  return (layer_br(s) + (s.cell == CellType::Lstm ? layer_bh(s) : 0)) * static_cast<std::size_t>(s.num_layers);
+  return (layer_br(s) + (s.cell == CellType::Lstm ? layer_bh(s) : 0)) * static_cast<std::size_t>(s.num_layers) *
+         static_cast<std::size_t>(directions(s));
 }
 
 std::size_t record_elems(const NetShape& s) {
@@ -46,6 +47,9 @@ RecurrentNet<T>::RecurrentNet(const NetShape& s)
       record_(membptt::record_elems(s)),
       extra_(extra_per_layer(s)),
       top_off_(static_cast<std::size_t>(s.num_layers - 1) * layer_br(s)) {
+  if (s.bidirectional)
+    throw std::invalid_argument("RecurrentNet runs one direction: a bidirectional stack runs layer by layer "
+                                "(exec/bidirectional.hpp)");
   const auto views = param_layout(s);
   nparams_ = views.back().offset + views.back().size;
   const std::size_t per = (s.bias ? 4 : 2) + (s.proj_size > 0 ? 1 : 0);  // views per layer

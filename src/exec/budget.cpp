@@ -22,6 +22,8 @@ StateSizes sizes_of(const NetShape& shape) {
   return s;
 }
 
+}  // namespace
+
 std::string bytes_text(double b) {
   std::ostringstream os;
   os.precision(0);
@@ -32,8 +34,6 @@ std::string bytes_text(double b) {
   }
   return os.str();
 }
-
-}  // namespace
 
 BudgetSpec parse_budget(const std::string& given) {
   // Blanks around the budget are dropped (" 5%", "1 GiB "), as around the tool's numeric options.

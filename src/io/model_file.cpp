@@ -183,6 +183,13 @@ ModelSpec read_model_spec(const SafeTensors& file, const std::string& what) {
                                            prefix, printable(*ps)));
     }
   }
+  if (const std::string* bd = file.find_metadata("bidirectional")) {
+    if (*bd != "true" && *bd != "false") {
+      throw std::runtime_error(fmt::format("{}: metadata bidirectional='{}' is not one of true, false", prefix,
+                                           printable(*bd)));
+    }
+    spec.bidirectional = *bd == "true";
+  }
   return spec;
 }
 
@@ -197,6 +204,7 @@ std::map<std::string, std::string> model_spec_metadata(const ModelSpec& spec) {
   if (!spec.bias) m["bias"] = "false";
   if (spec.nonlinearity != "tanh") m["nonlinearity"] = spec.nonlinearity;
   if (spec.proj_size > 0) m["proj_size"] = std::to_string(spec.proj_size);
+  if (spec.bidirectional) m["bidirectional"] = "true";
   return m;
 }
 
@@ -204,18 +212,22 @@ std::vector<ParamShape> expected_parameters(const ModelSpec& spec) {
   validate_model_spec(spec);
   const std::int64_t gh = static_cast<std::int64_t>(gate_count(spec.cell)) * spec.hidden_size;
   const std::int64_t h = spec.hidden_size, r = spec.proj_size > 0 ? spec.proj_size : h;
+  const std::int64_t dirs = spec.bidirectional ? 2 : 1;
   std::vector<ParamShape> out;
   for (int l = 0; l < spec.num_layers; ++l) {
-    const std::int64_t in = l == 0 ? spec.input_size : r;
-    out.push_back({fmt::format("rnn.weight_ih_l{}", l), {gh, in}});
-    out.push_back({fmt::format("rnn.weight_hh_l{}", l), {gh, r}});
-    if (spec.bias) {
-      out.push_back({fmt::format("rnn.bias_ih_l{}", l), {gh}});
-      out.push_back({fmt::format("rnn.bias_hh_l{}", l), {gh}});
+    const std::int64_t in = l == 0 ? spec.input_size : dirs * r;
+    for (int d = 0; d < dirs; ++d) {
+      const char* sfx = d == 1 ? "_reverse" : "";
+      out.push_back({fmt::format("rnn.weight_ih_l{}{}", l, sfx), {gh, in}});
+      out.push_back({fmt::format("rnn.weight_hh_l{}{}", l, sfx), {gh, r}});
+      if (spec.bias) {
+        out.push_back({fmt::format("rnn.bias_ih_l{}{}", l, sfx), {gh}});
+        out.push_back({fmt::format("rnn.bias_hh_l{}{}", l, sfx), {gh}});
+      }
+      if (spec.proj_size > 0) out.push_back({fmt::format("rnn.weight_hr_l{}{}", l, sfx), {r, h}});
     }
-    if (spec.proj_size > 0) out.push_back({fmt::format("rnn.weight_hr_l{}", l), {r, h}});
   }
-  out.push_back({"head.weight", {spec.output_size, r}});
+  out.push_back({"head.weight", {spec.output_size, dirs * r}});
   out.push_back({"head.bias", {spec.output_size}});
   return out;
 }
@@ -351,15 +363,14 @@ ModelFile interpret_model(SafeTensors file, const ModelLoadOptions& options, con
   std::string rnn_prefix;
   const std::string* rnn_first = nullptr;
   int max_layer = -1;
+  bool any_reverse = false;  // *_reverse tensors: bidirectional=True
   for (const auto& [name, info] : file.tensors()) {
     const auto r = parse_recurrent(name);
     if (!r) {
       others.push_back(name);
       continue;
     }
-    if (r->reverse) {
-      throw fail(fmt::format("tensor {}: bidirectional layers (bidirectional=True) are not supported yet", tq(name)));
-    }
+    if (r->reverse) any_reverse = true;
     if (r->kind == "bias_hr") {
       throw fail(fmt::format("unexpected tensor {}: LSTM projections (weight_hr) have no bias in PyTorch", tq(name)));
     }
@@ -371,15 +382,17 @@ ModelFile interpret_model(SafeTensors file, const ModelLoadOptions& options, con
                              "nn.RNN, stacked with num_layers)",
                              tq(*rnn_first), tq(name)));
     }
-    recurrent[fmt::format("{}_l{}", r->kind, r->layer)] = &info;
+    recurrent[fmt::format("{}_l{}{}", r->kind, r->layer, r->reverse ? "_reverse" : "")] = &info;
     max_layer = std::max(max_layer, r->layer);
   }
   if (!rnn_first) {
     throw fail(fmt::format("has no recurrent tensors (the file has: {}), expected {}", name_list(file), torch_layout));
   }
-  auto fname = [&](const char* kind, int layer) { return fmt::format("{}{}_l{}", rnn_prefix, kind, layer); };
-  auto find = [&](const char* kind, int layer) -> const TensorInfo* {
-    const auto it = recurrent.find(fmt::format("{}_l{}", kind, layer));
+  auto fname = [&](const char* kind, int layer, bool reverse = false) {
+    return fmt::format("{}{}_l{}{}", rnn_prefix, kind, layer, reverse ? "_reverse" : "");
+  };
+  auto find = [&](const char* kind, int layer, bool reverse = false) -> const TensorInfo* {
+    const auto it = recurrent.find(fmt::format("{}_l{}{}", kind, layer, reverse ? "_reverse" : ""));
     return it == recurrent.end() ? nullptr : it->second;
   };
 
@@ -416,7 +429,10 @@ ModelFile interpret_model(SafeTensors file, const ModelLoadOptions& options, con
   }
   spec.cell = gates == 4 ? "lstm" : gates == 3 ? "gru" : "rnn";
   const std::int64_t gh = hs[0];
-  const int width = spec.proj_size > 0 ? spec.proj_size : spec.hidden_size;  // h's: the head's input
+  spec.bidirectional = any_reverse;
+  const int dirs = any_reverse ? 2 : 1;
+  const int width = spec.proj_size > 0 ? spec.proj_size : spec.hidden_size;  // h's
+  const std::int64_t head_width = static_cast<std::int64_t>(dirs) * width;   // the head's input: every direction's h
 
   // Input size from weight_ih_l0 [G*H x I].
   const TensorInfo* ih0 = find("weight_ih", 0);
@@ -437,6 +453,30 @@ ModelFile interpret_model(SafeTensors file, const ModelLoadOptions& options, con
   bool any_bias = false;
   for (const auto& [key, info] : recurrent) any_bias = any_bias || key.rfind("bias_", 0) == 0;
   spec.bias = any_bias;
+
+  // Every layer complete (both directions when any tensor is *_reverse), none missing in between
+  // (before anything is sized by the layer count).
+  if (spec.num_layers > kMaxLayers) {
+    throw fail(fmt::format("tensor {} makes {} layers; at most {} are supported", tq(fname("weight_ih", max_layer)),
+                           spec.num_layers, kMaxLayers));
+  }
+  for (int k = 0; k <= max_layer; ++k) {
+    for (int d = 0; d < dirs; ++d) {
+      for (const char* kind : {"weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr"}) {
+        const std::string_view kv = kind;
+        const bool is_bias = kv.substr(0, 4) == "bias", is_hr = kv == "weight_hr";
+        if (find(kind, k, d == 1) || (is_bias && !spec.bias) || (is_hr && spec.proj_size == 0)) continue;
+        const std::string shape = is_bias             ? fmt::format("[{}]", gh)
+                                  : is_hr             ? fmt::format("[{}, {}]", width, spec.hidden_size)
+                                  : kv == "weight_hh" ? fmt::format("[{}, {}]", gh, width)
+                                                      : fmt::format("[{}, {}]", gh, k == 0 ? spec.input_size : dirs * width);
+        throw fail(fmt::format("missing tensor {} (expected shape {}: layer {}{} of a {}-layer {}{}, as {} shows)",
+                               tq(fname(kind, k, d == 1)), shape, k, d == 1 ? " reverse" : "", spec.num_layers,
+                               dirs == 2 ? "bidirectional " : "", cell_upper(spec.cell),
+                               tq(fname("weight_hh", max_layer))));
+      }
+    }
+  }
 
   // The head: the one <q>weight [O x H] + <q>bias [O] pair among the other tensors.
   std::vector<std::string> weights;
@@ -467,7 +507,7 @@ ModelFile interpret_model(SafeTensors file, const ModelLoadOptions& options, con
       }
       throw fail(fmt::format("has no head: expected an nn.Linear's weight [output_size, {}] and bias [output_size] "
                              "(such as head.weight, head.bias) beside the recurrent tensors{}",
-                             width,
+                             head_width,
                              others.empty() ? std::string() : fmt::format(" (the other tensors: {})", [&] {
                                std::string s;
                                for (const auto& n : others) s += (s.empty() ? "" : ", ") + printable(n, 60);
@@ -486,9 +526,11 @@ ModelFile interpret_model(SafeTensors file, const ModelLoadOptions& options, con
     }
   }
   const auto& hw = file.info(head_w).shape;
-  if (hw.size() != 2 || hw[0] < 1 || hw[0] > INT_MAX || hw[1] != width) {
-    throw fail(fmt::format("tensor {} has shape {}, expected [output_size, {}] (the width of h)", tq(head_w),
-                           shape_string(hw), width));
+  if (hw.size() != 2 || hw[0] < 1 || hw[0] > INT_MAX || hw[1] != head_width) {
+    throw fail(fmt::format("tensor {} has shape {}, expected [output_size, {}] ({})", tq(head_w), shape_string(hw),
+                           head_width,
+                           dirs == 2 ? fmt::format("both directions' h, 2 x {}: the recurrent tensors are bidirectional", width)
+                                     : std::string("the width of h")));
   }
   spec.output_size = static_cast<int>(hw[0]);
   spec.dtype = dtype == DType::F64 ? "float64" : "float32";
@@ -549,6 +591,16 @@ ModelFile interpret_model(SafeTensors file, const ModelLoadOptions& options, con
                                                 : fmt::format("no {}", tq(fname("weight_hr", 0)))));
     }
   }
+  if (const std::string* v = file.find_metadata("bidirectional")) {
+    if (*v != "true" && *v != "false") {
+      throw fail(fmt::format("metadata bidirectional='{}' is not one of true, false", printable(*v)));
+    }
+    if ((*v == "true") != spec.bidirectional) {
+      throw fail(fmt::format("metadata bidirectional={} contradicts the tensors, which have {}", *v,
+                             spec.bidirectional ? fmt::format("*_reverse tensors ({})", tq(fname("weight_ih", 0, true)))
+                                                : fmt::format("no *_reverse tensor (no {})", tq(fname("weight_ih", 0, true)))));
+    }
+  }
   if (const std::string* v = file.find_metadata("bias")) {
     if (*v != "true" && *v != "false") {
       throw fail(fmt::format("metadata bias='{}' is not one of true, false", printable(*v)));
@@ -600,25 +652,6 @@ ModelFile interpret_model(SafeTensors file, const ModelLoadOptions& options, con
                                           : options.loss_hint));
   }
 
-  // Every layer complete, none missing in between (before anything is sized by the layer count).
-  if (spec.num_layers > kMaxLayers) {
-    throw fail(fmt::format("tensor {} makes {} layers; at most {} are supported", tq(fname("weight_ih", max_layer)),
-                           spec.num_layers, kMaxLayers));
-  }
-  for (int k = 0; k <= max_layer; ++k) {
-    for (const char* kind : {"weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr"}) {
-      const std::string_view kv = kind;
-      const bool is_bias = kv.substr(0, 4) == "bias", is_hr = kv == "weight_hr";
-      if (find(kind, k) || (is_bias && !spec.bias) || (is_hr && spec.proj_size == 0)) continue;
-      const std::string shape = is_bias             ? fmt::format("[{}]", gh)
-                                : is_hr             ? fmt::format("[{}, {}]", width, spec.hidden_size)
-                                : kv == "weight_hh" ? fmt::format("[{}, {}]", gh, width)
-                                                    : fmt::format("[{}, {}]", gh, k == 0 ? spec.input_size : width);
-      throw fail(fmt::format("missing tensor {} (expected shape {}: layer {} of a {}-layer {}, as {} shows)",
-                             tq(fname(kind, k)), shape, k, spec.num_layers, cell_upper(spec.cell),
-                             tq(fname("weight_hh", max_layer))));
-    }
-  }
 
   // Every layer's shapes.
   ModelFile out;
@@ -776,10 +809,14 @@ InputsData read_inputs(const SafeTensors& file, const ModelSpec& spec) {
     if (!file.contains(name)) continue;
     const TensorInfo& s = file.info(name);
     check_float(name, s);
-    const std::vector<std::int64_t> state_shape{L, d.B, name[0] == 'h' ? R : H};
+    const std::int64_t DL = spec.bidirectional ? 2 * L : L;  // PyTorch's h_n / c_n: index 2l + d
+    const std::vector<std::int64_t> state_shape{DL, d.B, name[0] == 'h' ? R : H};
     if (s.shape != state_shape)
       throw shape_error(name, s, state_shape,
-                        name[0] == 'h' && R != H ? "[num_layers x B x proj_size]" : "[num_layers x B x hidden_size]");
+                        spec.bidirectional ? (name[0] == 'h' && R != H ? "[2 * num_layers x B x proj_size], bidirectional"
+                                                                       : "[2 * num_layers x B x hidden_size], bidirectional")
+                        : name[0] == 'h' && R != H ? "[num_layers x B x proj_size]"
+                                                   : "[num_layers x B x hidden_size]");
     auto values = file.read_f64(name);
     check_finite(prefix, name, values, s.shape);
     (name[0] == 'h' ? d.h0 : d.c0) = std::move(values);

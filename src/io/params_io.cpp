@@ -14,6 +14,7 @@ NetShape net_shape(const ModelSpec& spec, int batch) {
   s.batch = batch;
   s.bias = spec.bias;
   s.proj_size = spec.proj_size;
+  s.bidirectional = spec.bidirectional;
   s.nonlinearity = parse_nonlinearity(spec.nonlinearity);
   return s;
 }

@@ -169,13 +169,14 @@ ModelSource open_model(const std::filesystem::path& file_or_dir, const ModelLoad
     const TrainConfig& c = *m.config;
     if (c.cell != m.spec.cell || c.hidden != m.spec.hidden_size || c.layers != m.spec.num_layers ||
         c.dtype != m.spec.dtype || c.bias != m.spec.bias || c.nonlinearity != m.spec.nonlinearity ||
-        c.proj_size != m.spec.proj_size)
-      throw TrainError(fmt::format("{}: the config (cell {}, hidden {}, layers {}, dtype {}, bias {}, nonlinearity {}) "
-                                   "does not match the model's metadata (cell {}, hidden_size {}, num_layers {}, dtype {}, "
-                                   "bias {}, nonlinearity {})",
-                                   prefix, c.cell, c.hidden, c.layers, c.dtype, c.bias, c.nonlinearity, m.spec.cell,
-                                   m.spec.hidden_size, m.spec.num_layers, m.spec.dtype, m.spec.bias,
-                                   m.spec.nonlinearity));
+        c.proj_size != m.spec.proj_size || c.bidirectional != m.spec.bidirectional)
+      throw TrainError(fmt::format("{}: the config (cell {}, hidden {}, layers {}, dtype {}, bias {}, nonlinearity {}, "
+                                   "proj_size {}, bidirectional {}) does not match the model's metadata (cell {}, "
+                                   "hidden_size {}, num_layers {}, dtype {}, bias {}, nonlinearity {}, proj_size {}, "
+                                   "bidirectional {})",
+                                   prefix, c.cell, c.hidden, c.layers, c.dtype, c.bias, c.nonlinearity, c.proj_size,
+                                   c.bidirectional, m.spec.cell, m.spec.hidden_size, m.spec.num_layers, m.spec.dtype,
+                                   m.spec.bias, m.spec.nonlinearity, m.spec.proj_size, m.spec.bidirectional));
     if (c.task == "text" && m.vocab.empty())
       throw TrainError(fmt::format("{}: a text model without a vocabulary (metadata 'vocab')", prefix));
   }

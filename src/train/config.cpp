@@ -112,6 +112,7 @@ nlohmann::json to_json(const TrainConfig& c) {
   if (!c.bias) j["bias"] = false;
   if (c.nonlinearity != "tanh") j["nonlinearity"] = c.nonlinearity;
   if (c.proj_size != 0) j["proj_size"] = c.proj_size;
+  if (c.bidirectional) j["bidirectional"] = true;
   if (c.dropout != 0) j["dropout"] = c.dropout;
   return j;
 }
@@ -128,6 +129,10 @@ TrainConfig config_from_json(const nlohmann::json& j, const std::string& what) {
   c.bias = j.contains("bias") ? j.at("bias").get<bool>() : true;
   c.nonlinearity = j.contains("nonlinearity") ? get<std::string>(j, "nonlinearity", what) : "tanh";
   c.proj_size = j.contains("proj_size") ? get<int>(j, "proj_size", what) : 0;
+  if (j.contains("bidirectional") && !j.at("bidirectional").is_boolean())
+    throw TrainError(fmt::format("{}: config field 'bidirectional' = {} has the wrong type", what,
+                                 j.at("bidirectional").dump()));
+  c.bidirectional = j.contains("bidirectional") && j.at("bidirectional").get<bool>();
   c.dropout = j.contains("dropout") ? get<double>(j, "dropout", what) : 0.0;
   c.batch = get<int>(j, "batch", what);
   c.length = get<std::int64_t>(j, "length", what);

@@ -5,12 +5,14 @@
 #include <fstream>
 #include <iterator>
 #include <limits>
+#include <optional>
 #include <sstream>
 
 #include <fmt/format.h>
 
 #include "membptt/cells/head.hpp"
 #include "membptt/cells/recurrent_net.hpp"
+#include "membptt/exec/bidirectional.hpp"
 #include "membptt/train/utf8.hpp"
 
 namespace membptt::train {
@@ -188,17 +190,40 @@ nlohmann::json EvalResult::to_json() const {
 
 namespace {
 
-// Runs a network forward only, one step at a time, from a zero carry.
+// Runs a network forward only, one step at a time, from a zero carry. A bidirectional network
+// reads the whole sequence first (begin(): its reverse direction starts from the end); step() then
+// hands out its top outputs [B x 2R] in order.
 template <class T>
 struct Forward {
-  RecurrentNet<T> net;
+  NetShape shape;
+  std::optional<RecurrentNet<T>> net;  // one direction
   Head<T> head;
   backend::AlignedBuffer<T> carry;
-  explicit Forward(const NetShape& s) : net(s), head(s), carry(net.carry_elems()) {}
-  void reset() { carry.zero(); }
+  std::vector<T> outputs;  // bidirectional: [T x B x 2R]
+  std::size_t next = 0;
+  explicit Forward(const NetShape& s) : shape(s), head(s) {
+    if (s.bidirectional) return;
+    net.emplace(s);
+    carry = backend::AlignedBuffer<T>(net->carry_elems());
+  }
+  void reset() {
+    if (net) carry.zero();
+  }
+  // The whole sequence xs [length x B x I] (bidirectional; nothing to do otherwise).
+  void begin(const Params<T>& p, const T* xs, std::int64_t length) {
+    if (net) return;
+    outputs.assign(static_cast<std::size_t>(length) * row(), T(0));
+    bidirectional_infer(shape, p.data(), xs, length, static_cast<const T*>(nullptr), outputs.data(),
+                        static_cast<T*>(nullptr), false, 0);
+    next = 0;
+  }
   const T* step(const Params<T>& p, const T* x) {
-    net.advance(p, x, carry.data(), carry.data());
-    return net.top_hidden(carry.data());
+    if (!net) return outputs.data() + (next++) * row();
+    net->advance(p, x, carry.data(), carry.data());
+    return net->top_hidden(carry.data());
+  }
+  std::size_t row() const {
+    return static_cast<std::size_t>(shape.batch) * 2 * static_cast<std::size_t>(output_width(shape));
   }
 };
 
@@ -244,6 +269,7 @@ class AddingTask final : public GeneratedTask<T> {
     while (n < sequences) {
       fill(g, c_.length, shape.batch, b);
       fw.reset();
+      fw.begin(p, b.inputs.data(), c_.length);
       const T* top = nullptr;
       for (std::int64_t t = 0; t < c_.length; ++t) top = fw.step(p, b.inputs.data() + static_cast<std::size_t>(t) * step_elems);
       const T* y = fw.head.forward(p, top);
@@ -318,6 +344,7 @@ class CopyTask final : public GeneratedTask<T> {
     while (n < sequences) {
       fill(g, c_, shape.batch, b);
       fw.reset();
+      fw.begin(p, b.inputs.data(), T_len);
       for (std::int64_t t = 0; t < T_len; ++t) {
         const T* top = fw.step(p, b.inputs.data() + static_cast<std::size_t>(t) * step_elems);
         const std::int64_t* tg = b.classes.data() + static_cast<std::size_t>(t) * static_cast<std::size_t>(shape.batch);
@@ -432,6 +459,13 @@ class TextTask final : public Task<T> {
     const double unk_share = std::log(unknown_code_points(corpus_->vocab.size()));
     double ce = 0, ce_base = 0;
     std::int64_t correct = 0, mode_hits = 0, unknown = 0;
+    if (shape.bidirectional) {  // each stream straight through, read whole first
+      std::vector<T> xs(static_cast<std::size_t>((S - 1) * B * V), T(0));
+      for (std::int64_t t = 0; t + 1 < S; ++t)
+        for (std::int64_t i = 0; i < B; ++i)
+          xs[static_cast<std::size_t>((t * B + i) * V + held[static_cast<std::size_t>(i * S + t)])] = T(1);
+      fw.begin(p, xs.data(), S - 1);
+    }
     for (std::int64_t t = 0; t + 1 < S; ++t) {
       std::fill(x.begin(), x.end(), T(0));
       for (std::int64_t i = 0; i < B; ++i) {

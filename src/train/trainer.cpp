@@ -39,6 +39,7 @@ ModelSpec spec_of(const TrainConfig& c, const TaskInfo& info) {
   s.bias = c.bias;
   s.nonlinearity = c.nonlinearity;
   s.proj_size = c.proj_size;
+  s.bidirectional = c.bidirectional;
   s.output_size = info.output_size;
   s.loss = info.loss == LossKind::Xent ? "xent" : "mse_last";
   s.dtype = c.dtype;
@@ -66,8 +67,10 @@ void chrono_init(Params<T>& p, std::int64_t t_max, std::uint64_t seed) {
   std::mt19937_64 g(seed);
   const int H = p.shape().hidden_size;
   const double hi = std::max<double>(2.0, static_cast<double>(t_max) - 1.0);
-  for (int l = 0; l < p.shape().num_layers; ++l) {
-    std::span<T> bih = p.view(fmt::format("rnn.bias_ih_l{}", l)), bhh = p.view(fmt::format("rnn.bias_hh_l{}", l));
+  for (int c = 0; c < directions(p.shape()) * p.shape().num_layers; ++c) {
+    const int l = c / directions(p.shape());
+    const char* sfx = c % directions(p.shape()) == 1 ? "_reverse" : "";
+    std::span<T> bih = p.view(fmt::format("rnn.bias_ih_l{}{}", l, sfx)), bhh = p.view(fmt::format("rnn.bias_hh_l{}{}", l, sfx));
     for (int j = 0; j < H; ++j) {
       const double b = std::log(1.0 + unit_double(g) * (hi - 1.0));
       const auto i = static_cast<std::size_t>(j), f = static_cast<std::size_t>(H + j);
@@ -103,12 +106,12 @@ class Trainer final : public TrainerBase {
         info_(task_info(c, corpus_.get())),
         shape_{parse_cell(c.cell), info_.input_size, c.hidden,  c.layers,
                c.batch,            info_.output_size, c.bias, parse_nonlinearity(c.nonlinearity), c.proj_size,
-               c.dropout},
+               c.dropout,          c.bidirectional},
         task_(make_task<T>(c, corpus_)),
         params_(shape_),
         grads_(shape_),
         opt_(make_optimizer<T>(c.optimizer, shape_, c.lr)),
-        sizes_(device_->sizes(shape_, sizeof(T))) {
+        sizes_(shape_.bidirectional ? state_sizes(chain_shape(shape_, 0), sizeof(T)) : device_->sizes(shape_, sizeof(T))) {
     init_pytorch_default(params_, c.seed);
     if (c.init == "chrono") chrono_init(params_, c.length, derive_seed(c.seed, 4));
     const std::size_t carry = carry_elems(shape_);
@@ -125,6 +128,18 @@ class Trainer final : public TrainerBase {
 
   const TrainConfig& config() const override { return cfg_; }
   const Plan& plan() const override { return pass_->plan(); }
+  std::size_t planned_bytes() const override {
+    if (!bi_plans_) return TrainerBase::planned_bytes();
+    return static_cast<std::size_t>(std::llround(bidirectional_pass_planned_bytes(shape_, *bi_plans_, sizeof(T))));
+  }
+  std::size_t plain_bytes() const override {
+    if (!bi_plans_) return TrainerBase::plain_bytes();
+    return static_cast<std::size_t>(std::llround(bidirectional_pass_plain_bytes(shape_, cfg_.length, sizeof(T))));
+  }
+  std::int64_t planned_forward_steps() const override { return pass_->planned_forward_steps(); }
+  double predicted_time_ratio() const override {
+    return bi_plans_ ? bidirectional_time_ratio(*bi_plans_) : pass_->plan().time_ratio();
+  }
   // The dropout masks' seed of optimizer step k.
   std::uint64_t dropout_seed(std::int64_t k) const {
     return derive_seed(derive_seed(cfg_.seed, 5), static_cast<std::uint64_t>(k));
@@ -143,9 +158,15 @@ class Trainer final : public TrainerBase {
       pol = parse_policy(policy);
       if (!pol) throw TrainError(fmt::format("--policy '{}' is not allowed", policy));
     }
-    const double bytes = parse_budget(memory).bytes(sizes_, cfg_.length);
-    Plan plan = plan_for_bytes(pol, cfg_.length, bytes, sizes_, 2.0);
-    pass_ = device_->make_pass<T>(shape_, info_.loss, std::move(plan));
+    if (shape_.bidirectional) {  // a plan per layer (exec/bidirectional.hpp), on the CPU
+      const double bytes = bidirectional_pass_budget_bytes(parse_budget(memory), shape_, cfg_.length, sizeof(T));
+      bi_plans_ = plan_bidirectional_pass(pol, shape_, cfg_.length, bytes, sizeof(T), 2.0);
+      pass_ = make_bidirectional_pass<T>(shape_, info_.loss, *bi_plans_);
+    } else {
+      const double bytes = parse_budget(memory).bytes(sizes_, cfg_.length);
+      Plan plan = plan_for_bytes(pol, cfg_.length, bytes, sizes_, 2.0);
+      pass_ = device_->make_pass<T>(shape_, info_.loss, std::move(plan));
+    }
     cfg_.memory = memory;
     cfg_.policy = policy;
   }
@@ -252,8 +273,13 @@ class Trainer final : public TrainerBase {
     fresh->next_batch(b);
     const SequenceBatch<T> view = b.view(cfg_.length, nullptr);
     // On the trainer's device: a second pass with plain BPTT's plan beside the chosen one.
-    const auto full = device_->make_pass<T>(
-        shape_, info_.loss, plan_for_bytes(Policy::Full, cfg_.length, static_cast<double>(plain_bytes()), sizes_, 2.0));
+    const auto full =
+        bi_plans_ ? make_bidirectional_pass<T>(
+                        shape_, info_.loss,
+                        plan_bidirectional_pass(Policy::Full, shape_, cfg_.length, std::nullopt, sizeof(T), 2.0))
+                  : device_->make_pass<T>(shape_, info_.loss,
+                                          plan_for_bytes(Policy::Full, cfg_.length, static_cast<double>(plain_bytes()),
+                                                         sizes_, 2.0));
     Params<T> g_full(shape_), g_chosen(shape_);
     const std::size_t carry = carry_elems(shape_);
     std::vector<T> c_full(carry), c_chosen(carry);
@@ -288,8 +314,9 @@ class Trainer final : public TrainerBase {
 
  private:
   std::vector<std::int64_t> carry_shape() const {
-    if (shape_.proj_size > 0) return {static_cast<std::int64_t>(carry_.size())};  // h [L,B,P] then c [L,B,H], flat
-    return {shape_.cell == CellType::Lstm ? 2 : 1, shape_.num_layers, shape_.batch, shape_.hidden_size};
+    if (shape_.proj_size > 0) return {static_cast<std::int64_t>(carry_.size())};  // h [DL,B,P] then c [DL,B,H], flat
+    return {shape_.cell == CellType::Lstm ? 2 : 1, directions(shape_) * shape_.num_layers, shape_.batch,
+            shape_.hidden_size};
   }
 
   TrainConfig cfg_;
@@ -302,6 +329,7 @@ class Trainer final : public TrainerBase {
   std::unique_ptr<Optimizer<T>> opt_;
   StateSizes sizes_;
   std::unique_ptr<GradientPass<T>> pass_;
+  std::optional<BidirectionalPlans> bi_plans_;  // a bidirectional network's plans
   backend::AlignedBuffer<T> carry_, next_carry_;
   Batch<T> batch_;
   std::int64_t step_ = 0;
@@ -339,7 +367,7 @@ std::string run_memory_text(const TrainConfig& c, const TaskInfo& info) {
   const double scalar = c.dtype == "float64" ? 8 : 4, GiB = 1024.0 * 1024 * 1024, I = info.input_size;
   const double params = static_cast<double>(
       param_count(NetShape{parse_cell(c.cell), info.input_size, c.hidden, c.layers, c.batch, info.output_size, c.bias,
-                           parse_nonlinearity(c.nonlinearity), c.proj_size}));
+                           parse_nonlinearity(c.nonlinearity), c.proj_size, 0, c.bidirectional}));
   const double state = params * scalar * (c.optimizer == "adam" ? 4 : 2);
   const double batch = static_cast<double>(c.length) * c.batch * (I * scalar + (info.loss == LossKind::Xent ? 8 : 0));
   return fmt::format("about {:.2f} GiB for {:.4g} parameters with their gradients{} and {:.2f} GiB for a batch of {} x {} "
@@ -354,6 +382,8 @@ std::unique_ptr<TrainerBase> make_trainer(const TrainConfig& c, std::shared_ptr<
                                           std::shared_ptr<const GradientDevice> device) {
   validate(c);
   if (!device) device = cpu_device();
+  if (c.bidirectional && device->name() != "cpu")
+    throw TrainError(fmt::format("bidirectional models run on the CPU only for now (not on {})", device->name()));
   try {
     if (c.dtype == "float64") return std::make_unique<Trainer<double>>(c, corpus, std::move(device));
     return std::make_unique<Trainer<float>>(c, corpus, std::move(device));
@@ -378,6 +408,7 @@ std::string result_difference(const TrainConfig& a, const TrainConfig& b) {
        {differ("task", a.task, b.task), differ("cell", a.cell, b.cell), differ("hidden", a.hidden, b.hidden),
         differ("layers", a.layers, b.layers), differ("no-bias", !a.bias, !b.bias),
         differ("nonlinearity", a.nonlinearity, b.nonlinearity), differ("proj-size", a.proj_size, b.proj_size),
+        differ("bidirectional", a.bidirectional, b.bidirectional),
         differ("dropout", a.dropout, b.dropout),
         differ("batch", a.batch, b.batch),
         differ("length", a.length, b.length),
@@ -403,6 +434,7 @@ EvalResult evaluate_model(const ModelSource& m, const EvalOptions& o) {
   c.bias = m.spec.bias;
   c.nonlinearity = m.spec.nonlinearity;
   c.proj_size = m.spec.proj_size;
+  c.bidirectional = m.spec.bidirectional;
   c.dtype = m.spec.dtype;
   validate(c);
   if (o.sequences < 1) throw TrainError(fmt::format("--sequences {} is not allowed: allowed is 1 or more", o.sequences));
@@ -435,6 +467,10 @@ EvalResult evaluate_model(const ModelSource& m, const EvalOptions& o) {
 
 std::string sample_model(const ModelSource& m, const std::string& prime, std::int64_t length, double temperature,
                          std::uint64_t seed) {
+  if (m.spec.bidirectional)
+    throw TrainError(fmt::format("{} is a bidirectional model: it reads the future of every step, so it cannot generate "
+                                 "text left to right (sample needs a model trained without --bidirectional)",
+                                 m.file.string()));
   if (m.vocab.empty() || (m.config && m.config->task != "text"))
     throw TrainError(fmt::format("{} is not a character-level text model (no vocabulary): sample needs a model trained "
                                  "with --task text",

@@ -383,6 +383,88 @@ TEST(IoTorchStateDict, MembpttsOwnModelFilesLoadUnchanged) {
   EXPECT_EQ(m.tensors.metadata(), SafeTensors::parse(w.serialize()).metadata());  // the file itself, not a copy
 }
 
+// PyTorch's bidirectional=True: *_reverse tensors after each layer's, layers above 0 and the head
+// reading both directions' h.
+TEST(IoTorchStateDict, BidirectionalModulesAreReadFromTheirReverseTensors) {
+  const int I = 3, H = 5, P = 2, L = 2, O = 4;
+  for (const bool proj : {false, true}) {
+    SCOPED_TRACE(proj ? "proj" : "no proj");
+    const int R = proj ? P : H;
+    auto make = [&](const std::string& skip) {
+      SafeTensorsWriter w;
+      auto add = [&](const std::string& name, std::vector<std::int64_t> shape) {
+        if (name == skip) return;
+        std::int64_t cnt = 1;
+        for (auto d : shape) cnt *= d;
+        w.add_f32(name, std::move(shape), std::vector<float>(static_cast<std::size_t>(cnt), 0.25f));
+      };
+      for (int l = 0; l < L; ++l)
+        for (const char* sfx : {"", "_reverse"}) {
+          add(fmt::format("lstm.weight_ih_l{}{}", l, sfx), {4 * H, l == 0 ? I : 2 * R});
+          add(fmt::format("lstm.weight_hh_l{}{}", l, sfx), {4 * H, R});
+          add(fmt::format("lstm.bias_ih_l{}{}", l, sfx), {4 * H});
+          add(fmt::format("lstm.bias_hh_l{}{}", l, sfx), {4 * H});
+          if (proj) add(fmt::format("lstm.weight_hr_l{}{}", l, sfx), {P, H});
+        }
+      add("fc.weight", {O, 2 * R});
+      add("fc.bias", {O});
+      return w;
+    };
+    SafeTensorsWriter w = make("");
+    const ModelFile m = interpret(w);
+    EXPECT_TRUE(m.spec.bidirectional);
+    EXPECT_EQ(m.spec.num_layers, L);
+    EXPECT_EQ(m.spec.proj_size, proj ? P : 0);
+    EXPECT_EQ(m.file_name("rnn.weight_ih_l1_reverse"), "lstm.weight_ih_l1_reverse");
+    EXPECT_EQ(model_spec_metadata(m.spec).at("bidirectional"), "true");
+    {  // the file's layout is the cells' (params.hpp), name for name
+      const auto views = param_layout(net_shape(m.spec, 1));
+      const auto expected = expected_parameters(m.spec);
+      ASSERT_EQ(views.size(), expected.size());
+      for (std::size_t k = 0; k < views.size(); ++k) {
+        EXPECT_EQ(views[k].name, expected[k].name);
+        EXPECT_EQ(views[k].shape, expected[k].shape);
+      }
+    }
+    // Saved under membptt's names with the option, read back the same.
+    {
+      SafeTensorsWriter out;
+      for (const auto& [k, v] : model_spec_metadata(m.spec)) out.set_metadata(k, v);
+      for (const auto& p : expected_parameters(m.spec)) out.add_bytes(p.name, DType::F32, p.shape, m.tensors.bytes(p.name));
+      const SafeTensors back = SafeTensors::parse(out.serialize(), "back.safetensors");
+      EXPECT_TRUE(read_model_spec(back).bidirectional);
+      EXPECT_NO_THROW(check_model_tensors(back, m.spec));
+      EXPECT_TRUE(interpret_model(SafeTensors::parse(out.serialize(), "back.safetensors")).spec.bidirectional);
+    }
+    // One _reverse tensor missing: named, with its shape.
+    expect_error([&] { interpret(make("lstm.weight_hh_l1_reverse")); },
+                 {fmt::format("missing tensor 'lstm.weight_hh_l1_reverse' (expected shape [20, {}]: layer 1 reverse of a "
+                              "2-layer bidirectional LSTM",
+                              R)});
+    expect_error([&] { interpret(make("lstm.weight_ih_l0_reverse")); },
+                 {"missing tensor 'lstm.weight_ih_l0_reverse' (expected shape [20, 3]"});
+    // The head reads both directions.
+    {
+      SafeTensorsWriter bad = make("fc.weight");
+      bad.add_f32("fc.weight", {O, R}, std::vector<float>(static_cast<std::size_t>(O * R), 0.25f));
+      expect_error([&] { interpret(bad); },
+                   {fmt::format("tensor 'fc.weight' has shape [4, {}], expected [output_size, {}] (both directions' h", R,
+                                2 * R)});
+    }
+    // Layer 1 reads both directions of layer 0.
+    {
+      SafeTensorsWriter bad = make("lstm.weight_ih_l1");
+      bad.add_f32("lstm.weight_ih_l1", {4 * H, R}, std::vector<float>(static_cast<std::size_t>(4 * H * R), 0.25f));
+      expect_error([&] { interpret(bad); },
+                   {fmt::format("tensor 'lstm.weight_ih_l1' has shape [20, {}], expected [20, {}]", R, 2 * R)});
+    }
+    w.set_metadata("bidirectional", "false");
+    expect_error([&] { interpret(w); },
+                 {"metadata bidirectional=false contradicts the tensors, which have *_reverse tensors "
+                  "('lstm.weight_ih_l0_reverse')"});
+  }
+}
+
 TEST(IoTorchStateDict, RefusesInconsistentTensorsNamingTheTensorAndTheExpectedShape) {
   const Net n;  // lstm, I = 3, H = 5, L = 2, O = 4
   auto without = [&](std::initializer_list<std::string> drop) {
@@ -479,12 +561,13 @@ TEST(IoTorchStateDict, RefusesInconsistentTensorsNamingTheTensorAndTheExpectedSh
                {"tensor 'rnn.weight_ih_l999999' makes 1000000 layers; at most 65536 are supported"});
   expect_error([&] { interpret(with("rnn.bias_ih_l2", {20})); },
                {"missing tensor 'rnn.weight_ih_l2' (expected shape [20, 5]: layer 2 of a 3-layer LSTM"});
-  // Features not supported yet, by name.
+  // A *_reverse tensor makes the model bidirectional: then every layer needs both directions.
   expect_error(
       [&] {
         interpret(with("rnn.weight_ih_l0_reverse", {20, 3}));
       },
-      {"tensor 'rnn.weight_ih_l0_reverse': bidirectional layers (bidirectional=True) are not supported yet"});
+      {"missing tensor 'rnn.weight_hh_l0_reverse' (expected shape [20, 5]: layer 0 reverse of a 2-layer bidirectional "
+       "LSTM"});
   expect_error(
       [&] {
         interpret(with("rnn.weight_hr_l0", {2, 5}));

@@ -8,16 +8,17 @@
 // The names, shapes and order are those of the PyTorch state dict of a module with two submodules,
 // `rnn` (nn.LSTM / nn.GRU / nn.RNN(nonlinearity='tanh' or 'relu'), batch_first=False, bias=True or
 // False) and `head` (nn.Linear(hidden_size, output_size)); all row-major (PyTorch's contiguous layout):
-//   for l in 0 .. num_layers-1:
-//     rnn.weight_ih_l{l}  [G*H x in_l]   (in_0 = input_size, in_l = R for l > 0)
+//   for l in 0 .. num_layers-1, then (bidirectional) the same with suffix _reverse, per layer:
+//     rnn.weight_ih_l{l}  [G*H x in_l]   (in_0 = input_size, in_l = D*R for l > 0)
 //     rnn.weight_hh_l{l}  [G*H x R]
 //     rnn.bias_ih_l{l}    [G*H]          (only with bias = true, PyTorch's default)
 //     rnn.bias_hh_l{l}    [G*H]          (only with bias = true)
 //     rnn.weight_hr_l{l}  [P x H]        (only with proj_size P > 0, LSTM: h = W_hr (o * tanh(c)))
-//   head.weight           [O x R]
+//   head.weight           [O x D*R]
 //   head.bias             [O]
 // R = output_width(shape): the width of each layer's h (its output, and what is carried), P when
-// proj_size > 0, else H.
+// proj_size > 0, else H. D = directions(shape): 2 when bidirectional (PyTorch's order: layer l's
+// forward tensors, then its *_reverse tensors, then layer l+1), else 1.
 // G = 4 for LSTM (gate rows in the order i, f, g, o), 3 for GRU (r, z, n), 1 for the plain RNN.
 // The views are packed back to back in that order, without padding.
 #pragma once
@@ -65,7 +66,14 @@ struct NetShape {
   // p of dropout between layers (0 to 1; cells/dropout.hpp). A net applies it while training is on
   // (RecurrentNet::set_dropout); it sizes the scratch the masks need. No parameters.
   double dropout = 0;
+  // PyTorch's bidirectional=True: every layer also runs from step T down to 1 (*_reverse tensors)
+  // and outputs both directions' h side by side. RecurrentNet runs one direction only: a
+  // bidirectional stack runs layer by layer (exec/bidirectional.hpp).
+  bool bidirectional = false;
 };
+
+// D: 2 for a bidirectional stack, else 1.
+inline int directions(const NetShape& s) { return s.bidirectional ? 2 : 1; }
 
 // R: the width of each layer's h, its output and carried state (proj_size when > 0, else hidden_size).
 inline int output_width(const NetShape& s) { return s.proj_size > 0 ? s.proj_size : s.hidden_size; }

@@ -27,6 +27,8 @@
 //   h of every layer: [L][B][R] at offset 0                 (same order as PyTorch's h_n [L,B,R])
 //   c of every layer: [L][B][H] at offset L*B*R, LSTM only  (PyTorch's c_n)
 //   carry_elems = L*B*R + (LSTM: L*B*H)
+//   (the free carry_elems() of a bidirectional shape: the same with L*D entries, index 2l + d, as
+//   PyTorch's h_n / c_n; exec/bidirectional.hpp)
 //
 // RECORD (the "internal state" of one step, an internal entry), record_elems() elements of T:
 //   [0, C)       carry in  (h_{t-1}, c_{t-1} of every layer), carry layout, C = carry_elems

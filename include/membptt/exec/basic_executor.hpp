@@ -50,6 +50,15 @@ struct SequenceBatch {
   const T* h0 = nullptr;                         // initial carry (carry layout); null: zeros
 };
 
+// Where the module form's sequences lie, for a chain of a bidirectional stack
+// (exec/bidirectional.hpp); the default is the plain layout [T x B x width], forward in time.
+struct SequenceLayout {
+  bool reverse = false;      // step t (1-based) reads and writes position T - t instead of t - 1
+  int output_stride = 0;     // row width of outputs / doutputs (0: the net's output width R) ...
+  int output_offset = 0;     // ... of which the net's h takes columns [offset, offset + R)
+  bool add_dinputs = false;  // dinputs += dL/d inputs (the other direction wrote them) instead of =
+};
+
 struct RunStats {
   double loss = 0;
   std::int64_t forward_steps = 0;    // cell steps run forward (the plan's cost)
@@ -126,12 +135,14 @@ class BasicExecutor {
   // the top layer's h_t to outputs [T x B x H] (time-major) and the carry after step T to
   // final_carry (optional, carry layout). It keeps the schedule's stored states, and the pointers
   // inputs [T x B x I] and h0 (carry layout; null: zeros), which must stay valid and unchanged until
-  // backward(). backward() runs the rest: doutputs = dL/d outputs [T x B x H] and dfinal_carry =
+  // backward(). `layout` places the sequences otherwise (reversed in time, outputs in some columns
+// of wider rows, dinputs added to): a bidirectional stack's chains (exec/bidirectional.hpp).
+// backward() runs the rest: doutputs = dL/d outputs [T x B x H] and dfinal_carry =
   // dL/d final carry (each optional: zeros); writes dinputs = dL/d inputs [T x B x I] and dh0 =
   // dL/d h0 (each optional); ADDS the parameter gradients into grads. The forward steps of both
   // together are the plan's cost: the outputs are computed once, in the first sweep.
   RunStats forward(const ParamsT& params, const T* inputs, std::int64_t length, const T* h0, T* outputs,
-                   T* final_carry)
+                   T* final_carry, const SequenceLayout& layout = {})
     requires kModuleForm;
   RunStats backward(const ParamsT& params, const T* doutputs, const T* dfinal_carry, T* dinputs, T* dh0,
                     ParamsT& grads)
@@ -145,6 +156,13 @@ class BasicExecutor {
   template <class AfterStep>
   bool forward_op(const Op& op, const ParamsT& params, const T* inputs, const T* h0, RunStats& stats,
                   std::size_t& top, AfterStep&& after_step);
+  // The sequence position of step t (1-based) under layout_.
+  std::size_t position(std::int64_t t) const {
+    return static_cast<std::size_t>(layout_.reverse ? plan_.length - t : t - 1);
+  }
+  // Copies between a step's h [B x R] and its rows in a [B x stride] sequence row (the layout's).
+  void put_output(T* row, const T* h) const;
+  void add_doutput(T* dh, const T* row) const;
   void check_length(std::int64_t length) const {
     if (length != plan_.length)
       throw std::invalid_argument("sequence length " + std::to_string(length) + " does not match the plan's " +
@@ -178,6 +196,8 @@ class BasicExecutor {
   std::vector<std::uint8_t> internal_;  // per stack depth: 1 when it holds an internal state
   T loss_sum_ = T(0);                   // what the head returned in the pass issued last
   std::optional<Pending> pending_;      // the module form between forward() and backward()
+  SequenceLayout layout_;               // the module form's (enqueue(): the default)
+  Buffer dx_;                           // layout_.add_dinputs: one step's dL/dx, then added
 };
 
 template <class Backend>
@@ -186,7 +206,7 @@ bool BasicExecutor<Backend>::forward_op(const Op& op, const ParamsT& params, con
                                         RunStats& stats, std::size_t& top, AfterStep&& after_step) {
   const std::size_t carry = net_.carry_elems();
   const std::size_t x_step = static_cast<std::size_t>(shape_.batch) * static_cast<std::size_t>(shape_.input_size);
-  auto x_at = [&](std::int64_t t) { return inputs + static_cast<std::size_t>(t - 1) * x_step; };
+  auto x_at = [&](std::int64_t t) { return inputs + position(t) * x_step; };
   auto push = [&](std::int32_t slot, std::size_t elems, bool internal) {
     offset_[slot] = offset_[slot - 1] + elems;
     internal_[slot] = internal;
@@ -243,6 +263,7 @@ RunStats BasicExecutor<Backend>::enqueue(const ParamsT& params, const SequenceBa
   const std::size_t x_step = static_cast<std::size_t>(shape_.batch) * static_cast<std::size_t>(shape_.input_size);
   const T* h0 = batch.h0 ? batch.h0 : zeros_.data();
   const T xent_scale = T(1) / static_cast<T>(batch.length * shape_.batch);
+  layout_ = SequenceLayout{};
 
   RunStats stats;
   std::size_t top = 0;  // elements the stored states take now
@@ -278,13 +299,38 @@ RunStats BasicExecutor<Backend>::enqueue(const ParamsT& params, const SequenceBa
 }
 
 template <class Backend>
+void BasicExecutor<Backend>::put_output(T* row, const T* h) const {
+  const std::size_t r = static_cast<std::size_t>(output_width(shape_)), b = static_cast<std::size_t>(shape_.batch);
+  if (layout_.output_stride == 0) return Backend::copy(row, h, b * r);
+  const std::size_t stride = static_cast<std::size_t>(layout_.output_stride);
+  for (std::size_t i = 0; i < b; ++i) Backend::copy(row + i * stride + layout_.output_offset, h + i * r, r);
+}
+
+template <class Backend>
+void BasicExecutor<Backend>::add_doutput(T* dh, const T* row) const {
+  const std::size_t r = static_cast<std::size_t>(output_width(shape_)), b = static_cast<std::size_t>(shape_.batch);
+  if (layout_.output_stride == 0) return Backend::add(dh, row, b * r);
+  const std::size_t stride = static_cast<std::size_t>(layout_.output_stride);
+  for (std::size_t i = 0; i < b; ++i) Backend::add(dh + i * r, row + i * stride + layout_.output_offset, r);
+}
+
+template <class Backend>
 RunStats BasicExecutor<Backend>::forward(const ParamsT& params, const T* inputs, std::int64_t length, const T* h0,
-                                         T* outputs, T* final_carry)
+                                         T* outputs, T* final_carry, const SequenceLayout& layout)
   requires kModuleForm
 {
   check_length(length);
+  const int r = output_width(shape_);
+  if (layout.output_stride != 0 &&
+      (layout.output_offset < 0 || layout.output_stride < r || layout.output_offset > layout.output_stride - r))
+    throw std::invalid_argument("SequenceLayout: columns " + std::to_string(layout.output_offset) + " + " +
+                                std::to_string(r) + " do not fit rows of " + std::to_string(layout.output_stride));
+  layout_ = layout;
   const std::size_t carry = net_.carry_elems();
-  const std::size_t y_step = static_cast<std::size_t>(shape_.batch) * static_cast<std::size_t>(output_width(shape_));
+  const std::size_t y_step = static_cast<std::size_t>(shape_.batch) *
+                             static_cast<std::size_t>(layout.output_stride != 0 ? layout.output_stride : r);
+  if (layout.add_dinputs && dx_.size() == 0)  // once per executor, not per step
+    dx_ = Buffer(static_cast<std::size_t>(shape_.batch) * static_cast<std::size_t>(shape_.input_size));
   pending_.reset();
   pending_.emplace(Pending{plan_.schedule(), Op{}, inputs, h0 ? h0 : zeros_.data(), RunStats{}, 0, false});
   Pending& p = *pending_;
@@ -295,7 +341,7 @@ RunStats BasicExecutor<Backend>::forward(const ParamsT& params, const T* inputs,
     if (t != last + 1) throw std::logic_error("membptt: a schedule's first sweep ran step " + std::to_string(t) +
                                               " after step " + std::to_string(last));
     last = t;
-    Backend::copy(outputs + static_cast<std::size_t>(t - 1) * y_step, net_.top_hidden(cursor_.data()), y_step);
+    put_output(outputs + position(t) * y_step, net_.top_hidden(cursor_.data()));
   };
   while (true) {
     if (!p.gen.next(p.op)) throw std::logic_error("membptt: a schedule ended before its first backward step");
@@ -319,7 +365,9 @@ RunStats BasicExecutor<Backend>::backward(const ParamsT& params, const T* doutpu
   Pending& p = *pending_;
   const std::size_t carry = net_.carry_elems();
   const std::size_t x_step = static_cast<std::size_t>(shape_.batch) * static_cast<std::size_t>(shape_.input_size);
-  const std::size_t y_step = static_cast<std::size_t>(shape_.batch) * static_cast<std::size_t>(output_width(shape_));
+  const std::size_t y_step =
+      static_cast<std::size_t>(shape_.batch) *
+      static_cast<std::size_t>(layout_.output_stride != 0 ? layout_.output_stride : output_width(shape_));
   if (dfinal_carry)
     Backend::copy(dcarry_.data(), dfinal_carry, carry);
   else
@@ -328,10 +376,11 @@ RunStats BasicExecutor<Backend>::backward(const ParamsT& params, const T* doutpu
   while (more) {
     if (!forward_op(p.op, params, p.inputs, p.h0, p.stats, p.top, [](std::int64_t) {})) {
       const T* rec = slot_ptr(p.op.slot, p.h0);
-      const std::size_t k = static_cast<std::size_t>(p.op.t - 1);
-      if (doutputs) Backend::add(net_.top_hidden(dcarry_.data()), doutputs + k * y_step, y_step);
-      net_.backward(params, p.inputs + k * x_step, rec, dcarry_.data(), dcarry_.data(), grads,
-                    dinputs ? dinputs + k * x_step : nullptr);
+      const std::size_t k = position(p.op.t);
+      if (doutputs) add_doutput(net_.top_hidden(dcarry_.data()), doutputs + k * y_step);
+      T* dx = dinputs == nullptr ? nullptr : layout_.add_dinputs ? dx_.data() : dinputs + k * x_step;
+      net_.backward(params, p.inputs + k * x_step, rec, dcarry_.data(), dcarry_.data(), grads, dx);
+      if (dinputs && layout_.add_dinputs) Backend::add(dinputs + k * x_step, dx_.data(), x_step);
       p.stats.backward_steps += 1;
     }
     p.stats.peak_arena_bytes = std::max(p.stats.peak_arena_bytes, p.top * sizeof(T));

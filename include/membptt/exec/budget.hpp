@@ -51,6 +51,9 @@ struct BudgetSpec {
 // Throws PlanError naming the text and the forms allowed.
 BudgetSpec parse_budget(const std::string& text);
 
+// "1234 bytes", with " (x.xx MiB)" from 1 MiB up: how errors name a budget.
+std::string bytes_text(double bytes);
+
 // The least budget in bytes in which `policy` runs.
 double least_bytes(Policy policy, std::int64_t length, const StateSizes& sizes);
 

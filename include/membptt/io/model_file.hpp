@@ -10,9 +10,13 @@
 // with G = 4 (lstm: gates i, f, g, o), 3 (gru: r, z, n), 1 (rnn), and metadata
 //   cell (lstm|gru|rnn), input_size, hidden_size, num_layers, output_size (positive integers),
 //   loss (xent|mse_last), dtype (float32|float64), optionally nonlinearity (tanh|relu; relu for
-//   rnn only; absent: tanh), bias (true|false; absent: true) and proj_size (lstm; absent: 0).
-//   membptt writes these three only when they are not the default.
-// Inputs' h0 is [L x B x P] with projections (c0 stays [L x B x H]).
+//   rnn only; absent: tanh), bias (true|false; absent: true), proj_size (lstm; absent: 0) and
+//   bidirectional (true|false; absent: false). membptt writes these four only when they are not the
+//   default. A bidirectional model (PyTorch's bidirectional=True) has after each layer's tensors the
+//   same with suffix _reverse; layers above 0 and the head read both directions' h (2H, or 2P):
+//   weight_ih of l > 0 [G*H x 2H], head.weight [O x 2H].
+// Inputs' h0 is [L x B x P] with projections (c0 stays [L x B x H]); bidirectional: [2L x B x ...]
+// (PyTorch's h_n order, index 2l + d).
 // That is what membptt writes; load_model_file also reads a PyTorch state dict under other names,
 // with no or partial metadata, in F32, F64, F16 or BF16 (see interpret_model).
 // A gradient file has the same layout (plus metadata "loss_value"), under the model file's names.
@@ -42,6 +46,7 @@ struct ModelSpec {
   bool bias = true;                   // false: no rnn.bias_* tensors (PyTorch's bias=False)
   std::string nonlinearity = "tanh";  // tanh | relu (relu: cell rnn only)
   int proj_size = 0;                  // lstm: 0 (none) or 1 .. hidden_size - 1 (h = W_hr (o * tanh(c)))
+  bool bidirectional = false;         // PyTorch's bidirectional=True: *_reverse tensors, h of width 2R above
 };
 
 // Gates per cell: lstm 4, gru 3, rnn 1. Throws for an unknown cell.
@@ -118,8 +123,9 @@ ModelFile load_model_file(const std::filesystem::path& path, const ModelLoadOpti
 //   format=pt) are ignored. The loss: metadata, else `options.loss`, else an error asking for
 //   --loss. No recurrent bias at all is bias=False; some but not all is a missing tensor. A 1-gate
 //   module is a tanh RNN unless metadata nonlinearity or `options.nonlinearity` says relu.
-//   weight_hr_l{k} [P x H] makes an LSTM with proj_size P (weight_hh [4H x P]). Bidirectional
-//   layers (_reverse) are refused by name.
+//   weight_hr_l{k} [P x H] makes an LSTM with proj_size P (weight_hh [4H x P]). Tensors with suffix
+//   _reverse make a bidirectional model (every layer must then have both directions; metadata
+//   bidirectional, where present, must agree).
 //   Every error is one line naming the tensor or key and what was expected.
 ModelFile interpret_model(SafeTensors file, const ModelLoadOptions& options = {},
                           const std::string& what = "model file");

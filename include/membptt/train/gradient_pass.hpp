@@ -19,7 +19,10 @@
 #include <string>
 #include <type_traits>
 
+#include <optional>
+
 #include "membptt/exec/basic_executor.hpp"
+#include "membptt/exec/bidirectional.hpp"
 #include "membptt/exec/budget.hpp"
 
 namespace membptt::train {
@@ -45,7 +48,10 @@ class GradientPass {
   // Seconds of the same forward and backward pass again, on the parameters and batch of the last
   // run() (which must still be alive), without transfers (a device is waited for); for timing.
   virtual double time_again() = 0;
+  // The plan; a bidirectional pass's: layer 0's (each chain has its own, planned_forward_steps()).
   virtual const Plan& plan() const = 0;
+  // Forward steps the plan(s) run per pass: a bidirectional pass's, summed over its chains.
+  virtual std::int64_t planned_forward_steps() const { return plan().forward_steps; }
   // Activation memory besides the arena: the executor's workspace (budget.hpp), on its device.
   virtual std::size_t workspace_bytes() const = 0;
   // The CUDA graph the pass is replayed from, if any (zeros without one).
@@ -75,5 +81,38 @@ class GradientDevice {
 
 // The CPU: Executor<T> on the host's parameters and batch, no copies.
 std::shared_ptr<const GradientDevice> cpu_device();
+
+// ---- bidirectional shapes (NetShape::bidirectional), on the CPU only for now ----
+//
+// A pass forwards a BidirectionalStack (exec/bidirectional.hpp) holding the top outputs
+// y [T x B x 2R], runs the head on them (Xent: every step, scale 1/(T*B); MseLast: the last step),
+// accumulating dy [T x B x 2R], then the stack's backward. y and dy (and the head's scratch, logits
+// and their gradient [B x O] each) are held besides the stack's plans: they are taken from the
+// budget first and counted in workspace_bytes().
+
+// The bytes of y and dy and the head's scratch: (2 * T * B * 2R + 2 * B * O) * scalar_bytes.
+double bidirectional_pass_extra_bytes(const NetShape& s, std::int64_t length, std::size_t scalar_bytes);
+// Plain BPTT's memory of a pass (extra + bidirectional_plain_bytes), the base of a share.
+double bidirectional_pass_plain_bytes(const NetShape& s, std::int64_t length, std::size_t scalar_bytes);
+// A budget as users write it for a bidirectional pass, in bytes: a share is of the chains' plain
+// BPTT memory, with the held sequences and the top outputs whole (bidirectional_share_bytes).
+double bidirectional_pass_budget_bytes(const BudgetSpec& spec, const NetShape& s, std::int64_t length,
+                                       std::size_t scalar_bytes);
+// The least budget in which `policy` runs a pass (extra + bidirectional_least_bytes).
+double bidirectional_pass_least_bytes(Policy policy, const NetShape& s, std::int64_t length, std::size_t scalar_bytes);
+// Plans the stack in budget_bytes less the extra (nullopt: plain BPTT). Throws PlanError (one line)
+// naming the budget and the least that works when it is too small.
+BidirectionalPlans plan_bidirectional_pass(std::optional<Policy> policy, const NetShape& s, std::int64_t length,
+                                           std::optional<double> budget_bytes, std::size_t scalar_bytes, double beta);
+// What the plans hold, predicted: the extra, the held sequences and every chain's workspace and
+// arena peak.
+double bidirectional_pass_planned_bytes(const NetShape& s, const BidirectionalPlans& plans, std::size_t scalar_bytes);
+// The predicted time of the pass against plain BPTT's (the chains' ratios, averaged).
+double bidirectional_time_ratio(const BidirectionalPlans& plans);
+
+// A CPU pass over a bidirectional stack.
+template <class T>
+std::unique_ptr<GradientPass<T>> make_bidirectional_pass(const NetShape& shape, LossKind loss,
+                                                         const BidirectionalPlans& plans);
 
 }  // namespace membptt::train

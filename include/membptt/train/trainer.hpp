@@ -59,8 +59,14 @@ class TrainerBase {
   virtual const Plan& plan() const = 0;
   virtual const StateSizes& sizes() const = 0;
   // What the plan holds: workspace + peak units * hidden bytes; and plain BPTT's activation memory.
-  std::size_t planned_bytes() const;
-  std::size_t plain_bytes() const { return sizes().plain_bptt_bytes(config().length); }
+  // (A bidirectional network: its chains' plans, the held sequences and the top outputs y, dy;
+  // sizes() is then that of layer 0's chains.)
+  virtual std::size_t planned_bytes() const;
+  virtual std::size_t plain_bytes() const { return sizes().plain_bptt_bytes(config().length); }
+  // Forward steps per optimizer step the plan(s) run (bidirectional: summed over the chains), and
+  // the predicted time against plain BPTT's.
+  virtual std::int64_t planned_forward_steps() const { return plan().forward_steps; }
+  virtual double predicted_time_ratio() const { return plan().time_ratio(); }
   virtual std::int64_t step_count() const = 0;
   virtual std::size_t parameter_count() const = 0;
   // Where the gradient passes run: GradientDevice::name() ("cpu", "cuda:0 (NVIDIA ...)").

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 from dataclasses import dataclass
 from typing import Optional
 
@@ -77,7 +78,7 @@ class RnnHandle:
 
     def __init__(self, cell: str, input_size: int, hidden_size: int, num_layers: int, dtype: torch.dtype,
                  memory: Optional[str], policy: str, beta: float, bias: bool = True, nonlinearity: str = "tanh",
-                 proj_size: int = 0, dropout: float = 0.0):
+                 proj_size: int = 0, dropout: float = 0.0, bidirectional: bool = False):
         L = _lib.lib()
         self.ptr = None
         ptr = ctypes.c_void_p()
@@ -87,6 +88,7 @@ class RnnHandle:
         options.nonlinearity = nonlinearity.encode()
         options.proj_size = proj_size
         options.dropout = dropout
+        options.bidirectional = 1 if bidirectional else 0
         self.dropout = dropout
         self.seed: Optional[int] = None
         _lib.check(L.membptt_rnn_create_ex(cell.encode(), input_size, hidden_size, num_layers, ctypes.byref(options),
@@ -116,10 +118,10 @@ class RnnHandle:
                                                ctypes.byref(plain)))
         return plan_of_handle(out), budget.value, plain.value
 
-    def infer(self, x: torch.Tensor, carry0: Optional[torch.Tensor], weights: torch.Tensor, hidden_size: int,
+    def infer(self, x: torch.Tensor, carry0: Optional[torch.Tensor], weights: torch.Tensor, output_size: int,
               carry_count: int) -> tuple[torch.Tensor, torch.Tensor]:
         T, B = x.shape[0], x.shape[1]
-        y = torch.empty(T, B, hidden_size, dtype=x.dtype)
+        y = torch.empty(T, B, output_size, dtype=x.dtype)
         carry_n = torch.empty(carry_count, dtype=x.dtype)
         with _blas_threads():
             _lib.check(_lib.lib().membptt_rnn_forward(self.ptr, T, B, _ptr(weights), _ptr(x), _ptr(carry0), _ptr(y),
@@ -162,17 +164,33 @@ def flat_weights(weights: tuple[torch.Tensor, ...]) -> torch.Tensor:
     return torch.cat([w.detach().reshape(-1) for w in weights])
 
 
+def single_backward(what: str):
+    """Refuses double backward (create_graph=True) in one line: once_differentiable would let it
+    pass silently, and a gradient penalty would miss these parameters' second-order terms."""
+    def wrap(backward):
+        @functools.wraps(backward)
+        def checked(ctx, *grads):
+            if torch.is_grad_enabled():  # the engine runs backward in grad mode only for create_graph=True
+                raise RuntimeError(f"{what}: double backward (create_graph=True) is not supported: its backward "
+                                   "runs membptt's executor, which builds no graph; use torch.nn's module or "
+                                   "plain autograd for higher-order gradients")
+            return backward(ctx, *grads)
+        return checked
+    return wrap
+
+
 class RnnFunction(torch.autograd.Function):
-    """(x [T,B,I], carry0 [C] or None, *weights) -> (output [T,B,H], carry_n [C]); C: the carry."""
+    """(x [T,B,I], carry0 [C] or None, *weights) -> (output [T,B,Y], carry_n [C]); C: the carry, Y: the
+    output's width (D*R)."""
 
     @staticmethod
-    def forward(ctx, handle: RnnHandle, module, hidden_size: int, carry_count: int, x: torch.Tensor,
+    def forward(ctx, handle: RnnHandle, module, output_size: int, carry_count: int, x: torch.Tensor,
                 carry0: Optional[torch.Tensor], *weights: torch.Tensor):
         ctx.set_materialize_grads(False)
         T, B = x.shape[0], x.shape[1]
         xc = x.detach().contiguous()
         c0 = None if carry0 is None else carry0.detach().contiguous()
-        y = torch.empty(T, B, hidden_size, dtype=x.dtype)
+        y = torch.empty(T, B, output_size, dtype=x.dtype)
         carry_n = torch.empty(carry_count, dtype=x.dtype)
         ctx.pass_ = _start_pass(handle, flat_weights(weights), xc, c0, y, carry_n)
         ctx.seed = handle.seed  # a second backward's forward sweep must draw the same masks
@@ -185,6 +203,7 @@ class RnnFunction(torch.autograd.Function):
         return y, carry_n
 
     @staticmethod
+    @single_backward("membptt.torch's recurrent modules")
     @torch.autograd.function.once_differentiable
     def backward(ctx, dy: Optional[torch.Tensor], dcarry_n: Optional[torch.Tensor]):
         saved = ctx.saved_tensors
@@ -195,7 +214,7 @@ class RnnFunction(torch.autograd.Function):
         if ctx.pass_.ptr is None:
             # A second backward through the graph (retain_graph=True, gradcheck): the first used up
             # the stored states, so the forward sweep runs again (its outputs are the same bits).
-            H = ctx.module._out_width
+            H = ctx.module._output_size
             ctx.pass_.owner.set_dropout(ctx.seed)
             ctx.pass_ = _start_pass(ctx.pass_.owner, w, *ctx.buffers, torch.empty(T, B, H, dtype=x.dtype),
                                     torch.empty(ctx.carry_count, dtype=x.dtype))

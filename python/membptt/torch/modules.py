@@ -19,8 +19,11 @@ biases or without (bias=False), and dropout between layers in training. Dropout'
 membptt's counter-based generator (include/membptt/cells/dropout.hpp), keyed by a seed drawn from
 PyTorch's default generator at each training call (so torch.manual_seed makes runs repeatable),
 the layer, the step and the element: a recomputed step draws the mask it drew the first time, and
-every policy keeps plain BPTT's bits. They are not the masks torch.nn draws. Not yet:
-bidirectional, refused at construction with a ValueError. Tensors: float32 or float64, on the CPU.
+every policy keeps plain BPTT's bits. They are not the masks torch.nn draws. Bidirectional stacks
+run layer by layer, each direction of each layer a chain with its own plan; from two layers up they
+also hold the inner layers' outputs, so the least budget grows with the length, and a share such as
+"5%" is of the chains' plain memory with those outputs added whole
+(include/membptt/exec/bidirectional.hpp). Tensors: float32 or float64, on the CPU.
 """
 from __future__ import annotations
 
@@ -69,16 +72,10 @@ class _RecurrentBase(nn.Module):
         if not isinstance(dropout, numbers.Number) or isinstance(dropout, bool) or not 0 <= dropout <= 1:
             raise ValueError("dropout should be a number in range [0, 1] representing the probability of an element "
                              "being zeroed")
-        # What the cells do not have yet: one line naming the option.
-        unsupported = []
-        if bidirectional:
-            unsupported.append("bidirectional=True (the cells run forward in time only)")
         if nonlinearity not in ("tanh", "relu"):
             raise ValueError(f"Unknown nonlinearity '{nonlinearity}'. Select from 'tanh' or 'relu'.")
         if nonlinearity != "tanh" and self._cell != "rnn":
             raise ValueError(f"{name}: nonlinearity='{nonlinearity}' is not allowed: only RNN takes a nonlinearity")
-        if unsupported:
-            raise ValueError(f"{name}: {unsupported[0]} is not supported yet; torch.nn.{_NAMES[self._cell]} has it")
         if isinstance(proj_size, bool) or not isinstance(proj_size, numbers.Integral):
             raise TypeError(f"proj_size should be of type int, got: {type(proj_size).__name__}")
         if proj_size < 0:
@@ -94,7 +91,7 @@ class _RecurrentBase(nn.Module):
         if self._cell == "rnn":
             self.nonlinearity = nonlinearity
         self._dropout_seed: Optional[int] = None  # the seed of the last training call (None: no dropout)
-        self.bidirectional, self.proj_size = False, int(proj_size)
+        self.bidirectional, self.proj_size = bool(bidirectional), int(proj_size)
         self._handles: dict[torch.dtype, RnnHandle] = {}
         self.memory, self.policy, self.beta = memory, policy, beta
         factory = {"device": device, "dtype": dtype}
@@ -102,15 +99,17 @@ class _RecurrentBase(nn.Module):
         width = self._out_width  # h's: proj_size when > 0
         self._flat_weights_names = []
         for layer in range(num_layers):
-            layer_input = input_size if layer == 0 else width
-            params = [(f"weight_ih_l{layer}", (gate_size, layer_input)), (f"weight_hh_l{layer}", (gate_size, width))]
-            if self.bias:
-                params += [(f"bias_ih_l{layer}", (gate_size,)), (f"bias_hh_l{layer}", (gate_size,))]
-            if self.proj_size > 0:
-                params.append((f"weight_hr_l{layer}", (self.proj_size, hidden_size)))
-            for pname, shape in params:
-                setattr(self, pname, nn.Parameter(torch.empty(shape, **factory)))
-                self._flat_weights_names.append(pname)
+            for sfx in ("", "_reverse")[:self._directions]:
+                layer_input = input_size if layer == 0 else width * self._directions
+                params = [(f"weight_ih_l{layer}{sfx}", (gate_size, layer_input)),
+                          (f"weight_hh_l{layer}{sfx}", (gate_size, width))]
+                if self.bias:
+                    params += [(f"bias_ih_l{layer}{sfx}", (gate_size,)), (f"bias_hh_l{layer}{sfx}", (gate_size,))]
+                if self.proj_size > 0:
+                    params.append((f"weight_hr_l{layer}{sfx}", (self.proj_size, hidden_size)))
+                for pname, shape in params:
+                    setattr(self, pname, nn.Parameter(torch.empty(shape, **factory)))
+                    self._flat_weights_names.append(pname)
         self._last_stats: Optional[PassStats] = None
         self.reset_parameters()
 
@@ -127,12 +126,21 @@ class _RecurrentBase(nn.Module):
     @property
     def all_weights(self) -> list[list[nn.Parameter]]:
         w, n = self._flat_weights, (4 if self.bias else 2) + (1 if self.proj_size > 0 else 0)
-        return [w[n * k:n * k + n] for k in range(self.num_layers)]
+        return [w[n * k:n * k + n] for k in range(self.num_layers * self._directions)]
 
     @property
     def _out_width(self) -> int:
         """The width of h, the output and h_n: proj_size when > 0, else hidden_size."""
         return self.proj_size if self.proj_size > 0 else self.hidden_size
+
+    @property
+    def _directions(self) -> int:
+        return 2 if self.bidirectional else 1
+
+    @property
+    def _output_size(self) -> int:
+        """The width of the output: both directions' h side by side when bidirectional."""
+        return self._directions * self._out_width
 
     def flatten_parameters(self) -> None:
         """Nothing to do (torch.nn's modules compact weights for cuDNN here); kept for drop-in use."""
@@ -151,6 +159,8 @@ class _RecurrentBase(nn.Module):
             s += ", batch_first=True"
         if self.dropout:
             s += f", dropout={self.dropout}"
+        if self.bidirectional:
+            s += ", bidirectional=True"
         if self.memory is not None:
             s += f", memory={self.memory!r}"
         if self.policy != "auto":
@@ -213,7 +223,9 @@ class _RecurrentBase(nn.Module):
 
     def plan(self, length: int, batch: int = 1) -> tuple[Plan, float, float]:
         """(plan, budget in bytes, plain BPTT's memory in bytes) for sequences of ``length`` steps and
-        a batch of ``batch``, at the module's dtype: what training such a batch runs."""
+        a batch of ``batch``, at the module's dtype: what training such a batch runs. Bidirectional:
+        the plan of layer 0's chains (each layer and direction has its own; ``last_stats`` counts
+        them all), the budget and plain BPTT's memory of the whole stack."""
         return self._handle(self._flat_weights[0].dtype).plan(int(length), int(batch))
 
     def _handle(self, dtype: torch.dtype) -> RnnHandle:
@@ -223,9 +235,30 @@ class _RecurrentBase(nn.Module):
         if h is None:
             h = RnnHandle(self._cell, self.input_size, self.hidden_size, self.num_layers, dtype, self.memory,
                           self.policy, self.beta, self.bias, getattr(self, "nonlinearity", "tanh"), self.proj_size,
-                          self.dropout)
+                          self.dropout, self.bidirectional)
             self._handles[dtype] = h
         return h
+
+    def _warn_if_share_raised(self, handle: RnnHandle, dtype: torch.dtype, T: int, B: int) -> None:
+        """Once per budget, length, batch and dtype: a share that leaves so little for the stored
+        states (a short sequence, where the fixed workspace outweighs a few percent of little, so
+        the share is raised to the least that works; or the held sequences of a bidirectional
+        stack) that the plan recomputes more than twice per step is worth a warning."""
+        memory = self.memory
+        if memory is None or not memory.strip().endswith("%"):
+            return
+        seen = self.__dict__.setdefault("_share_checked", set())
+        key = (memory, self.policy, dtype, T, B)
+        if key in seen:
+            return
+        seen.add(key)
+        plan, budget, _ = handle.plan(T, B)
+        per_step = plan.forward_steps / T
+        if per_step > 3:
+            warnings.warn(f"membptt.torch.{self.mode}: memory={memory!r} for {T} steps of a batch of {B} ({budget:.0f} "
+                          f"bytes) leaves so little for the stored states that the plan runs {per_step:.3g} forward "
+                          "steps per step (plain BPTT: 1); a larger share or a budget in bytes runs faster",
+                          stacklevel=4)
 
     def _carry_count(self, batch: int) -> int:
         return self._handle(self._flat_weights[0].dtype).carry_count(batch)
@@ -277,7 +310,8 @@ class _RecurrentBase(nn.Module):
         """hx as the C API's carry (h of every layer, then c), flat; None: zeros."""
         if hx is None:
             return None
-        lead = (self.num_layers, batch) if batched else (self.num_layers,)
+        LD = self.num_layers * self._directions
+        lead = (LD, batch) if batched else (LD,)
         shape = (*lead, self._out_width)
         if self._cell == "lstm":
             if not isinstance(hx, (tuple, list)) or len(hx) != 2:
@@ -289,8 +323,9 @@ class _RecurrentBase(nn.Module):
         return hx.reshape(-1)
 
     def _empty_outputs(self, x: torch.Tensor, T: int):
-        L, H, R = self.num_layers, self.hidden_size, self._out_width
-        y = x.new_zeros((0, T, R) if self.batch_first else (T, 0, R))
+        L, H, R = self.num_layers * self._directions, self.hidden_size, self._out_width
+        Y = self._output_size
+        y = x.new_zeros((0, T, Y) if self.batch_first else (T, 0, Y))
         h = x.new_zeros(L, 0, R)
         return (y, (h, x.new_zeros(L, 0, H))) if self._cell == "lstm" else (y, h)
 
@@ -316,13 +351,14 @@ class _RecurrentBase(nn.Module):
         train = torch.is_grad_enabled() and (x.requires_grad or (carry0 is not None and carry0.requires_grad)
                                              or any(w.requires_grad for w in weights))
         if train:
-            y, carry_n = RnnFunction.apply(handle, self, self._out_width, C, x, carry0, *weights)
+            self._warn_if_share_raised(handle, input.dtype, T, B)
+            y, carry_n = RnnFunction.apply(handle, self, self._output_size, C, x, carry0, *weights)
         else:
             c0 = None if carry0 is None else carry0.detach().contiguous()
-            y, carry_n = handle.infer(x.detach().contiguous(), c0, flat_weights(tuple(weights)), self._out_width, C)
-        R = self._out_width
-        LBR = self.num_layers * B * R
-        lead = (self.num_layers, B) if batched else (self.num_layers,)
+            y, carry_n = handle.infer(x.detach().contiguous(), c0, flat_weights(tuple(weights)), self._output_size, C)
+        R, LD = self._out_width, self.num_layers * self._directions
+        LBR = LD * B * R
+        lead = (LD, B) if batched else (LD,)
         h_n = carry_n[:LBR].view(*lead, R)
         if batched and self.batch_first:
             y = y.transpose(0, 1)
@@ -337,9 +373,9 @@ class LSTM(_RecurrentBase):
     """``torch.nn.LSTM`` (input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
     dropout=0.0, bidirectional=False, proj_size=0, device=None, dtype=None) plus ``memory=`` and
     ``policy=`` (see the module's docstring). Input [T, B, input_size] ([B, T, ...] with
-    batch_first; [T, input_size] unbatched); hx = (h_0, c_0), h_0 [num_layers, B, R] and c_0
-    [num_layers, B, hidden_size] (R = proj_size if > 0, else hidden_size); returns output
-    [T, B, R] and (h_n, c_n)."""
+    batch_first; [T, input_size] unbatched); hx = (h_0, c_0), h_0 [D*num_layers, B, R] and c_0
+    [D*num_layers, B, hidden_size] (R = proj_size if > 0, else hidden_size; D = 2 if bidirectional,
+    else 1); returns output [T, B, D*R] and (h_n, c_n)."""
 
     _cell = "lstm"
 
@@ -347,7 +383,8 @@ class LSTM(_RecurrentBase):
 class GRU(_RecurrentBase):
     """``torch.nn.GRU`` (input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
     dropout=0.0, bidirectional=False, device=None, dtype=None) plus ``memory=`` and ``policy=``.
-    Returns output [T, B, hidden_size] and h_n [num_layers, B, hidden_size]."""
+    Returns output [T, B, D*hidden_size] and h_n [D*num_layers, B, hidden_size] (D = 2 if
+    bidirectional, else 1)."""
 
     _cell = "gru"
 
@@ -368,7 +405,8 @@ def _refuse_proj_size(options: dict) -> None:
 class RNN(_RecurrentBase):
     """``torch.nn.RNN`` (input_size, hidden_size, num_layers=1, nonlinearity='tanh', bias=True,
     batch_first=False, dropout=0.0, bidirectional=False, device=None, dtype=None) plus ``memory=``
-    and ``policy=``. Returns output [T, B, hidden_size] and h_n [num_layers, B, hidden_size]."""
+    and ``policy=``. Returns output [T, B, D*hidden_size] and h_n [D*num_layers, B, hidden_size]
+    (D = 2 if bidirectional, else 1)."""
 
     _cell = "rnn"
 

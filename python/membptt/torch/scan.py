@@ -47,6 +47,7 @@ import torch
 from torch.utils import _pytree as pytree
 
 from ..planner import OP_NAMES, POLICIES, OnlineSchedule, Plan, least_budget, parse_budget, plan as make_plan
+from .function import single_backward
 
 ADVANCE, ADVANCE_HIDDEN, ADVANCE_RECORD, BACKWARD, RESTORE, POP, KEEP, DROP = range(len(OP_NAMES))
 _OUTPUT_MODES = ("stack", "sum", "none")
@@ -396,6 +397,7 @@ class _ScanFunction(torch.autograd.Function):
         return (*final, *out_y)
 
     @staticmethod
+    @single_backward("membptt.torch.scan")
     @torch.autograd.function.once_differentiable
     def backward(ctx, *grads):
         run: _Run = ctx.run

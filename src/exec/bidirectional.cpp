@@ -1,0 +1,311 @@
+#include "membptt/exec/bidirectional.hpp"
+
+#include <algorithm>
+#include <cstring>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+
+#include "membptt/cells/dropout.hpp"
+#include "membptt/cells/recurrent_net.hpp"
+
+namespace membptt {
+namespace {
+
+std::size_t sz(std::int64_t v) { return static_cast<std::size_t>(v); }
+
+// Elements of one layer's output sequence [T x B x 2R].
+std::size_t sequence_elems(const NetShape& s, std::int64_t length) {
+  return sz(length) * sz(s.batch) * 2 * sz(output_width(s));
+}
+
+// Held sequences: the outputs of layers 0 .. L-2, and one for a gradient when L >= 2.
+std::size_t held_sequences(const NetShape& s) { return s.num_layers >= 2 ? sz(s.num_layers) : 0; }
+
+void require_bidirectional(const NetShape& s) {
+  validate(s);
+  if (!s.bidirectional) throw std::invalid_argument("BidirectionalStack: the shape is not bidirectional");
+}
+
+// Layer `layer`'s input rows times their dropout masks: element k of row t is kept with the mask
+// of (seed, layer, t, k), scaled by 1 / (1 - p) (cells/dropout.hpp, as RecurrentNet draws them).
+template <class T>
+void drop_rows(T* seq, std::int64_t length, std::size_t row, std::uint64_t seed, int layer, double p) {
+  const std::uint64_t threshold = dropout_threshold(p);
+  const T scale = dropout_scale<T>(p);
+  for (std::int64_t t = 0; t < length; ++t) {
+    T* r = seq + sz(t) * row;
+    for (std::size_t k = 0; k < row; ++k)
+      r[k] = dropout_bits(seed, static_cast<std::uint64_t>(layer), static_cast<std::uint64_t>(t), k) >= threshold
+                 ? r[k] * scale
+                 : T(0);
+  }
+}
+
+// Chain c's rnn.* tensors: the first element and the count inside the stack's flat weights.
+std::pair<std::size_t, std::size_t> chain_weights(const std::vector<ParamView>& views, const NetShape& s, int c) {
+  const std::size_t per = (s.bias ? 4 : 2) + (s.proj_size > 0 ? 1 : 0);
+  const ParamView& first = views[per * sz(c)];
+  const ParamView& last = views[per * sz(c) + per - 1];
+  return {first.offset, last.offset + last.size - first.offset};
+}
+
+// Chain c's carry (h [B x R], then LSTM c [B x H]) from / to PyTorch's layout of the stack's:
+// h [2L x B x R], then c [2L x B x H].
+template <class T>
+void gather_carry(const NetShape& s, const T* full, int c, T* chain) {
+  const std::size_t br = sz(s.batch) * sz(output_width(s)), bh = sz(s.batch) * sz(s.hidden_size);
+  std::memcpy(chain, full + sz(c) * br, br * sizeof(T));
+  if (s.cell == CellType::Lstm) std::memcpy(chain + br, full + 2 * sz(s.num_layers) * br + sz(c) * bh, bh * sizeof(T));
+}
+
+template <class T>
+void scatter_carry(const NetShape& s, const T* chain, int c, T* full) {
+  const std::size_t br = sz(s.batch) * sz(output_width(s)), bh = sz(s.batch) * sz(s.hidden_size);
+  std::memcpy(full + sz(c) * br, chain, br * sizeof(T));
+  if (s.cell == CellType::Lstm) std::memcpy(full + 2 * sz(s.num_layers) * br + sz(c) * bh, chain + br, bh * sizeof(T));
+}
+
+}  // namespace
+
+NetShape chain_shape(const NetShape& s, int layer) {
+  NetShape c = s;
+  c.num_layers = 1;
+  c.bidirectional = false;
+  c.dropout = 0;
+  c.output_size = 1;
+  c.input_size = layer == 0 ? s.input_size : 2 * output_width(s);
+  return c;
+}
+
+double bidirectional_held_bytes(const NetShape& s, std::int64_t length, std::size_t scalar_bytes) {
+  require_bidirectional(s);
+  const double chains = 2.0 * s.num_layers;
+  return (static_cast<double>(held_sequences(s)) * static_cast<double>(sequence_elems(s, length)) +
+          chains * 2.0 * static_cast<double>(carry_elems(chain_shape(s, 0)))) *
+         static_cast<double>(scalar_bytes);
+}
+
+double bidirectional_plain_bytes(const NetShape& s, std::int64_t length, std::size_t scalar_bytes) {
+  double plain = bidirectional_held_bytes(s, length, scalar_bytes);
+  for (int l = 0; l < s.num_layers; ++l)
+    plain += 2.0 * static_cast<double>(state_sizes(chain_shape(s, std::min(l, 1)), scalar_bytes).plain_bptt_bytes(length));
+  return plain;
+}
+
+double bidirectional_share_bytes(double percent, const NetShape& s, std::int64_t length, std::size_t scalar_bytes,
+                                 double fixed_bytes) {
+  const double held = bidirectional_held_bytes(s, length, scalar_bytes);
+  const double chains = bidirectional_plain_bytes(s, length, scalar_bytes) - held;
+  return fixed_bytes + held + percent / 100.0 * chains;
+}
+
+double bidirectional_least_bytes(Policy policy, const NetShape& s, std::int64_t length, std::size_t scalar_bytes) {
+  double per_chain = least_bytes(policy, length, state_sizes(chain_shape(s, 0), scalar_bytes));
+  if (s.num_layers > 1)
+    per_chain = std::max(per_chain, least_bytes(policy, length, state_sizes(chain_shape(s, 1), scalar_bytes)));
+  return bidirectional_held_bytes(s, length, scalar_bytes) + 2.0 * s.num_layers * per_chain;
+}
+
+BidirectionalPlans plan_bidirectional(std::optional<Policy> policy, const NetShape& s, std::int64_t length,
+                                      std::optional<double> budget_bytes, std::size_t scalar_bytes, double beta) {
+  BidirectionalPlans out;
+  out.held_bytes = bidirectional_held_bytes(s, length, scalar_bytes);
+  out.plain_bytes = bidirectional_plain_bytes(s, length, scalar_bytes);
+  out.budget_bytes = budget_bytes.value_or(out.plain_bytes);
+  const double chains = 2.0 * s.num_layers;
+  const double least = bidirectional_least_bytes(policy.value_or(Policy::Msm), s, length, scalar_bytes);
+  if (budget_bytes && !(*budget_bytes >= least)) {
+    std::ostringstream os;
+    os << "memory budget " << bytes_text(*budget_bytes) << " is below the least in which policy "
+       << policy_name(policy.value_or(Policy::Msm)) << " runs a bidirectional stack of " << s.num_layers
+       << " layer(s) over " << length << " steps: " << bytes_text(least) << ", of which " << bytes_text(out.held_bytes)
+       << " hold the inner layers' outputs and a gradient (growing with the length) and the rest the "
+       << static_cast<int>(chains) << " chains' plans; plain BPTT needs " << bytes_text(out.plain_bytes);
+    throw PlanError(os.str());
+  }
+  for (int l = 0; l < s.num_layers; ++l) {
+    if (l >= 2) {  // layers above the first are alike
+      out.layer.push_back(out.layer[1]);
+      continue;
+    }
+    const StateSizes sizes = state_sizes(chain_shape(s, l), scalar_bytes);
+    const double chain_budget = budget_bytes ? (*budget_bytes - out.held_bytes) / chains
+                                             : static_cast<double>(sizes.plain_bptt_bytes(length));
+    out.layer.push_back(std::make_shared<const Plan>(plan_for_bytes(policy, length, chain_budget, sizes, beta)));
+  }
+  return out;
+}
+
+template <class T>
+BidirectionalStack<T>::BidirectionalStack(const NetShape& s, const BidirectionalPlans& plans) : s_(s) {
+  require_bidirectional(s);
+  if (plans.layer.size() != sz(s.num_layers))
+    throw std::invalid_argument("BidirectionalStack: " + std::to_string(plans.layer.size()) + " plans for " +
+                                std::to_string(s.num_layers) + " layers");
+  length_ = plans.layer[0]->length;
+  const auto views = param_layout(s);
+  for (int c = 0; c < 2 * s.num_layers; ++c) {
+    const NetShape cs = chain_shape(s, c / 2);
+    const Plan& plan = *plans.layer[sz(c / 2)];
+    if (plan.length != length_) throw std::invalid_argument("BidirectionalStack: the plans' lengths differ");
+    const auto [offset, count] = chain_weights(views, s, c);
+    const std::size_t carry = carry_elems(cs);
+    chains_.push_back(Chain{cs, std::make_unique<Executor<T>>(cs, LossKind::Xent, plan), Params<T>(cs), Params<T>(cs),
+                            offset, count, backend::AlignedBuffer<T>(carry), backend::AlignedBuffer<T>(carry)});
+  }
+  for (int l = 0; l + 1 < s.num_layers; ++l) outputs_.emplace_back(sequence_elems(s, length_));
+  if (s.num_layers >= 2) doutput_ = backend::AlignedBuffer<T>(sequence_elems(s, length_));
+}
+
+template <class T>
+void BidirectionalStack<T>::set_dropout(bool on, std::uint64_t seed) {
+  drop_on_ = on && s_.dropout > 0 && s_.num_layers > 1;
+  seed_ = seed;
+}
+
+template <class T>
+void BidirectionalStack<T>::load(const T* weights) {
+  for (Chain& ch : chains_) std::memcpy(ch.weights.data(), weights + ch.offset, ch.count * sizeof(T));
+}
+
+template <class T>
+void BidirectionalStack<T>::drop(T* seq, int layer) const {
+  drop_rows(seq, length_, sz(s_.batch) * 2 * sz(output_width(s_)), seed_, layer, s_.dropout);
+}
+
+template <class T>
+RunStats BidirectionalStack<T>::forward(const T* weights, const T* x, std::int64_t length, const T* h0, T* y, T* hn) {
+  if (length != length_)
+    throw std::invalid_argument("sequence length " + std::to_string(length) + " does not match the plan's " +
+                                std::to_string(length_));
+  load(weights);
+  const int L = s_.num_layers, R = output_width(s_);
+  RunStats total;
+  for (int l = 0; l < L; ++l) {
+    const T* in = l == 0 ? x : outputs_[sz(l - 1)].data();
+    T* out = l == L - 1 ? y : outputs_[sz(l)].data();
+    for (int d = 0; d < 2; ++d) {
+      const int c = 2 * l + d;
+      Chain& ch = chains_[sz(c)];
+      if (h0) gather_carry(s_, h0, c, ch.h0.data()); else ch.h0.zero();
+      const SequenceLayout layout{d == 1, 2 * R, d * R, d == 1};
+      const RunStats st = ch.exec->forward(ch.weights, in, length, ch.h0.data(), out, hn ? ch.carry.data() : nullptr, layout);
+      if (hn) scatter_carry(s_, ch.carry.data(), c, hn);
+      total.forward_steps += st.forward_steps;
+      total.peak_arena_bytes += st.peak_arena_bytes;
+    }
+    if (l + 1 < L && drop_on_) drop(out, l + 1);  // held as layer l+1 reads it
+  }
+  waiting_ = true;
+  return total;
+}
+
+template <class T>
+RunStats BidirectionalStack<T>::backward(const T* weights, const T* dy, const T* dhn, T* dx, T* dh0, T* dweights) {
+  if (!waiting_) throw std::logic_error("membptt: backward() without a forward() waiting for it");
+  load(weights);
+  const int L = s_.num_layers;
+  RunStats total;
+  for (int l = L - 1; l >= 0; --l) {
+    // dL/d(layer l's output), and where dL/d(its input) goes: the caller's at the ends; between
+    // layers doutput_, then the storage of an output the layer above has consumed.
+    const T* dout = l == L - 1 ? dy : l == L - 2 ? doutput_.data() : outputs_[sz(l + 1)].data();
+    T* din = l == 0 ? dx : l == L - 1 ? doutput_.data() : outputs_[sz(l)].data();
+    for (int d = 0; d < 2; ++d) {
+      const int c = 2 * l + d;
+      Chain& ch = chains_[sz(c)];
+      if (dhn) gather_carry(s_, dhn, c, ch.carry.data());
+      ch.grads.zero();
+      const RunStats st = ch.exec->backward(ch.weights, dout, dhn ? ch.carry.data() : nullptr, din,
+                                            dh0 ? ch.carry.data() : nullptr, ch.grads);
+      if (dh0) scatter_carry(s_, ch.carry.data(), c, dh0);
+      if (dweights) std::memcpy(dweights + ch.offset, ch.grads.data(), ch.count * sizeof(T));
+      total.forward_steps += st.forward_steps;
+      total.backward_steps += st.backward_steps;
+      total.peak_arena_bytes += st.peak_arena_bytes;
+    }
+    if (l > 0 && drop_on_) drop(din, l);  // dL/d(undropped output) = dL/d(dropped) * mask / (1 - p)
+  }
+  waiting_ = false;
+  return total;
+}
+
+template <class T>
+std::size_t BidirectionalStack<T>::arena_bytes() const {
+  std::size_t n = 0;
+  for (const Chain& ch : chains_) n += ch.exec->arena_bytes();
+  return n;
+}
+
+template <class T>
+std::size_t BidirectionalStack<T>::workspace_bytes() const {
+  std::size_t n = 0;
+  for (const Chain& ch : chains_) n += ch.exec->workspace_bytes();
+  return n;
+}
+
+template <class T>
+std::size_t BidirectionalStack<T>::held_bytes() const {
+  std::size_t n = doutput_.size();
+  for (const auto& o : outputs_) n += o.size();
+  for (const Chain& ch : chains_) n += ch.h0.size() + ch.carry.size();
+  return n * sizeof(T);
+}
+
+template <class T>
+std::int64_t BidirectionalStack<T>::planned_forward_steps() const {
+  std::int64_t n = 0;
+  for (const Chain& ch : chains_) n += ch.exec->plan().forward_steps;
+  return n;
+}
+
+template <class T>
+void bidirectional_infer(const NetShape& s, const T* weights, const T* x, std::int64_t length, const T* h0, T* y,
+                         T* hn, bool dropout_on, std::uint64_t seed) {
+  require_bidirectional(s);
+  const int L = s.num_layers, R = output_width(s);
+  const std::size_t row = sz(s.batch) * 2 * sz(R);
+  const auto views = param_layout(s);
+  std::vector<T> below, above;  // layer l-1's and layer l's outputs
+  for (int l = 0; l < L; ++l) {
+    const NetShape cs = chain_shape(s, l);
+    RecurrentNet<T> net(cs);
+    Params<T> w(cs);
+    backend::AlignedBuffer<T> carry(net.carry_elems());
+    const std::size_t in_row = sz(s.batch) * sz(cs.input_size);
+    const T* in = l == 0 ? x : below.data();
+    T* out = y;
+    if (l + 1 < L) {
+      above.assign(sz(length) * row, T(0));
+      out = above.data();
+    }
+    for (int d = 0; d < 2; ++d) {
+      const int c = 2 * l + d;
+      const auto [offset, count] = chain_weights(views, s, c);
+      std::memcpy(w.data(), weights + offset, count * sizeof(T));
+      if (h0) gather_carry(s, h0, c, carry.data()); else carry.zero();
+      for (std::int64_t t = 0; t < length; ++t) {
+        const std::size_t pos = sz(d == 0 ? t : length - 1 - t);
+        net.advance(w, in + pos * in_row, carry.data(), carry.data());
+        const T* h = net.top_hidden(carry.data());
+        for (int b = 0; b < s.batch; ++b)
+          std::memcpy(out + pos * row + sz(b) * 2 * sz(R) + sz(d) * sz(R), h + sz(b) * sz(R), sz(R) * sizeof(T));
+      }
+      if (hn) scatter_carry(s, carry.data(), c, hn);
+    }
+    if (l + 1 < L) {
+      if (dropout_on && s.dropout > 0) drop_rows(above.data(), length, row, seed, l + 1, s.dropout);
+      below.swap(above);
+    }
+  }
+}
+
+template class BidirectionalStack<float>;
+template class BidirectionalStack<double>;
+template void bidirectional_infer<float>(const NetShape&, const float*, const float*, std::int64_t, const float*,
+                                         float*, float*, bool, std::uint64_t);
+template void bidirectional_infer<double>(const NetShape&, const double*, const double*, std::int64_t, const double*,
+                                          double*, double*, bool, std::uint64_t);
+
+}  // namespace membptt
