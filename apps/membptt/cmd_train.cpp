@@ -458,11 +458,6 @@ int run_train(TrainOptions& o) {
   } else {
     if (c.task == "text") c.text = c.text.empty() ? find_default_corpus() : fs::absolute(c.text).string();
   }
-  // The text task predicts each next character: a reverse direction would read it (and its carried
-  // state would cross windows from the wrong end). The adding and copy tasks' answers lie behind.
-  if (c.bidirectional && c.task == "text")
-    throw UsageError("--task text is not allowed with --bidirectional: the reverse direction would read the next "
-                     "character it must predict; use --task adding or copy, or one direction");
   if (o.save_every < 1) throw UsageError(fmt::format("--save-every {} is not allowed: allowed is 1 or more", o.save_every));
   if (o.eval_sequences < 1)
     throw UsageError(fmt::format("--eval-sequences {} is not allowed: allowed is 1 or more", o.eval_sequences));

@@ -87,10 +87,12 @@ double bidirectional_held_bytes(const NetShape& s, std::int64_t length, std::siz
 }
 
 double bidirectional_plain_bytes(const NetShape& s, std::int64_t length, std::size_t scalar_bytes) {
-  double plain = bidirectional_held_bytes(s, length, scalar_bytes);
-  for (int l = 0; l < s.num_layers; ++l)
-    plain += 2.0 * static_cast<double>(state_sizes(chain_shape(s, std::min(l, 1)), scalar_bytes).plain_bptt_bytes(length));
-  return plain;
+  // Layer 0's chains, then the layers above (all alike), two chains each.
+  const auto chain_plain = [&](int l) {
+    return 2.0 * static_cast<double>(state_sizes(chain_shape(s, l), scalar_bytes).plain_bptt_bytes(length));
+  };
+  return bidirectional_held_bytes(s, length, scalar_bytes) + chain_plain(0) +
+         (s.num_layers > 1 ? (s.num_layers - 1) * chain_plain(1) : 0.0);
 }
 
 double bidirectional_share_bytes(double percent, const NetShape& s, std::int64_t length, std::size_t scalar_bytes,

@@ -49,6 +49,11 @@ void validate(const TrainConfig& c) {
     throw TrainError(fmt::format("--nonlinearity '{}' is not allowed: allowed are tanh, relu", c.nonlinearity));
   if (c.nonlinearity == "relu" && c.cell != "rnn")
     throw TrainError(fmt::format("--nonlinearity relu is not allowed with --cell {}: only --cell rnn takes relu", c.cell));
+  // The text task predicts each next character: a reverse direction would read it (and its carried
+  // state would cross windows from the wrong end). The adding and copy tasks' answers lie behind.
+  if (c.bidirectional && c.task == "text")
+    throw TrainError("--task text is not allowed with --bidirectional: the reverse direction would read the next "
+                     "character it must predict; use --task adding or copy, or one direction");
   need_range("--hidden", c.hidden, 1, kMaxSize);
   if (!(c.dropout >= 0 && c.dropout < 1))
     throw TrainError(fmt::format("--dropout {} is not allowed: allowed is 0 (none) to below 1", c.dropout));
