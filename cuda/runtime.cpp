@@ -205,6 +205,13 @@ void download_bytes(void* host, const void* src, std::size_t bytes) {
   check(cudaStreamSynchronize(internal::stream()), "cudaStreamSynchronize (download)");
 }
 
+void copy_rows_bytes(void* dst, std::size_t dst_pitch, const void* src, std::size_t src_pitch, std::size_t row_bytes,
+                     std::size_t rows) {
+  if (row_bytes == 0 || rows == 0) return;
+  check(cudaMemcpy2DAsync(dst, dst_pitch, src, src_pitch, row_bytes, rows, cudaMemcpyDeviceToDevice, internal::stream()),
+        "cudaMemcpy2DAsync (device to device)");
+}
+
 // --- Graphs --------------------------------------------------------------------------------------
 
 Graph::Graph(Graph&& o) noexcept
@@ -307,6 +314,27 @@ void CudaOps::add(float* dst, const float* src, std::size_t n) {
 void CudaOps::add(double* dst, const double* src, std::size_t n) {
   const double one = 1;
   check_blas(cublasDaxpy_64(internal::blas(), static_cast<std::int64_t>(n), &one, src, 1, dst, 1), "cublasDaxpy");
+}
+
+// dst = 1 * dst + 1 * src, column-major [cols x rows] (in place: C = A, ldc = lda, no transpose).
+void CudaOps::add_rows(float* dst, std::size_t dst_stride, const float* src, std::size_t src_stride, std::size_t rows,
+                       std::size_t cols) {
+  if (rows == 0 || cols == 0) return;
+  const float one = 1;
+  check_blas(cublasSgeam(internal::blas(), CUBLAS_OP_N, CUBLAS_OP_N, static_cast<int>(cols), static_cast<int>(rows), &one,
+                         dst, static_cast<int>(dst_stride), &one, src, static_cast<int>(src_stride), dst,
+                         static_cast<int>(dst_stride)),
+             "cublasSgeam");
+}
+
+void CudaOps::add_rows(double* dst, std::size_t dst_stride, const double* src, std::size_t src_stride,
+                       std::size_t rows, std::size_t cols) {
+  if (rows == 0 || cols == 0) return;
+  const double one = 1;
+  check_blas(cublasDgeam(internal::blas(), CUBLAS_OP_N, CUBLAS_OP_N, static_cast<int>(cols), static_cast<int>(rows), &one,
+                         dst, static_cast<int>(dst_stride), &one, src, static_cast<int>(src_stride), dst,
+                         static_cast<int>(dst_stride)),
+             "cublasDgeam");
 }
 
 }  // namespace membptt::cuda

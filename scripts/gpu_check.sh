@@ -8,7 +8,7 @@
 #                                   graphs / input blocks / deferred dW buy, T = 4000, one iteration at
 #                                   T = 15000 and 100000 within 1 GiB; print a table. Ends within 8 minutes
 #                                   (GPU_CHECK_LIMIT seconds, default 470). GPU_CHECK_STAGES picks
-#                                   stages (tests,train,oracle,t1000,ablation,bf16,t4000,long);
+#                                   stages (tests,train,oracle,t1000,bidir,ablation,bf16,t4000,long);
 #                                   GPU_CHECK_LONG the lengths of `long` (default "15000 100000");
 #                                   GPU_CHECK_QUICK=1: tests, T = 1000 and the ablation only. Results go
 #                                   to build-gpu/results/, and when OUT is set to $OUT/gpu_results.txt
@@ -189,7 +189,7 @@ print(":".join(sorted(ds)))' 2>/dev/null)
 fi
 
 # Stages, in this order; GPU_CHECK_STAGES picks some (comma-separated), GPU_CHECK_QUICK=1 the probe.
-ALL_STAGES=tests,train,oracle,t1000,ablation,bf16,t4000,long
+ALL_STAGES=tests,train,oracle,t1000,bidir,ablation,bf16,t4000,long
 STAGES=${GPU_CHECK_STAGES:-$ALL_STAGES}
 [ -n "${GPU_CHECK_QUICK:-}" ] && STAGES=tests,t1000,ablation
 want() { [[ ",$STAGES," == *",$1,"* ]]; }
@@ -226,6 +226,13 @@ ablation() {
     timeout "$(upto 10)" "$BIN" bench --device cuda --tf32 $flags --cell lstm --length 1000 "${SHAPE[@]}" \
       --policies full,msm --budgets 5% --reps 5 --json "$RES_DIR/membptt_T1000_$tag.json" 2>&1 | sed 's/^/  /' | tee -a "$RES"
   done
+}
+# A 2-layer bidirectional LSTM (issue 13) on the device: plain BPTT and MSM at 5% and 20%, T = 1000.
+stage_bidir() {
+  say "membptt bidirectional at T=1000 ..."
+  timeout 90 "$BIN" bench --device cuda --tf32 --bidirectional --cell lstm --length 1000 --batch 64 --input 256 \
+    --hidden 512 --layers 2 --output 64 --policies full,msm --budgets 5%,20% --reps 3 \
+    --json "$RES_DIR/membptt_T1000_bidir.json" 2>&1 | sed 's/^/  /' | tee -a "$RES"
 }
 # bf16 GEMMs (float32 storage and sums) beside TF32's, at T = 1000.
 stage_bf16() {
@@ -364,6 +371,7 @@ want oracle && stage_oracle
 if want t1000; then
   if [ -n "${GPU_CHECK_QUICK:-}" ]; then bench_at 1000 5 full,msm; else bench_at 1000 7 full,msm,hsm; fi
 fi
+want bidir && stage_bidir
 want ablation && ablation 200
 want bf16 && stage_bf16
 if want t4000; then

@@ -28,6 +28,7 @@
 #include "membptt/train/gradient_pass.hpp"
 #ifdef MEMBPTT_HAVE_CUDA
 #include "membptt/cuda/cuda_backend.hpp"
+#include "membptt/cuda/gradient_pass.hpp"
 #endif
 
 namespace membptt::cli {
@@ -41,7 +42,7 @@ struct BenchOptions {
   std::int64_t length = 1000;
   int batch = 32, input = 64, hidden = 256, layers = 1, output = 64, reps = 3, warmup = 1;
   bool no_bias = false;   // recurrent layers without b_ih, b_hh (PyTorch's bias=False)
-  bool bidirectional = false;  // PyTorch's bidirectional=True (CPU only)
+  bool bidirectional = false;  // PyTorch's bidirectional=True
   int proj_size = 0;      // lstm projections (PyTorch's proj_size)
   std::string nonlinearity = "tanh";  // rnn: tanh | relu
   bool tf32 = false;      // CUDA: TF32 tensor-core GEMMs
@@ -108,7 +109,7 @@ double median(std::vector<double> v) {
   return v.empty() ? 0 : v[v.size() / 2];
 }
 
-// A bidirectional stack (CPU only): each policy and budget planned per layer
+// A bidirectional stack on the CPU or a device: each policy and budget planned per layer
 // (train::plan_bidirectional_pass), timed as one training pass; no calibration (beta 2).
 // The benchmark's data: random inputs for `steps` steps (a device repeats them past that) and
 // classes for every step, and parameters initialised as PyTorch does.
@@ -130,15 +131,8 @@ struct BenchData {
 };
 
 template <class T>
-int run_bench_bidirectional(const BenchOptions& o, const NetShape& shape) {
-  if (o.tf32 || o.bf16 || o.no_graphs || o.defer_steps != cuda::Options{}.defer_steps ||
-      o.input_chunk != cuda::Options{}.input_chunk_steps)
-    throw UsageError("--tf32, --bf16, --no-graphs, --defer-steps and --input-chunk are CUDA options: bidirectional models "
-                     "run on the CPU only for now");
-  for (const std::string& name : split_list(o.policies))
-    if (!parse_policy(name)) throw UsageError("unknown policy '" + name + "' in --policies");
-  for (const std::string& b : split_list(o.budgets)) (void)parse_budget(b);
-  const double plain = train::bidirectional_pass_plain_bytes(shape, o.length, sizeof(T));
+int run_bench_bidirectional(const BenchOptions& o, const NetShape& shape, const train::GradientDevice* device) {
+  const double plain = train::bidirectional_pass_plain_bytes(shape, o.length, sizeof(T), device);
   fmt::print("{} bidirectional T={} B={} I={} H={} L={}{}{}{} {}: {} chains, plain BPTT {} B\n", o.cell, o.length, o.batch,
              o.input, o.hidden, o.layers, o.proj_size ? fmt::format(" P={}", o.proj_size) : "", o.no_bias ? " no-bias" : "",
              o.nonlinearity == "relu" ? " relu" : "", o.dtype, 2 * o.layers, plain);
@@ -157,8 +151,8 @@ int run_bench_bidirectional(const BenchOptions& o, const NetShape& shape) {
   std::vector<Row> rows;
   auto add = [&](Policy p, const std::string& text, std::optional<double> bytes) {
     try {
-      const BidirectionalPlans plans = train::plan_bidirectional_pass(p, shape, o.length, bytes, sizeof(T), 2.0);
-      rows.push_back(Row{p, text, train::make_bidirectional_pass<T>(shape, LossKind::Xent, plans),
+      const BidirectionalPlans plans = train::plan_bidirectional_pass(p, shape, o.length, bytes, sizeof(T), 2.0, device);
+      rows.push_back(Row{p, text, train::make_bidirectional_pass<T>(shape, LossKind::Xent, plans, device),
                          train::bidirectional_time_ratio(plans), {}, {}});
     } catch (const PlanError& e) {
       fmt::print("  skip {} at {}: {}\n", policy_name(p), text, e.what());
@@ -167,19 +161,19 @@ int run_bench_bidirectional(const BenchOptions& o, const NetShape& shape) {
   for (const std::string& name : split_list(o.policies)) {
     const Policy p = *parse_policy(name);
     if (p == Policy::Full || p == Policy::ChenSqrt || p == Policy::ChenRecursive || p == Policy::Quadratic) {
-      const double least = train::bidirectional_pass_least_bytes(p, shape, o.length, sizeof(T));
+      const double least = train::bidirectional_pass_least_bytes(p, shape, o.length, sizeof(T), device);
       add(p, fmt::format("{:.1f}%", 100 * least / plain), p == Policy::Full ? std::nullopt : std::optional<double>(least));
     } else {
       for (const std::string& b : split_list(o.budgets)) {
-        add(p, b, train::bidirectional_pass_budget_bytes(parse_budget(b), shape, o.length, sizeof(T)));
+        add(p, b, train::bidirectional_pass_budget_bytes(parse_budget(b), shape, o.length, sizeof(T), device));
       }
     }
   }
+  // One pass each for its stats (and, on a device, the transfers), then the timed passes again.
+  for (Row& row : rows) row.stats = row.pass->run(params, batch, grads, nullptr);
   for (int r = 0; r < o.warmup + o.reps; ++r)
     for (Row& row : rows) {
-      const auto t0 = std::chrono::steady_clock::now();
-      row.stats = row.pass->run(params, batch, grads, nullptr);
-      const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      const double sec = row.pass->time_again();
       if (r >= o.warmup) row.seconds.push_back(sec);
     }
   double base_s = 0;
@@ -209,7 +203,7 @@ int run_bench_bidirectional(const BenchOptions& o, const NetShape& shape) {
     nlohmann::json j{{"cell", o.cell}, {"length", o.length}, {"batch", o.batch}, {"input", o.input}, {"hidden", o.hidden},
                      {"layers", o.layers}, {"bias", !o.no_bias}, {"proj_size", o.proj_size}, {"bidirectional", true},
                      {"nonlinearity", o.nonlinearity}, {"dtype", o.dtype}, {"reps", o.reps}, {"warmup", o.warmup},
-                     {"device", "cpu"}, {"plain_bptt_bytes", plain}, {"rows", out}};
+                     {"device", device ? device->name() : "cpu"}, {"plain_bptt_bytes", plain}, {"rows", out}};
     write_file_atomic(o.json, j.dump(1) + "\n");
   }
   return 0;
@@ -229,16 +223,7 @@ int run_bench(const BenchOptions& o) {
   if (o.tf32 && o.bf16) throw UsageError("--tf32 and --bf16 are not allowed together: choose one GEMM mode");
   if ((o.tf32 || o.bf16) && o.dtype != "float32")
     throw UsageError(fmt::format("--{} is allowed only with --dtype float32 (got {})", o.bf16 ? "bf16" : "tf32", o.dtype));
-  if (o.bidirectional) {  // before the device is looked for: the refusal is the same in every build
-    bool on_cuda = false;
-    try {
-      on_cuda = cuda::parse_device_spec(o.device).cuda;
-    } catch (const std::invalid_argument&) {
-    }
-    if (on_cuda) throw UsageError("bidirectional models run on the CPU only for now: use --device cpu");
-  }
   const cuda::DeviceSpec dev = device_of(o.device);
-  if (o.bidirectional) return run_bench_bidirectional<T>(o, shape);
   if ((o.tf32 || o.bf16) && !dev.cuda)
     throw UsageError(fmt::format("--{} is allowed only with --device cuda (a GPU's GEMM mode)", o.bf16 ? "bf16" : "tf32"));
   // Everything the user typed is checked before the calibration and the timed rounds (minutes).
@@ -253,13 +238,9 @@ int run_bench(const BenchOptions& o) {
     if (::access(dir.c_str(), W_OK) != 0)
       throw UsageError(fmt::format("cannot write {}: its directory {} is not writable ({})", out, dir.string(), std::strerror(errno)));
   }
-  StateSizes sizes;
-  StepTimes st;
-  if (!dev.cuda) {
-    sizes = state_sizes(shape, sizeof(T));
-    st = time_steps<T>(shape, LossKind::Xent, 7, o.length);  // chains as long as the run's (capped)
-  } else {
+  std::shared_ptr<const train::GradientDevice> device;  // a bidirectional model's (null: the CPU)
 #ifdef MEMBPTT_HAVE_CUDA
+  if (dev.cuda) {
     cuda::select_device(dev.index);
     cuda::Options co = cuda::options();
     co.tf32 = o.tf32;
@@ -272,7 +253,18 @@ int run_bench(const BenchOptions& o) {
                "workspace {} B (the process's, not counted)\n",
                dev.text(), cuda::device_description(),
                sizeof(T) == sizeof(double) ? "float64" : cuda::gemm_math_name(cuda::gemm_math(co)), o.defer_steps, o.input_chunk,
-               co.graphs ? "passes replayed from CUDA graphs" : "no graphs", co.blas_workspace_bytes);
+               co.graphs && !o.bidirectional ? "passes replayed from CUDA graphs" : "no graphs", co.blas_workspace_bytes);
+    if (o.bidirectional) device = cuda::cuda_gradient_device(dev.index);
+  }
+#endif
+  if (o.bidirectional) return run_bench_bidirectional<T>(o, shape, device.get());
+  StateSizes sizes;
+  StepTimes st;
+  if (!dev.cuda) {
+    sizes = state_sizes(shape, sizeof(T));
+    st = time_steps<T>(shape, LossKind::Xent, 7, o.length);  // chains as long as the run's (capped)
+  } else {
+#ifdef MEMBPTT_HAVE_CUDA
     sizes = cuda::cuda_state_sizes(shape, sizeof(T));
     st = cuda::time_steps_cuda<T>(shape, LossKind::Xent);
 #endif
@@ -443,7 +435,7 @@ void add_bench_commands(CLI::App& app, std::function<int()>& action) {
   b->add_option("--layers", o.layers, "layers")->capture_default_str()->transform(integer_in(1, train::kMaxLayers));
   b->add_flag("--no-bias", o.no_bias, "recurrent layers without biases (PyTorch's bias=False)");
   b->add_flag("--bidirectional", o.bidirectional,
-              "every layer also reads the sequence backwards (PyTorch's bidirectional=True; CPU only)");
+              "every layer also reads the sequence backwards (PyTorch's bidirectional=True)");
   b->add_option("--proj-size", o.proj_size, "lstm: projections of h to this width (PyTorch's proj_size; 0: none)")
       ->capture_default_str()
       ->transform(integer_in(0, kMaxSize));

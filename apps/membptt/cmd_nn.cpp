@@ -20,6 +20,7 @@
 #include "membptt/train/gradient_pass.hpp"
 #ifdef MEMBPTT_HAVE_CUDA
 #include "membptt/cuda/cuda_backend.hpp"
+#include "membptt/cuda/gradient_pass.hpp"
 #endif
 
 namespace membptt::cli {
@@ -120,18 +121,19 @@ GradPass grad_on_cuda(const NetShape& shape, LossKind loss, const Plan& plan, co
 }
 #endif
 
-// A bidirectional model (CPU only): its stack planned layer by layer, the head on its held top
+// A bidirectional model (CPU or device): its stack planned layer by layer, the head on its held top
 // outputs (train/gradient_pass.hpp).
 template <class T>
 int run_grad_bidirectional(const ModelFile& model, const GradOptions& o, const InputsData& in, const NetShape& shape,
-                           const Params<T>& params, Params<T>& grads, const std::vector<T>& h0) {
-  const double plain = train::bidirectional_pass_plain_bytes(shape, in.T, sizeof(T));
-  const double budget = train::bidirectional_pass_budget_bytes(parse_budget(o.memory), shape, in.T, sizeof(T));
+                           const Params<T>& params, Params<T>& grads, const std::vector<T>& h0,
+                           const train::GradientDevice* device) {
+  const double plain = train::bidirectional_pass_plain_bytes(shape, in.T, sizeof(T), device);
+  const double budget = train::bidirectional_pass_budget_bytes(parse_budget(o.memory), shape, in.T, sizeof(T), device);
   const BidirectionalPlans plans =
-      train::plan_bidirectional_pass(policy_or_auto(o.policy), shape, in.T, budget, sizeof(T), o.beta);
+      train::plan_bidirectional_pass(policy_or_auto(o.policy), shape, in.T, budget, sizeof(T), o.beta, device);
   const LossKind loss = model.spec.loss == "xent" ? LossKind::Xent : LossKind::MseLast;
   const std::vector<T> x = converted<T>(in.input), y = converted<T>(in.target_value);
-  const auto pass = train::make_bidirectional_pass<T>(shape, loss, plans);
+  const auto pass = train::make_bidirectional_pass<T>(shape, loss, plans, device);
   const SequenceBatch<T> batch{in.T, x.data(), in.target_class.data(), y.data(), h0.data()};
   const auto t0 = std::chrono::steady_clock::now();
   const RunStats stats = pass->run(params, batch, grads, nullptr);
@@ -165,7 +167,7 @@ int run_grad_bidirectional(const ModelFile& model, const GradOptions& o, const I
                      {"peak_bytes", peak},
                      {"arena_peak_bytes", stats.peak_arena_bytes},
                      {"workspace_bytes", pass->workspace_bytes()},
-                     {"device", "cpu"},
+                     {"device", device ? device->name() : "cpu"},
                      {"budget_bytes", budget},
                      {"plain_bptt_bytes", plain},
                      {"alpha", state_sizes(chain_shape(shape, 0), sizeof(T)).alpha()},
@@ -185,15 +187,6 @@ int run_grad_bidirectional(const ModelFile& model, const GradOptions& o, const I
 
 template <class T>
 int run_grad(const ModelFile& model, const GradOptions& o) {
-  if (model.spec.bidirectional) {  // before the device is looked for: the refusal is the same in every build
-    bool cuda = false;
-    try {
-      cuda = cuda::parse_device_spec(o.device).cuda;
-    } catch (const std::invalid_argument& e) {
-      throw UsageError(e.what());
-    }
-    if (cuda) throw UsageError("bidirectional models run on the CPU only for now: use --device cpu");
-  }
   const cuda::DeviceSpec dev = device_of(o.device);
 #ifdef MEMBPTT_HAVE_CUDA
   if (dev.cuda) cuda::select_device(dev.index);
@@ -210,7 +203,11 @@ int run_grad(const ModelFile& model, const GradOptions& o) {
     std::copy(in.h0.begin(), in.h0.end(), h0.begin());
     std::copy(in.c0.begin(), in.c0.end(), h0.begin() + 2 * static_cast<std::ptrdiff_t>(shape.num_layers) * shape.batch *
                                                            output_width(shape));
-    return run_grad_bidirectional<T>(model, o, in, shape, params, grads, h0);
+    std::shared_ptr<const train::GradientDevice> device;  // null: the CPU
+#ifdef MEMBPTT_HAVE_CUDA
+    if (dev.cuda) device = cuda::cuda_gradient_device(dev.index);
+#endif
+    return run_grad_bidirectional<T>(model, o, in, shape, params, grads, h0, device.get());
   }
 
   StateSizes sizes = state_sizes(shape, sizeof(T));
@@ -301,7 +298,7 @@ void add_nn_commands(CLI::App& app, std::function<int()>& action) {
   init->add_option("--loss", io.loss, "xent | mse_last")->capture_default_str();
   init->add_flag("--no-bias", io.no_bias, "recurrent layers without biases (PyTorch's bias=False)");
   init->add_flag("--bidirectional", io.bidirectional,
-                 "every layer also reads the sequence backwards (PyTorch's bidirectional=True; CPU only)");
+                 "every layer also reads the sequence backwards (PyTorch's bidirectional=True)");
   init->add_option("--proj-size", io.proj_size, "lstm: projections of h to this width (PyTorch's proj_size; 0: none)")
       ->capture_default_str()
       ->transform(integer_in(0, INT_MAX));

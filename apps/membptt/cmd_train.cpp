@@ -408,14 +408,6 @@ std::shared_ptr<const train::GradientDevice> train_device(const TrainOptions& o)
 }
 
 int run_train(TrainOptions& o) {
-  if (o.c.bidirectional) {  // before the device is looked for: the refusal is the same in every build
-    bool cuda = false;
-    try {
-      cuda = cuda::parse_device_spec(o.device).cuda;
-    } catch (const std::invalid_argument&) {
-    }
-    if (cuda) throw UsageError("bidirectional models run on the CPU only for now: use --device cpu");
-  }
   const std::shared_ptr<const train::GradientDevice> device = train_device(o);
   TrainConfig c = o.c;
   std::optional<train::ModelSource> ck;
@@ -864,7 +856,7 @@ void add_train_commands(CLI::App& app, std::function<int()>& action) {
       ->transform(integer_in(0, train::kMaxSize));
   to.opt["--bidirectional"] = tr->add_flag(
       "--bidirectional", c.bidirectional,
-      "every layer also reads the sequence backwards (PyTorch's bidirectional=True; CPU only; not for sample)");
+      "every layer also reads the sequence backwards (PyTorch's bidirectional=True; not for sample)");
   add("--dropout", c.dropout, "dropout between layers, 0 to below 1 (masks from --seed and the step)")
       ->transform(number_in(0, 1));
   add("--batch", c.batch, "sequences (text: parallel streams) per step")->transform(integer_in(1, train::kMaxSize));

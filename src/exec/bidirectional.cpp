@@ -22,6 +22,12 @@ std::size_t sequence_elems(const NetShape& s, std::int64_t length) {
 // Held sequences: the outputs of layers 0 .. L-2, and one for a gradient when L >= 2.
 std::size_t held_sequences(const NetShape& s) { return s.num_layers >= 2 ? sz(s.num_layers) : 0; }
 
+// Layer l's chains' state sizes: the device's, or the CPU's.
+StateSizes sizes_of(const NetShape& s, int layer, std::size_t scalar_bytes, const ChainSizes& sizes) {
+  const NetShape c = chain_shape(s, layer);
+  return sizes ? sizes(c) : state_sizes(c, scalar_bytes);
+}
+
 void require_bidirectional(const NetShape& s) {
   validate(s);
   if (!s.bidirectional) throw std::invalid_argument("BidirectionalStack: the shape is not bidirectional");
@@ -42,14 +48,6 @@ void drop_rows(T* seq, std::int64_t length, std::size_t row, std::uint64_t seed,
   }
 }
 
-// Chain c's rnn.* tensors: the first element and the count inside the stack's flat weights.
-std::pair<std::size_t, std::size_t> chain_weights(const std::vector<ParamView>& views, const NetShape& s, int c) {
-  const std::size_t per = (s.bias ? 4 : 2) + (s.proj_size > 0 ? 1 : 0);
-  const ParamView& first = views[per * sz(c)];
-  const ParamView& last = views[per * sz(c) + per - 1];
-  return {first.offset, last.offset + last.size - first.offset};
-}
-
 // Chain c's carry (h [B x R], then LSTM c [B x H]) from / to PyTorch's layout of the stack's:
 // h [2L x B x R], then c [2L x B x H].
 template <class T>
@@ -68,6 +66,14 @@ void scatter_carry(const NetShape& s, const T* chain, int c, T* full) {
 
 }  // namespace
 
+std::pair<std::size_t, std::size_t> chain_weights(const NetShape& s, int c) {
+  const auto views = param_layout(s);
+  const std::size_t per = (s.bias ? 4 : 2) + (s.proj_size > 0 ? 1 : 0);
+  const ParamView& first = views[per * sz(c)];
+  const ParamView& last = views[per * sz(c) + per - 1];
+  return {first.offset, last.offset + last.size - first.offset};
+}
+
 NetShape chain_shape(const NetShape& s, int layer) {
   NetShape c = s;
   c.num_layers = 1;
@@ -81,42 +87,47 @@ NetShape chain_shape(const NetShape& s, int layer) {
 double bidirectional_held_bytes(const NetShape& s, std::int64_t length, std::size_t scalar_bytes) {
   require_bidirectional(s);
   const double chains = 2.0 * s.num_layers;
+  // Each reverse chain's one step of dL/dx, added to what the forward chain wrote (its executor's).
+  double dx_steps = 0;
+  for (int l = 0; l < s.num_layers; ++l) dx_steps += static_cast<double>(s.batch) * chain_shape(s, l).input_size;
   return (static_cast<double>(held_sequences(s)) * static_cast<double>(sequence_elems(s, length)) +
-          chains * 2.0 * static_cast<double>(carry_elems(chain_shape(s, 0)))) *
+          chains * 2.0 * static_cast<double>(carry_elems(chain_shape(s, 0))) + dx_steps) *
          static_cast<double>(scalar_bytes);
 }
 
-double bidirectional_plain_bytes(const NetShape& s, std::int64_t length, std::size_t scalar_bytes) {
+double bidirectional_plain_bytes(const NetShape& s, std::int64_t length, std::size_t scalar_bytes,
+                                 const ChainSizes& sizes) {
   // Layer 0's chains, then the layers above (all alike), two chains each.
   const auto chain_plain = [&](int l) {
-    return 2.0 * static_cast<double>(state_sizes(chain_shape(s, l), scalar_bytes).plain_bptt_bytes(length));
+    return 2.0 * static_cast<double>(sizes_of(s, l, scalar_bytes, sizes).plain_bptt_bytes(length));
   };
   return bidirectional_held_bytes(s, length, scalar_bytes) + chain_plain(0) +
          (s.num_layers > 1 ? (s.num_layers - 1) * chain_plain(1) : 0.0);
 }
 
 double bidirectional_share_bytes(double percent, const NetShape& s, std::int64_t length, std::size_t scalar_bytes,
-                                 double fixed_bytes) {
+                                 double fixed_bytes, const ChainSizes& sizes) {
   const double held = bidirectional_held_bytes(s, length, scalar_bytes);
-  const double chains = bidirectional_plain_bytes(s, length, scalar_bytes) - held;
+  const double chains = bidirectional_plain_bytes(s, length, scalar_bytes, sizes) - held;
   return fixed_bytes + held + percent / 100.0 * chains;
 }
 
-double bidirectional_least_bytes(Policy policy, const NetShape& s, std::int64_t length, std::size_t scalar_bytes) {
-  double per_chain = least_bytes(policy, length, state_sizes(chain_shape(s, 0), scalar_bytes));
-  if (s.num_layers > 1)
-    per_chain = std::max(per_chain, least_bytes(policy, length, state_sizes(chain_shape(s, 1), scalar_bytes)));
+double bidirectional_least_bytes(Policy policy, const NetShape& s, std::int64_t length, std::size_t scalar_bytes,
+                                 const ChainSizes& sizes) {
+  double per_chain = least_bytes(policy, length, sizes_of(s, 0, scalar_bytes, sizes));
+  if (s.num_layers > 1) per_chain = std::max(per_chain, least_bytes(policy, length, sizes_of(s, 1, scalar_bytes, sizes)));
   return bidirectional_held_bytes(s, length, scalar_bytes) + 2.0 * s.num_layers * per_chain;
 }
 
 BidirectionalPlans plan_bidirectional(std::optional<Policy> policy, const NetShape& s, std::int64_t length,
-                                      std::optional<double> budget_bytes, std::size_t scalar_bytes, double beta) {
+                                      std::optional<double> budget_bytes, std::size_t scalar_bytes, double beta,
+                                      const ChainSizes& sizes) {
   BidirectionalPlans out;
   out.held_bytes = bidirectional_held_bytes(s, length, scalar_bytes);
-  out.plain_bytes = bidirectional_plain_bytes(s, length, scalar_bytes);
+  out.plain_bytes = bidirectional_plain_bytes(s, length, scalar_bytes, sizes);
   out.budget_bytes = budget_bytes.value_or(out.plain_bytes);
   const double chains = 2.0 * s.num_layers;
-  const double least = bidirectional_least_bytes(policy.value_or(Policy::Msm), s, length, scalar_bytes);
+  const double least = bidirectional_least_bytes(policy.value_or(Policy::Msm), s, length, scalar_bytes, sizes);
   if (budget_bytes && !(*budget_bytes >= least)) {
     std::ostringstream os;
     os << "memory budget " << bytes_text(*budget_bytes) << " is below the least in which policy "
@@ -131,135 +142,12 @@ BidirectionalPlans plan_bidirectional(std::optional<Policy> policy, const NetSha
       out.layer.push_back(out.layer[1]);
       continue;
     }
-    const StateSizes sizes = state_sizes(chain_shape(s, l), scalar_bytes);
+    const StateSizes chain = sizes_of(s, l, scalar_bytes, sizes);
     const double chain_budget = budget_bytes ? (*budget_bytes - out.held_bytes) / chains
-                                             : static_cast<double>(sizes.plain_bptt_bytes(length));
-    out.layer.push_back(std::make_shared<const Plan>(plan_for_bytes(policy, length, chain_budget, sizes, beta)));
+                                             : static_cast<double>(chain.plain_bptt_bytes(length));
+    out.layer.push_back(std::make_shared<const Plan>(plan_for_bytes(policy, length, chain_budget, chain, beta)));
   }
   return out;
-}
-
-template <class T>
-BidirectionalStack<T>::BidirectionalStack(const NetShape& s, const BidirectionalPlans& plans) : s_(s) {
-  require_bidirectional(s);
-  if (plans.layer.size() != sz(s.num_layers))
-    throw std::invalid_argument("BidirectionalStack: " + std::to_string(plans.layer.size()) + " plans for " +
-                                std::to_string(s.num_layers) + " layers");
-  length_ = plans.layer[0]->length;
-  const auto views = param_layout(s);
-  for (int c = 0; c < 2 * s.num_layers; ++c) {
-    const NetShape cs = chain_shape(s, c / 2);
-    const Plan& plan = *plans.layer[sz(c / 2)];
-    if (plan.length != length_) throw std::invalid_argument("BidirectionalStack: the plans' lengths differ");
-    const auto [offset, count] = chain_weights(views, s, c);
-    const std::size_t carry = carry_elems(cs);
-    chains_.push_back(Chain{cs, std::make_unique<Executor<T>>(cs, LossKind::Xent, plan), Params<T>(cs), Params<T>(cs),
-                            offset, count, backend::AlignedBuffer<T>(carry), backend::AlignedBuffer<T>(carry)});
-  }
-  for (int l = 0; l + 1 < s.num_layers; ++l) outputs_.emplace_back(sequence_elems(s, length_));
-  if (s.num_layers >= 2) doutput_ = backend::AlignedBuffer<T>(sequence_elems(s, length_));
-}
-
-template <class T>
-void BidirectionalStack<T>::set_dropout(bool on, std::uint64_t seed) {
-  drop_on_ = on && s_.dropout > 0 && s_.num_layers > 1;
-  seed_ = seed;
-}
-
-template <class T>
-void BidirectionalStack<T>::load(const T* weights) {
-  for (Chain& ch : chains_) std::memcpy(ch.weights.data(), weights + ch.offset, ch.count * sizeof(T));
-}
-
-template <class T>
-void BidirectionalStack<T>::drop(T* seq, int layer) const {
-  drop_rows(seq, length_, sz(s_.batch) * 2 * sz(output_width(s_)), seed_, layer, s_.dropout);
-}
-
-template <class T>
-RunStats BidirectionalStack<T>::forward(const T* weights, const T* x, std::int64_t length, const T* h0, T* y, T* hn) {
-  if (length != length_)
-    throw std::invalid_argument("sequence length " + std::to_string(length) + " does not match the plan's " +
-                                std::to_string(length_));
-  load(weights);
-  const int L = s_.num_layers, R = output_width(s_);
-  RunStats total;
-  for (int l = 0; l < L; ++l) {
-    const T* in = l == 0 ? x : outputs_[sz(l - 1)].data();
-    T* out = l == L - 1 ? y : outputs_[sz(l)].data();
-    for (int d = 0; d < 2; ++d) {
-      const int c = 2 * l + d;
-      Chain& ch = chains_[sz(c)];
-      if (h0) gather_carry(s_, h0, c, ch.h0.data()); else ch.h0.zero();
-      const SequenceLayout layout{d == 1, 2 * R, d * R, d == 1};
-      const RunStats st = ch.exec->forward(ch.weights, in, length, ch.h0.data(), out, hn ? ch.carry.data() : nullptr, layout);
-      if (hn) scatter_carry(s_, ch.carry.data(), c, hn);
-      total.forward_steps += st.forward_steps;
-      total.peak_arena_bytes += st.peak_arena_bytes;
-    }
-    if (l + 1 < L && drop_on_) drop(out, l + 1);  // held as layer l+1 reads it
-  }
-  waiting_ = true;
-  return total;
-}
-
-template <class T>
-RunStats BidirectionalStack<T>::backward(const T* weights, const T* dy, const T* dhn, T* dx, T* dh0, T* dweights) {
-  if (!waiting_) throw std::logic_error("membptt: backward() without a forward() waiting for it");
-  load(weights);
-  const int L = s_.num_layers;
-  RunStats total;
-  for (int l = L - 1; l >= 0; --l) {
-    // dL/d(layer l's output), and where dL/d(its input) goes: the caller's at the ends; between
-    // layers doutput_, then the storage of an output the layer above has consumed.
-    const T* dout = l == L - 1 ? dy : l == L - 2 ? doutput_.data() : outputs_[sz(l + 1)].data();
-    T* din = l == 0 ? dx : l == L - 1 ? doutput_.data() : outputs_[sz(l)].data();
-    for (int d = 0; d < 2; ++d) {
-      const int c = 2 * l + d;
-      Chain& ch = chains_[sz(c)];
-      if (dhn) gather_carry(s_, dhn, c, ch.carry.data());
-      ch.grads.zero();
-      const RunStats st = ch.exec->backward(ch.weights, dout, dhn ? ch.carry.data() : nullptr, din,
-                                            dh0 ? ch.carry.data() : nullptr, ch.grads);
-      if (dh0) scatter_carry(s_, ch.carry.data(), c, dh0);
-      if (dweights) std::memcpy(dweights + ch.offset, ch.grads.data(), ch.count * sizeof(T));
-      total.forward_steps += st.forward_steps;
-      total.backward_steps += st.backward_steps;
-      total.peak_arena_bytes += st.peak_arena_bytes;
-    }
-    if (l > 0 && drop_on_) drop(din, l);  // dL/d(undropped output) = dL/d(dropped) * mask / (1 - p)
-  }
-  waiting_ = false;
-  return total;
-}
-
-template <class T>
-std::size_t BidirectionalStack<T>::arena_bytes() const {
-  std::size_t n = 0;
-  for (const Chain& ch : chains_) n += ch.exec->arena_bytes();
-  return n;
-}
-
-template <class T>
-std::size_t BidirectionalStack<T>::workspace_bytes() const {
-  std::size_t n = 0;
-  for (const Chain& ch : chains_) n += ch.exec->workspace_bytes();
-  return n;
-}
-
-template <class T>
-std::size_t BidirectionalStack<T>::held_bytes() const {
-  std::size_t n = doutput_.size();
-  for (const auto& o : outputs_) n += o.size();
-  for (const Chain& ch : chains_) n += ch.h0.size() + ch.carry.size();
-  return n * sizeof(T);
-}
-
-template <class T>
-std::int64_t BidirectionalStack<T>::planned_forward_steps() const {
-  std::int64_t n = 0;
-  for (const Chain& ch : chains_) n += ch.exec->plan().forward_steps;
-  return n;
 }
 
 template <class T>
@@ -268,7 +156,6 @@ void bidirectional_infer(const NetShape& s, const T* weights, const T* x, std::i
   require_bidirectional(s);
   const int L = s.num_layers, R = output_width(s);
   const std::size_t row = sz(s.batch) * 2 * sz(R);
-  const auto views = param_layout(s);
   std::vector<T> below, above;  // layer l-1's and layer l's outputs
   for (int l = 0; l < L; ++l) {
     const NetShape cs = chain_shape(s, l);
@@ -284,7 +171,7 @@ void bidirectional_infer(const NetShape& s, const T* weights, const T* x, std::i
     }
     for (int d = 0; d < 2; ++d) {
       const int c = 2 * l + d;
-      const auto [offset, count] = chain_weights(views, s, c);
+      const auto [offset, count] = chain_weights(s, c);
       std::memcpy(w.data(), weights + offset, count * sizeof(T));
       if (h0) gather_carry(s, h0, c, carry.data()); else carry.zero();
       for (std::int64_t t = 0; t < length; ++t) {
@@ -303,8 +190,8 @@ void bidirectional_infer(const NetShape& s, const T* weights, const T* x, std::i
   }
 }
 
-template class BidirectionalStack<float>;
-template class BidirectionalStack<double>;
+template class BasicBidirectionalStack<CpuBackend<float>>;
+template class BasicBidirectionalStack<CpuBackend<double>>;
 template void bidirectional_infer<float>(const NetShape&, const float*, const float*, std::int64_t, const float*,
                                          float*, float*, bool, std::uint64_t);
 template void bidirectional_infer<double>(const NetShape&, const double*, const double*, std::int64_t, const double*,

@@ -111,7 +111,7 @@ class Trainer final : public TrainerBase {
         params_(shape_),
         grads_(shape_),
         opt_(make_optimizer<T>(c.optimizer, shape_, c.lr)),
-        sizes_(shape_.bidirectional ? state_sizes(chain_shape(shape_, 0), sizeof(T)) : device_->sizes(shape_, sizeof(T))) {
+        sizes_(device_->sizes(shape_.bidirectional ? chain_shape(shape_, 0) : shape_, sizeof(T))) {
     init_pytorch_default(params_, c.seed);
     if (c.init == "chrono") chrono_init(params_, c.length, derive_seed(c.seed, 4));
     const std::size_t carry = carry_elems(shape_);
@@ -130,11 +130,11 @@ class Trainer final : public TrainerBase {
   const Plan& plan() const override { return pass_->plan(); }
   std::size_t planned_bytes() const override {
     if (!bi_plans_) return TrainerBase::planned_bytes();
-    return static_cast<std::size_t>(std::llround(bidirectional_pass_planned_bytes(shape_, *bi_plans_, sizeof(T))));
+    return static_cast<std::size_t>(std::llround(bidirectional_pass_planned_bytes(shape_, *bi_plans_, sizeof(T), device_.get())));
   }
   std::size_t plain_bytes() const override {
     if (!bi_plans_) return TrainerBase::plain_bytes();
-    return static_cast<std::size_t>(std::llround(bidirectional_pass_plain_bytes(shape_, cfg_.length, sizeof(T))));
+    return static_cast<std::size_t>(std::llround(bidirectional_pass_plain_bytes(shape_, cfg_.length, sizeof(T), device_.get())));
   }
   std::int64_t planned_forward_steps() const override { return pass_->planned_forward_steps(); }
   double predicted_time_ratio() const override {
@@ -158,10 +158,11 @@ class Trainer final : public TrainerBase {
       pol = parse_policy(policy);
       if (!pol) throw TrainError(fmt::format("--policy '{}' is not allowed", policy));
     }
-    if (shape_.bidirectional) {  // a plan per layer (exec/bidirectional.hpp), on the CPU
-      const double bytes = bidirectional_pass_budget_bytes(parse_budget(memory), shape_, cfg_.length, sizeof(T));
-      bi_plans_ = plan_bidirectional_pass(pol, shape_, cfg_.length, bytes, sizeof(T), 2.0);
-      pass_ = make_bidirectional_pass<T>(shape_, info_.loss, *bi_plans_);
+    if (shape_.bidirectional) {  // a plan per layer (exec/bidirectional.hpp)
+      const double bytes =
+          bidirectional_pass_budget_bytes(parse_budget(memory), shape_, cfg_.length, sizeof(T), device_.get());
+      bi_plans_ = plan_bidirectional_pass(pol, shape_, cfg_.length, bytes, sizeof(T), 2.0, device_.get());
+      pass_ = device_->make_bidirectional_pass<T>(shape_, info_.loss, *bi_plans_);
     } else {
       const double bytes = parse_budget(memory).bytes(sizes_, cfg_.length);
       Plan plan = plan_for_bytes(pol, cfg_.length, bytes, sizes_, 2.0);
@@ -274,9 +275,10 @@ class Trainer final : public TrainerBase {
     const SequenceBatch<T> view = b.view(cfg_.length, nullptr);
     // On the trainer's device: a second pass with plain BPTT's plan beside the chosen one.
     const auto full =
-        bi_plans_ ? make_bidirectional_pass<T>(
+        bi_plans_ ? device_->make_bidirectional_pass<T>(
                         shape_, info_.loss,
-                        plan_bidirectional_pass(Policy::Full, shape_, cfg_.length, std::nullopt, sizeof(T), 2.0))
+                        plan_bidirectional_pass(Policy::Full, shape_, cfg_.length, std::nullopt, sizeof(T), 2.0,
+                                                device_.get()))
                   : device_->make_pass<T>(shape_, info_.loss,
                                           plan_for_bytes(Policy::Full, cfg_.length, static_cast<double>(plain_bytes()),
                                                          sizes_, 2.0));
@@ -382,8 +384,6 @@ std::unique_ptr<TrainerBase> make_trainer(const TrainConfig& c, std::shared_ptr<
                                           std::shared_ptr<const GradientDevice> device) {
   validate(c);
   if (!device) device = cpu_device();
-  if (c.bidirectional && device->name() != "cpu")
-    throw TrainError(fmt::format("bidirectional models run on the CPU only for now (not on {})", device->name()));
   try {
     if (c.dtype == "float64") return std::make_unique<Trainer<double>>(c, corpus, std::move(device));
     return std::make_unique<Trainer<float>>(c, corpus, std::move(device));

@@ -4,7 +4,8 @@
 # exit. With a GPU and membptt-cuda: a float64 LSTM on the adding task trained for a few steps on the
 # CPU and on the GPU with the same seed logs the same losses to 1e-9 (relative), and --compare finds
 # the GPU's gradients under the chosen plan identical to plain BPTT's on the GPU, and --no-graphs
-# gives the same losses bit for bit; else exit 77 (skip).
+# gives the same losses bit for bit, and a bidirectional model trains on the GPU as on the CPU;
+# else exit 77 (skip).
 # Usage: train_cuda.sh MEMBPTT_BINARY REPO_ROOT
 set -euo pipefail
 bin=$1
@@ -69,4 +70,17 @@ losses "$tmp/nog.jsonl" | cmp -s - "$tmp/gpu.loss" || fail "--no-graphs changed 
 grep -q "CUDA graph" "$tmp/nog.out" && fail "--no-graphs still reports a CUDA graph"
 grep -q "graph_kernels" "$tmp/nog.jsonl" && fail "--no-graphs still logs a graph"
 echo "graphs and --no-graphs: the same $steps losses, bit for bit"
+
+# A bidirectional model (two layers, dropout) on the GPU: the CPU's losses to 1e-9, the plan's
+# gradients identical to plain BPTT's on the GPU.
+bidir=(--task copy --copy-symbols 3 --length 24 --hidden 8 --layers 2 --batch 4 --lr 0.01 --dtype float64
+       --bidirectional --dropout 0.2 --memory 40% --steps 6 --seed 3)
+"$bin" train "${bidir[@]}" --device cpu --log "$tmp/bcpu.jsonl" >/dev/null
+"$bin" train "${bidir[@]}" --device cuda --compare --log "$tmp/bgpu.jsonl" >"$tmp/bgpu.out" \
+  || { cat "$tmp/bgpu.out"; fail "bidirectional training on cuda"; }
+grep -q "gradients vs plain BPTT: identical, bit for bit" "$tmp/bgpu.out" || fail "--compare of a bidirectional model on cuda"
+paste <(losses "$tmp/bcpu.jsonl") <(losses "$tmp/bgpu.jsonl") | awk '
+  { d = $1 - $2; if (d < 0) d = -d; r = d / ($1 < 0 ? -$1 : $1); if (r > worst) worst = r }
+  END { printf "bidirectional: largest relative difference %.2e (allowed 1e-9)\n", worst; exit !(NR == 6 && worst <= 1e-9) }' \
+  || fail "bidirectional: cpu and cuda losses differ by more than 1e-9"
 echo "PASS"

@@ -196,6 +196,17 @@ class GraphReportingDevice final : public train::GradientDevice {
   std::unique_ptr<train::GradientPass<double>> make_pass_f64(const NetShape& s, LossKind l, Plan p) const override {
     return std::make_unique<GraphReportingPass<double>>(inner_->make_pass_f64(s, l, std::move(p)));
   }
+  std::size_t head_scratch_bytes(const NetShape& s, std::size_t scalar_bytes) const override {
+    return inner_->head_scratch_bytes(s, scalar_bytes);
+  }
+  std::unique_ptr<train::GradientPass<float>> make_bidirectional_pass_f32(const NetShape& s, LossKind l,
+                                                                          const BidirectionalPlans& p) const override {
+    return inner_->make_bidirectional_pass_f32(s, l, p);
+  }
+  std::unique_ptr<train::GradientPass<double>> make_bidirectional_pass_f64(const NetShape& s, LossKind l,
+                                                                           const BidirectionalPlans& p) const override {
+    return inner_->make_bidirectional_pass_f64(s, l, p);
+  }
 
  private:
   std::shared_ptr<const train::GradientDevice> inner_ = emulated();

@@ -69,6 +69,17 @@ struct HostOps {
     for (std::size_t i = 0; i < n; ++i) dst[i] += src[i];
   }
 
+  template <class U>
+  static void copy_rows(U* dst, std::size_t dst_stride, const U* src, std::size_t src_stride, std::size_t rows,
+                        std::size_t cols) {
+    for (std::size_t i = 0; i < rows; ++i) copy(dst + i * dst_stride, src + i * src_stride, cols);
+  }
+  template <class U>
+  static void add_rows(U* dst, std::size_t dst_stride, const U* src, std::size_t src_stride, std::size_t rows,
+                       std::size_t cols) {
+    for (std::size_t i = 0; i < rows; ++i) add(dst + i * dst_stride, src + i * src_stride, cols);
+  }
+
   template <class F, class... A>
   static void each(int B, int H, A... a) {
     for (int b = 0; b < B; ++b)

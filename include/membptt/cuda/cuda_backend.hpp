@@ -18,6 +18,7 @@
 // PyTorch's), and cuda_state_sizes() gives the same workspace to the planner.
 #pragma once
 #include <cstddef>
+#include <cstdint>
 
 #include "membptt/cuda/device.hpp"
 #include "membptt/cuda/device_net.hpp"
@@ -37,6 +38,32 @@ struct BasicDeviceBackend {
   static void copy(T* dst, const T* src, std::size_t n) { Ops::copy(dst, src, n); }
   static void zero(T* dst, std::size_t n) { Ops::zero(dst, n); }
   static void add(T* dst, const T* src, std::size_t n) { Ops::add(dst, src, n); }
+  static void copy_rows(T* dst, std::size_t dst_stride, const T* src, std::size_t src_stride, std::size_t rows,
+                        std::size_t cols) {
+    Ops::copy_rows(dst, dst_stride, src, src_stride, rows, cols);
+  }
+  static void add_rows(T* dst, std::size_t dst_stride, const T* src, std::size_t src_stride, std::size_t rows,
+                       std::size_t cols) {
+    Ops::add_rows(dst, dst_stride, src, src_stride, rows, cols);
+  }
+  template <class U>
+  using BufferOf = typename Ops::template Buffer<U>;
+  template <class U>
+  static void upload(U* dst, const U* host, std::size_t n) {
+    Ops::upload(dst, host, n);
+  }
+  // CpuBackend::dropout_steps's contract; the seed in device memory. A kernel per step.
+  static void dropout_steps(T* seq, std::int64_t steps, int rows, int cols, const std::uint64_t* seed, int layer,
+                            double p) {
+    const std::uint64_t threshold = dropout_threshold(p);
+    const T scale = dropout_scale<T>(p);
+    const std::size_t n = static_cast<std::size_t>(rows) * static_cast<std::size_t>(cols);
+    for (std::int64_t t = 0; t < steps; ++t) {
+      T* r = seq + static_cast<std::size_t>(t) * n;
+      Ops::dropout(rows, cols, r, r, seed, static_cast<std::uint64_t>(layer), static_cast<std::uint64_t>(t), threshold,
+                   scale);
+    }
+  }
   static void complete(Params& grads) { grads.complete(); }
   static T finish_loss(const Head& head, T) { return head.finish(); }
 };

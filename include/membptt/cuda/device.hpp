@@ -132,6 +132,9 @@ void copy_bytes(void* dst, const void* src, std::size_t bytes);            // de
 void zero_bytes(void* dst, std::size_t bytes);                               // async
 void upload_bytes(void* dst, const void* host, std::size_t bytes);          // blocking
 void download_bytes(void* host, const void* src, std::size_t bytes);        // blocking
+// `rows` rows of `row_bytes` each, device -> device, async (cudaMemcpy2DAsync; pitches in bytes).
+void copy_rows_bytes(void* dst, std::size_t dst_pitch, const void* src, std::size_t src_pitch, std::size_t row_bytes,
+                     std::size_t rows);
 
 template <class T>
 void upload(T* dst, const T* host, std::size_t n) {
@@ -219,6 +222,17 @@ struct CudaOps {
   // dst += src, n elements (cublas<t>axpy with alpha 1: the same bits as an addition).
   static void add(float* dst, const float* src, std::size_t n);
   static void add(double* dst, const double* src, std::size_t n);
+  // The same on `rows` rows of `cols` elements, each at its stride (in elements): copy_rows by
+  // cudaMemcpy2DAsync, add_rows by cublas<t>geam with both factors 1 (the bits of an addition).
+  template <class U>
+  static void copy_rows(U* dst, std::size_t dst_stride, const U* src, std::size_t src_stride, std::size_t rows,
+                        std::size_t cols) {
+    copy_rows_bytes(dst, dst_stride * sizeof(U), src, src_stride * sizeof(U), cols * sizeof(U), rows);
+  }
+  static void add_rows(float* dst, std::size_t dst_stride, const float* src, std::size_t src_stride, std::size_t rows,
+                       std::size_t cols);
+  static void add_rows(double* dst, std::size_t dst_stride, const double* src, std::size_t src_stride,
+                       std::size_t rows, std::size_t cols);
 
 #define MEMBPTT_CUDA_OPS_DECL(T)                                                                                   \
   static void lstm_fwd(int B, int H, const T* px, const T* ph, const T* b_ih, const T* b_hh, const T* h_in,       \

@@ -297,15 +297,20 @@ class BasicDeviceNet final : public Deferred {
     check(p, "backward");
     check(grads, "backward (grads)");
     const std::size_t xstep = static_cast<std::size_t>(s_.batch) * static_cast<std::size_t>(s_.input_size);
-    if (target_ && (target_ != &grads || reinterpret_cast<std::uintptr_t>(x_t) + static_cast<std::uintptr_t>(n_) * xstep * sizeof(T) !=
-                                             reinterpret_cast<std::uintptr_t>(x_first_)))
-      flush();
+    // A group's inputs lie side by side: below its first step's (plain order), or above (reversed).
+    const std::uintptr_t step_bytes = static_cast<std::uintptr_t>(n_) * xstep * sizeof(T);
+    const bool adjacent = reverse_ ? reinterpret_cast<std::uintptr_t>(x_first_) + step_bytes ==
+                                         reinterpret_cast<std::uintptr_t>(x_t)
+                                   : reinterpret_cast<std::uintptr_t>(x_t) + step_bytes ==
+                                         reinterpret_cast<std::uintptr_t>(x_first_);
+    if (target_ && (target_ != &grads || !adjacent)) flush();
     if (!target_) {
       target_ = &grads;
       grads.defer(this);
       x_first_ = x_t;
+      group_reverse_ = reverse_;
     }
-    const std::size_t slot = static_cast<std::size_t>(K_ - 1 - n_);
+    const std::size_t slot = static_cast<std::size_t>(group_reverse_ ? n_ : K_ - 1 - n_);
     const int B = s_.batch, H = s_.hidden_size, R = output_width(s_), GH = G_ * H, L = s_.num_layers;
     const std::size_t LBR = br_ * static_cast<std::size_t>(L), gbh = bh_ * static_cast<std::size_t>(G_);
     const T* w = p.data();
@@ -382,12 +387,14 @@ class BasicDeviceNet final : public Deferred {
     if (n == 0) return;
     T* gw = t->raw();
     const int B = s_.batch, H = s_.hidden_size, R = output_width(s_), GH = G_ * H, rows = n * B;
-    const std::size_t off = static_cast<std::size_t>(K_ - n), gbh = bh_ * static_cast<std::size_t>(G_);
+    // The group's slots in ascending position: [K-n, K) in plain order, [0, n) reversed.
+    const std::size_t off = group_reverse_ ? 0 : static_cast<std::size_t>(K_ - n), gbh = bh_ * static_cast<std::size_t>(G_);
     const std::size_t xstep = static_cast<std::size_t>(B) * static_cast<std::size_t>(s_.input_size);
+    const T* x_low = group_reverse_ ? x_first_ : x_first_ - static_cast<std::size_t>(n - 1) * xstep;
     for (int l = 0; l < s_.num_layers; ++l) {
       const auto ul = static_cast<std::size_t>(l);
       const Lay& o = lay_[ul];
-      const T* in = l == 0 ? x_first_ - static_cast<std::size_t>(n - 1) * xstep : xin_[ul].data() + off * br_;
+      const T* in = l == 0 ? x_low : xin_[ul].data() + off * br_;
       const T* dg = dg_[ul].data() + off * gbh;
       const T* dgh = s_.cell == CellType::Gru ? dgh_[ul].data() + off * gbh : dg;
       gemm_rm(true, false, GH, o.in, rows, T(1), dg, GH, in, o.in, T(1), gw + o.w_ih, o.in);
@@ -405,6 +412,11 @@ class BasicDeviceNet final : public Deferred {
     target_ = nullptr;
     n_ = 0;
   }
+
+  // The executor's reversed layout (a bidirectional stack's reverse chains, SequenceLayout): the
+  // backward steps T..1 read inputs at ascending positions, so a group of weight gradients grows
+  // upward from its first step's input (slots 0, 1, ...) instead of downward.
+  void set_reverse(bool on) { reverse_ = on; }
 
  private:
   using Buf = typename Ops::template Buffer<T>;
@@ -584,7 +596,8 @@ class BasicDeviceNet final : public Deferred {
   Buf stage_h_;   // staging of h_{t-1} (only when pointers need it)
   Buf stage_in_;  // staging of the input of layers above 0
   // Deferred weight gradients, per layer, K_ slots of one step each; the j-th step of a group uses
-  // slot K_-1-j, so a group of n steps lies in slots [K_-n, K_) in ascending time order, like x.
+  // slot K_-1-j, so a group of n steps lies in slots [K_-n, K_) in ascending time order, like x
+  // (reversed, set_reverse: slot j, so [0, n), again in the order of the inputs).
   std::vector<Buf> dg_;   // [K][B x G*H] dL/dpre (GRU: w.r.t. x W_ih^T + b_ih)
   std::vector<Buf> dgh_;  // GRU: [K][B x 3H] dL/d(h W_hh^T + b_hh)
   std::vector<Buf> hp_;   // [K][B x R] h_{t-1}
@@ -593,6 +606,8 @@ class BasicDeviceNet final : public Deferred {
   ParamsT* target_ = nullptr;  // the gradient buffer of the open group (null: none)
   const T* x_first_ = nullptr;  // x_t of the open group's first (latest) step
   int n_ = 0;                   // steps in the open group
+  bool reverse_ = false;        // set_reverse: backward steps' inputs ascend
+  bool group_reverse_ = false;  // the open group's order (reverse_ when it began)
 };
 
 // The output head on the device: Head<T>'s losses (head.hpp) with the loss accumulated on the
@@ -638,10 +653,10 @@ class BasicDeviceHead final : public Deferred {
   // Head::step_xent's contract, except: returns 0 (the step's loss is added on the device; finish()
   // returns the sum), and a target outside [0, O) is reported by finish() (it throws), not here.
   T step_xent(const ParamsT& p, const T* h_top, const std::int64_t* targets_t, T scale, T* dh_top, ParamsT& grads) {
-    const int B = s_.batch, H = output_width(s_), O = s_.output_size;
+    const int B = s_.batch, H = width(s_), O = s_.output_size;
     const std::size_t slot = begin(p, grads, "step_xent");
     T* dl = dl_.data() + slot * static_cast<std::size_t>(B) * static_cast<std::size_t>(O);
-    T* ht = ht_.data() + slot * detail::ubr(s_);
+    T* ht = ht_.data() + slot * top_elems(s_);
     logits(p, h_top);
     Ops::xent(B, O, H, out_.data(), p.data() + b_off_, targets_t, scale, dl, h_top, ht, acc_.data(), bad_.data());
     end(p, dl, dh_top);
@@ -649,10 +664,10 @@ class BasicDeviceHead final : public Deferred {
   }
   // Head::last_mse's contract, except that it returns 0 (finish() returns the loss).
   T last_mse(const ParamsT& p, const T* h_top, const T* target, T* dh_top, ParamsT& grads) {
-    const int B = s_.batch, H = output_width(s_), O = s_.output_size;
+    const int B = s_.batch, H = width(s_), O = s_.output_size;
     const std::size_t slot = begin(p, grads, "last_mse");
     T* dl = dl_.data() + slot * static_cast<std::size_t>(B) * static_cast<std::size_t>(O);
-    T* ht = ht_.data() + slot * detail::ubr(s_);
+    T* ht = ht_.data() + slot * top_elems(s_);
     logits(p, h_top);
     Ops::mse(B, O, H, out_.data(), p.data() + b_off_, target, dl, h_top, ht, acc_.data());
     end(p, dl, dh_top);
@@ -685,10 +700,10 @@ class BasicDeviceHead final : public Deferred {
     t->undefer(this);
     const int n = std::exchange(n_, 0);
     if (n == 0) return;
-    const int B = s_.batch, H = output_width(s_), O = s_.output_size, rows = n * B;
+    const int B = s_.batch, H = width(s_), O = s_.output_size, rows = n * B;
     const std::size_t off = static_cast<std::size_t>(K_ - n);
     const T* dl = dl_.data() + off * static_cast<std::size_t>(B) * static_cast<std::size_t>(O);
-    const T* ht = ht_.data() + off * detail::ubr(s_);
+    const T* ht = ht_.data() + off * top_elems(s_);
     T* gw = t->raw();
     Ops::gemm_cm(false, true, H, O, rows, T(1), ht, H, dl, O, T(1), gw + w_off_, H, math_);  // dW = dl^T ht
     Ops::gemv_cm(O, rows, T(1), dl, O, ones_.data(), T(1), gw + b_off_);
@@ -704,14 +719,19 @@ class BasicDeviceHead final : public Deferred {
   struct Sizes {
     std::size_t out = 0, dl = 0, ht = 0, stage = 0, ones = 0, total = 0;
   };
+  // The width of h_top (both directions' h side by side in a bidirectional net) and its B rows.
+  static int width(const NetShape& s) { return directions(s) * output_width(s); }
+  static std::size_t top_elems(const NetShape& s) {
+    return static_cast<std::size_t>(s.batch) * static_cast<std::size_t>(width(s));
+  }
   static Sizes sizes(const NetShape& s, int K, std::size_t scalar_bytes) {
     Sizes z;
     const std::size_t bo = static_cast<std::size_t>(s.batch) * static_cast<std::size_t>(s.output_size),
                       k = static_cast<std::size_t>(K);
     z.out = bo;
     z.dl = k * bo;
-    z.ht = k * detail::ubr(s);
-    z.stage = detail::needs_staging(s, scalar_bytes) ? detail::ubr(s) : 0;
+    z.ht = k * top_elems(s);
+    z.stage = detail::needs_staging(s, scalar_bytes) ? top_elems(s) : 0;
     z.ones = k * static_cast<std::size_t>(s.batch);
     z.total = z.out + z.dl + z.ht + z.stage + z.ones;
     return z;
@@ -737,10 +757,10 @@ class BasicDeviceHead final : public Deferred {
   }
   // out_ = h_top W^T (the bias is added by the loss kernel).
   void logits(const ParamsT& p, const T* h_top) {
-    const int B = s_.batch, H = output_width(s_), O = s_.output_size;
+    const int B = s_.batch, H = width(s_), O = s_.output_size;
     const T* a = h_top;
     if (stage_) {
-      Ops::copy(stage_h_.data(), h_top, detail::ubr(s_));
+      Ops::copy(stage_h_.data(), h_top, top_elems(s_));
       a = stage_h_.data();
     }
     // Row-major out[B x O] = a[B x H] W[O x H]^T, i.e. column-major out^T = W^T(col) a^T.
@@ -748,7 +768,7 @@ class BasicDeviceHead final : public Deferred {
   }
   // dh_top += dl W, then closes the step's slot.
   void end(const ParamsT& p, const T* dl, T* dh_top) {
-    const int B = s_.batch, H = output_width(s_), O = s_.output_size;
+    const int B = s_.batch, H = width(s_), O = s_.output_size;
     // Row-major dh[B x H] += dl[B x O] W[O x H]: column-major dh^T = W^T(col, H x O) dl^T(O x B).
     Ops::gemm_cm(false, false, H, B, O, T(1), p.data() + w_off_, H, dl, O, T(1), dh_top, H, math_);
     if (++n_ == K_) flush();

@@ -23,6 +23,7 @@
 #include <utility>
 
 #include "membptt/cuda/cuda_backend.hpp"
+#include "membptt/train/bidirectional_pass.hpp"
 #include "membptt/train/gradient_pass.hpp"
 
 namespace membptt::cuda {
@@ -115,6 +116,77 @@ class BasicDeviceGradientPass final : public train::GradientPass<T> {
   bool ran_ = false;
 };
 
+// A bidirectional stack and its head on the device (train/bidirectional_pass.hpp): each run()
+// uploads the parameters, the batch and h_0 into device buffers allocated once, runs the pass and
+// downloads the gradients and h_n, as BasicDeviceGradientPass does. No CUDA graph: the stack's
+// 2L chains run one after another, each in the module form.
+template <class T, class Ops>
+class BasicDeviceBidirectionalPass final : public train::GradientPass<T> {
+ public:
+  BasicDeviceBidirectionalPass(const NetShape& shape, LossKind loss, const BidirectionalPlans& plans)
+      : shape_(shape),
+        loss_(loss),
+        length_(plans.layer.at(0)->length),
+        core_(shape, loss, plans),
+        params_(shape),
+        grads_(shape),
+        x_(static_cast<std::size_t>(length_) * ubatch() * static_cast<std::size_t>(shape.input_size)),
+        cls_(loss == LossKind::Xent ? static_cast<std::size_t>(length_) * ubatch() : 0),
+        y_(loss == LossKind::MseLast ? ubatch() * static_cast<std::size_t>(shape.output_size) : 0),
+        h0_(membptt::carry_elems(shape)),
+        carry_(membptt::carry_elems(shape)) {}
+
+  RunStats run(const Params<T>& params, const SequenceBatch<T>& batch, Params<T>& grads, T* final_carry) override {
+    if (batch.length != length_)
+      throw std::invalid_argument("sequence length " + std::to_string(batch.length) + " does not match the plan's " +
+                                  std::to_string(length_));
+    params_.upload(params);
+    Ops::upload(x_.data(), batch.inputs, x_.size());
+    if (loss_ == LossKind::Xent)
+      Ops::upload(cls_.data(), batch.class_targets, cls_.size());
+    else
+      Ops::upload(y_.data(), batch.regression_targets, y_.size());
+    if (batch.h0)
+      Ops::upload(h0_.data(), batch.h0, h0_.size());
+    else
+      Ops::zero(h0_.data(), h0_.size());
+    device_batch_ = SequenceBatch<T>{length_, x_.data(), cls_.data(), y_.data(), h0_.data()};
+    const RunStats stats = core_.run(params_, device_batch_, grads_, carry_.data());
+    grads_.download(grads);
+    if (final_carry) Ops::download(final_carry, carry_.data(), carry_.size());
+    ran_ = true;
+    return stats;
+  }
+
+  double time_again() override {
+    if (!ran_) throw std::logic_error("GradientPass::time_again before run");
+    const auto t0 = std::chrono::steady_clock::now();
+    core_.run(params_, device_batch_, grads_, carry_.data());  // returns once the loss is read back
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  }
+
+  void set_dropout(bool on, std::uint64_t seed) override { core_.set_dropout(on, seed); }
+  const Plan& plan() const override { return core_.plan(); }
+  std::int64_t planned_forward_steps() const override { return core_.planned_forward_steps(); }
+  std::size_t workspace_bytes() const override { return core_.workspace_bytes(); }
+
+ private:
+  std::size_t ubatch() const { return static_cast<std::size_t>(shape_.batch); }
+  template <class U>
+  using Buf = typename Ops::template Buffer<U>;
+
+  NetShape shape_;
+  LossKind loss_;
+  std::int64_t length_;
+  train::BidirectionalHeadPass<BasicDeviceBackend<T, Ops>> core_;
+  BasicDeviceParams<T, Ops> params_, grads_;
+  Buf<T> x_;
+  Buf<std::int64_t> cls_;
+  Buf<T> y_, h0_, carry_;
+  SequenceBatch<T> device_batch_;
+  bool ran_ = false;
+};
+
 // A device for the trainer: state sizes from device_state_sizes (the options() now), passes over Ops.
 template <class Ops>
 class BasicGradientDevice final : public train::GradientDevice {
@@ -132,6 +204,18 @@ class BasicGradientDevice final : public train::GradientDevice {
   std::unique_ptr<train::GradientPass<double>> make_pass_f64(const NetShape& shape, LossKind loss,
                                                              Plan plan) const override {
     return std::make_unique<BasicDeviceGradientPass<double, Ops>>(shape, loss, std::move(plan));
+  }
+  std::size_t head_scratch_bytes(const NetShape& shape, std::size_t scalar_bytes) const override {
+    return scalar_bytes == sizeof(float) ? BasicDeviceHead<float, Ops>::scratch_bytes_for(shape, options())
+                                         : BasicDeviceHead<double, Ops>::scratch_bytes_for(shape, options());
+  }
+  std::unique_ptr<train::GradientPass<float>> make_bidirectional_pass_f32(const NetShape& shape, LossKind loss,
+                                                                          const BidirectionalPlans& plans) const override {
+    return std::make_unique<BasicDeviceBidirectionalPass<float, Ops>>(shape, loss, plans);
+  }
+  std::unique_ptr<train::GradientPass<double>> make_bidirectional_pass_f64(const NetShape& shape, LossKind loss,
+                                                                           const BidirectionalPlans& plans) const override {
+    return std::make_unique<BasicDeviceBidirectionalPass<double, Ops>>(shape, loss, plans);
   }
 
  private:

@@ -15,8 +15,9 @@
 //   record_elems, scratch_bytes), Head (step_xent, last_mse, scratch_bytes), Buffer (a fixed
 //   array: Buffer(n), data(), size()), Params; and static copy(dst, src, n), zero(dst, n),
 //   complete(grads) (adds whatever gradient contributions a device still holds back into grads),
-//   optionally add(dst, src, n) (dst += src; with a net whose backward also gives dL/dx_t, it
-//   enables the module form, forward() and backward()) and finish_loss(head, sum) (the loss once the run is over: the sum of what the head returned,
+//   optionally add(dst, src, n) (dst += src), copy_rows / add_rows(dst, dst_stride, src,
+//   src_stride, rows, cols) (the same on `rows` rows of `cols` elements, each at its stride: with a
+//   net whose backward also gives dL/dx_t they enable the module form, forward() and backward()) and finish_loss(head, sum) (the loss once the run is over: the sum of what the head returned,
 //   or what a device head accumulated itself). All pointers in a batch live where the Backend
 //   computes.
 //
@@ -90,7 +91,12 @@ class BasicExecutor {
   static constexpr bool kModuleForm = requires(Net& n, const ParamsT& p, ParamsT& g, const T* x, T* c) {
     n.backward(p, x, x, x, c, g, c);
     Backend::add(c, x, std::size_t{0});
+    Backend::add_rows(c, std::size_t{0}, x, std::size_t{0}, std::size_t{0}, std::size_t{0});
+    Backend::copy_rows(c, std::size_t{0}, x, std::size_t{0}, std::size_t{0}, std::size_t{0});
   };
+  // A device net that groups the weight gradients of consecutive backward steps by where their
+  // inputs lie learns of a reversed layout (set_reverse: positions ascend as backward runs).
+  static constexpr bool kNetTakesOrder = requires(Net& n) { n.set_reverse(true); };
 
 
  public:
@@ -121,9 +127,11 @@ class BasicExecutor {
 
   const Plan& plan() const { return plan_; }
   std::size_t arena_bytes() const { return arena_.size() * sizeof(T); }
-  // Bytes held besides the arena: cursor, carry gradient, zero h_0, the cell's and head's scratch.
+  // Bytes held besides the arena: cursor, carry gradient, zero h_0, the cell's and head's scratch
+  // (and, once a layout added dL/dx to its inputs, one step's dL/dx).
   std::size_t workspace_bytes() const {
-    return (cursor_.size() + dcarry_.size() + zeros_.size()) * sizeof(T) + net_.scratch_bytes() + head_.scratch_bytes();
+    return (cursor_.size() + dcarry_.size() + zeros_.size() + dx_.size()) * sizeof(T) + net_.scratch_bytes() +
+           head_.scratch_bytes();
   }
   const Net& net() const { return net_; }
   Net& net() { return net_; }  // e.g. to switch dropout on for the passes that follow
@@ -264,6 +272,7 @@ RunStats BasicExecutor<Backend>::enqueue(const ParamsT& params, const SequenceBa
   const T* h0 = batch.h0 ? batch.h0 : zeros_.data();
   const T xent_scale = T(1) / static_cast<T>(batch.length * shape_.batch);
   layout_ = SequenceLayout{};
+  if constexpr (kNetTakesOrder) net_.set_reverse(false);
 
   RunStats stats;
   std::size_t top = 0;  // elements the stored states take now
@@ -302,16 +311,14 @@ template <class Backend>
 void BasicExecutor<Backend>::put_output(T* row, const T* h) const {
   const std::size_t r = static_cast<std::size_t>(output_width(shape_)), b = static_cast<std::size_t>(shape_.batch);
   if (layout_.output_stride == 0) return Backend::copy(row, h, b * r);
-  const std::size_t stride = static_cast<std::size_t>(layout_.output_stride);
-  for (std::size_t i = 0; i < b; ++i) Backend::copy(row + i * stride + layout_.output_offset, h + i * r, r);
+  Backend::copy_rows(row + layout_.output_offset, static_cast<std::size_t>(layout_.output_stride), h, r, b, r);
 }
 
 template <class Backend>
 void BasicExecutor<Backend>::add_doutput(T* dh, const T* row) const {
   const std::size_t r = static_cast<std::size_t>(output_width(shape_)), b = static_cast<std::size_t>(shape_.batch);
   if (layout_.output_stride == 0) return Backend::add(dh, row, b * r);
-  const std::size_t stride = static_cast<std::size_t>(layout_.output_stride);
-  for (std::size_t i = 0; i < b; ++i) Backend::add(dh + i * r, row + i * stride + layout_.output_offset, r);
+  Backend::add_rows(dh, r, row + layout_.output_offset, static_cast<std::size_t>(layout_.output_stride), b, r);
 }
 
 template <class Backend>
@@ -326,6 +333,7 @@ RunStats BasicExecutor<Backend>::forward(const ParamsT& params, const T* inputs,
     throw std::invalid_argument("SequenceLayout: columns " + std::to_string(layout.output_offset) + " + " +
                                 std::to_string(r) + " do not fit rows of " + std::to_string(layout.output_stride));
   layout_ = layout;
+  if constexpr (kNetTakesOrder) net_.set_reverse(layout.reverse);
   const std::size_t carry = net_.carry_elems();
   const std::size_t y_step = static_cast<std::size_t>(shape_.batch) *
                              static_cast<std::size_t>(layout.output_stride != 0 ? layout.output_stride : r);

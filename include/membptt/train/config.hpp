@@ -35,7 +35,7 @@ struct TrainConfig {
   bool bias = true;                   // false: no recurrent biases (--no-bias, PyTorch's bias=False)
   std::string nonlinearity = "tanh";  // tanh | relu (relu: --cell rnn only)
   int proj_size = 0;                  // --cell lstm: projections of h to this width (0: none)
-  bool bidirectional = false;         // --bidirectional: PyTorch's bidirectional=True (CPU only)
+  bool bidirectional = false;         // --bidirectional: PyTorch's bidirectional=True
   double dropout = 0;                 // between layers, 0 to 1 (masks: cells/dropout.hpp, seeded by seed and step)
   int batch = 32;
   std::int64_t length = 100;  // T: sequence length (adding, copy) or window length (text)

@@ -69,6 +69,14 @@ class GradientDevice {
   virtual std::unique_ptr<GradientPass<float>> make_pass_f32(const NetShape& shape, LossKind loss, Plan plan) const = 0;
   virtual std::unique_ptr<GradientPass<double>> make_pass_f64(const NetShape& shape, LossKind loss, Plan plan) const = 0;
 
+  // Bidirectional shapes (below): the bytes of the head's scratch a pass holds on this device (its
+  // chains' sizes are sizes(chain_shape(shape, l), ...)), and a pass over a stack planned so.
+  virtual std::size_t head_scratch_bytes(const NetShape& shape, std::size_t scalar_bytes) const = 0;
+  virtual std::unique_ptr<GradientPass<float>> make_bidirectional_pass_f32(const NetShape& shape, LossKind loss,
+                                                                           const BidirectionalPlans& plans) const = 0;
+  virtual std::unique_ptr<GradientPass<double>> make_bidirectional_pass_f64(const NetShape& shape, LossKind loss,
+                                                                            const BidirectionalPlans& plans) const = 0;
+
   template <class T>
   std::unique_ptr<GradientPass<T>> make_pass(const NetShape& shape, LossKind loss, Plan plan) const {
     static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>);
@@ -77,42 +85,58 @@ class GradientDevice {
     else
       return make_pass_f64(shape, loss, std::move(plan));
   }
+  template <class T>
+  std::unique_ptr<GradientPass<T>> make_bidirectional_pass(const NetShape& shape, LossKind loss,
+                                                           const BidirectionalPlans& plans) const {
+    static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>);
+    if constexpr (std::is_same_v<T, float>)
+      return make_bidirectional_pass_f32(shape, loss, plans);
+    else
+      return make_bidirectional_pass_f64(shape, loss, plans);
+  }
 };
 
 // The CPU: Executor<T> on the host's parameters and batch, no copies.
 std::shared_ptr<const GradientDevice> cpu_device();
 
-// ---- bidirectional shapes (NetShape::bidirectional), on the CPU only for now ----
+// ---- bidirectional shapes (NetShape::bidirectional) ----
 //
-// A pass forwards a BidirectionalStack (exec/bidirectional.hpp) holding the top outputs
-// y [T x B x 2R], runs the head on them (Xent: every step, scale 1/(T*B); MseLast: the last step),
-// accumulating dy [T x B x 2R], then the stack's backward. y and dy (and the head's scratch, logits
-// and their gradient [B x O] each) are held besides the stack's plans: they are taken from the
-// budget first and counted in workspace_bytes().
+// A pass forwards a stack (exec/bidirectional.hpp) holding the top outputs y [T x B x 2R], runs
+// the head on them (Xent: every step, scale 1/(T*B); MseLast: the last step), accumulating
+// dy [T x B x 2R], then the stack's backward (train/bidirectional_pass.hpp). y and dy and the
+// head's scratch are held besides the stack's plans: they are taken from the budget first and
+// counted in workspace_bytes(). Every function takes the device the pass runs on (null: the CPU):
+// its chains' state sizes and its head's scratch.
 
-// The bytes of y and dy and the head's scratch: (2 * T * B * 2R + 2 * B * O) * scalar_bytes.
-double bidirectional_pass_extra_bytes(const NetShape& s, std::int64_t length, std::size_t scalar_bytes);
+// The bytes of y and dy and the head's scratch: 2 * T * B * 2R * scalar_bytes + head_scratch_bytes.
+double bidirectional_pass_extra_bytes(const NetShape& s, std::int64_t length, std::size_t scalar_bytes,
+                                      const GradientDevice* device = nullptr);
 // Plain BPTT's memory of a pass (extra + bidirectional_plain_bytes), the base of a share.
-double bidirectional_pass_plain_bytes(const NetShape& s, std::int64_t length, std::size_t scalar_bytes);
+double bidirectional_pass_plain_bytes(const NetShape& s, std::int64_t length, std::size_t scalar_bytes,
+                                      const GradientDevice* device = nullptr);
 // A budget as users write it for a bidirectional pass, in bytes: a share is of the chains' plain
 // BPTT memory, with the held sequences and the top outputs whole (bidirectional_share_bytes).
 double bidirectional_pass_budget_bytes(const BudgetSpec& spec, const NetShape& s, std::int64_t length,
-                                       std::size_t scalar_bytes);
+                                       std::size_t scalar_bytes, const GradientDevice* device = nullptr);
 // The least budget in which `policy` runs a pass (extra + bidirectional_least_bytes).
-double bidirectional_pass_least_bytes(Policy policy, const NetShape& s, std::int64_t length, std::size_t scalar_bytes);
+double bidirectional_pass_least_bytes(Policy policy, const NetShape& s, std::int64_t length, std::size_t scalar_bytes,
+                                      const GradientDevice* device = nullptr);
 // Plans the stack in budget_bytes less the extra (nullopt: plain BPTT). Throws PlanError (one line)
 // naming the budget and the least that works when it is too small.
 BidirectionalPlans plan_bidirectional_pass(std::optional<Policy> policy, const NetShape& s, std::int64_t length,
-                                           std::optional<double> budget_bytes, std::size_t scalar_bytes, double beta);
+                                           std::optional<double> budget_bytes, std::size_t scalar_bytes, double beta,
+                                           const GradientDevice* device = nullptr);
 // What the plans hold, predicted: the extra, the held sequences and every chain's workspace and
 // arena peak.
-double bidirectional_pass_planned_bytes(const NetShape& s, const BidirectionalPlans& plans, std::size_t scalar_bytes);
+double bidirectional_pass_planned_bytes(const NetShape& s, const BidirectionalPlans& plans, std::size_t scalar_bytes,
+                                        const GradientDevice* device = nullptr);
 // The predicted time of the pass against plain BPTT's (the chains' ratios, averaged).
 double bidirectional_time_ratio(const BidirectionalPlans& plans);
 
-// A CPU pass over a bidirectional stack.
+// A pass over a bidirectional stack on `device` (null: the CPU).
 template <class T>
 std::unique_ptr<GradientPass<T>> make_bidirectional_pass(const NetShape& shape, LossKind loss,
-                                                         const BidirectionalPlans& plans);
+                                                         const BidirectionalPlans& plans,
+                                                         const GradientDevice* device = nullptr);
 
 }  // namespace membptt::train
