@@ -273,7 +273,7 @@ int run_bench(const BenchOptions& o) {
   fmt::print("{} T={} B={} I={} H={} L={}{}{}{} {}: hidden state {} B, internal state {} B (alpha {:g}), workspace {} B\n",
              o.cell, o.length, o.batch, o.input, o.hidden, o.layers, o.proj_size ? fmt::format(" P={}", o.proj_size) : "",
              o.no_bias ? " no-bias" : "", o.nonlinearity == "relu" ? " relu" : "", o.dtype, sizes.hidden_bytes,
-             sizes.internal_bytes, sizes.alpha(), sizes.workspace_bytes);
+             sizes.internal_bytes, sizes.alpha(), sizes.workspace_at(o.length));
   fmt::print("calibrated step costs: advance {:.3f} ms, advance+record {:.3f} ms, backward+head {:.3f} ms "
              "(record {:.3f}, beta {:.3f})\n",
              1e3 * st.advance, 1e3 * st.record, 1e3 * st.backward, model.record, model.beta);
@@ -414,7 +414,7 @@ int run_bench(const BenchOptions& o) {
                      {"calibration", {{"advance_s", st.advance}, {"record_s", st.record}, {"backward_s", st.backward}}},
                      {"device", dev.text()}, {"tf32", dev.cuda && o.tf32 && !o.bf16}, {"bf16", dev.cuda && o.bf16}, {"defer_steps", o.defer_steps}, {"input_chunk_steps", o.input_chunk},
                      {"graphs", dev.cuda && !o.no_graphs},
-                     {"workspace_bytes", sizes.workspace_bytes}, {"hidden_bytes", sizes.hidden_bytes},
+                     {"workspace_bytes", sizes.workspace_at(o.length)}, {"hidden_bytes", sizes.hidden_bytes},
                      {"internal_bytes", sizes.internal_bytes}, {"plain_bptt_bytes", plain},
                      {"rows", rows}};
     write_file_atomic(o.json, j.dump(1) + "\n");

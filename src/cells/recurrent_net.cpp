@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <stdexcept>
 #include <string>
+#include <utility>
 
 #include "kernels.hpp"
 #include "membptt/backend/blas.hpp"
@@ -33,14 +34,22 @@ std::size_t carry_elems(const NetShape& s) {
          static_cast<std::size_t>(directions(s));
 }
 
+int executor_defer_steps(const NetShape& s) {
+  const std::size_t gh = static_cast<std::size_t>(gate_count(s.cell)) * static_cast<std::size_t>(s.hidden_size);
+  const auto r = static_cast<std::size_t>(output_width(s));
+  const std::size_t in = static_cast<std::size_t>(std::max(s.input_size, s.num_layers > 1 ? output_width(s) : 0));
+  return gh * (in + r) >= kDeferMinWeights ? kExecutorDeferSteps : 1;
+}
+
 std::size_t record_elems(const NetShape& s) {
   return 2 * carry_elems(s) + extra_per_layer(s) * static_cast<std::size_t>(s.num_layers);
 }
 
 template <class T>
-RecurrentNet<T>::RecurrentNet(const NetShape& s)
+RecurrentNet<T>::RecurrentNet(const NetShape& s, int defer_steps)
     : s_(s),
       G_(gate_count(s.cell)),
+      K_(defer_steps),
       bh_(layer_bh(s)),
       br_(layer_br(s)),
       carry_(membptt::carry_elems(s)),
@@ -78,13 +87,55 @@ RecurrentNet<T>::RecurrentNet(const NetShape& s)
     pre_h_ = backend::AlignedBuffer<T>(gbh);
     dgh_ = backend::AlignedBuffer<T>(gbh);
   }
+  if (defer_steps < 1)
+    throw std::invalid_argument("RecurrentNet: defer_steps " + std::to_string(defer_steps) + " is not allowed: use 1 or more");
+  if (K_ > 1) {
+    const auto k = static_cast<std::size_t>(K_), b = static_cast<std::size_t>(s.batch);
+    for (int l = 0; l < s.num_layers; ++l) {
+      dgr_.emplace_back(k * gbh);
+      if (s.cell == CellType::Gru) dghr_.emplace_back(k * gbh);
+      inr_.emplace_back(k * b * static_cast<std::size_t>(lay_[static_cast<std::size_t>(l)].in));
+      hpr_.emplace_back(k * br_);
+      if (s.proj_size > 0) {
+        dhr_.emplace_back(k * br_);
+        mr_.emplace_back(k * bh_);
+      }
+    }
+  }
 }
 
 template <class T>
 std::size_t RecurrentNet<T>::scratch_bytes() const {
+  std::size_t rings = 0;
+  for (const auto* r : {&dgr_, &dghr_, &inr_, &hpr_, &dhr_, &mr_})
+    for (const auto& b : *r) rings += b.size();
   return (pre_.size() + pre_h_.size() + act_.size() + bias_.size() + dg_.size() + dgh_.size() +
-          dh_.size() + alias_.size() + m_.size() + dm_.size() + drop_.size() + ddrop_.size()) *
+          dh_.size() + alias_.size() + m_.size() + dm_.size() + drop_.size() + ddrop_.size() + rings) *
          sizeof(T);
+}
+
+template <class T>
+void RecurrentNet<T>::flush() {
+  if (!target_) return;
+  Params<T>& g = *std::exchange(target_, nullptr);
+  const int n = std::exchange(n_, 0);
+  if (n == 0) return;
+  T* gw = g.data();
+  const int H = s_.hidden_size, R = output_width(s_), GH = G_ * H, rows = n * s_.batch;
+  for (int l = 0; l < s_.num_layers; ++l) {
+    const LayerOffsets& o = lay_[static_cast<std::size_t>(l)];
+    const auto ul = static_cast<std::size_t>(l);
+    const T* dg = dgr_[ul].data();
+    const T* dgh = s_.cell == CellType::Gru ? dghr_[ul].data() : dg;
+    gemm<T>(Trans::Yes, Trans::No, GH, o.in, rows, T(1), dg, GH, inr_[ul].data(), o.in, T(1), gw + o.w_ih, o.in);
+    gemm<T>(Trans::Yes, Trans::No, GH, R, rows, T(1), dgh, GH, hpr_[ul].data(), R, T(1), gw + o.w_hh, R);
+    if (s_.proj_size > 0)
+      gemm<T>(Trans::Yes, Trans::No, R, H, rows, T(1), dhr_[ul].data(), R, mr_[ul].data(), H, T(1), gw + o.w_hr, H);
+    if (s_.bias) {
+      detail::colsum_add<T>(rows, GH, dg, gw + o.b_ih);
+      detail::colsum_add<T>(rows, GH, dgh, gw + o.b_hh);
+    }
+  }
 }
 
 template <class T>
@@ -212,6 +263,13 @@ void RecurrentNet<T>::backward(const Params<T>& p, const T* x_t, const T* record
   const T* cout = record + carry_;
   const T* gates = record + 2 * carry_;
   const std::int64_t t = drop_on_ ? step_of(x_t) : 0;
+  const bool defer = K_ > 1;
+  if (defer && target_ != &grads) {  // a group is open for another buffer: complete it first
+    flush();
+    target_ = &grads;
+  }
+  const auto slot = static_cast<std::size_t>(n_);
+  const std::size_t gbh = bh_ * static_cast<std::size_t>(G_);
   for (int l = L - 1; l >= 0; --l) {
     const LayerOffsets& o = lay_[static_cast<std::size_t>(l)];
     const std::size_t lo = static_cast<std::size_t>(l) * br_;
@@ -227,30 +285,38 @@ void RecurrentNet<T>::backward(const Params<T>& p, const T* x_t, const T* record
     // layer above sent down through its input; the latter is already summed into dh_.
     const T* dh = l == L - 1 ? dcarry_out + lo : dh_.data();
     T* dh_in = dcarry_in + lo;
-    const T* dgh = dg_.data();  // gradient w.r.t. (h W_hh^T + b_hh)
+    // d(pre-activation): in the group's ring slot when deferred, else in dg_.
+    T* dg = defer ? ring(dgr_, l, slot, gbh) : dg_.data();
+    const T* dgh = dg;  // gradient w.r.t. (h W_hh^T + b_hh)
     T beta_hh = T(0);
     switch (s_.cell) {
       case CellType::Lstm: {
         const T* dm = dh;  // dL/d(o * tanh(c'))
         if (s_.proj_size > 0) {  // h' = m W_hr^T: dW_hr += dh^T m, dm = dh W_hr (m recomputed)
-          detail::lstm_m<T>(B, H, act, cout + lc, m_.data());
-          gemm<T>(Trans::Yes, Trans::No, R, H, B, T(1), dh, R, m_.data(), H, T(1), gw + o.w_hr, H);
+          T* m = defer ? ring(mr_, l, slot, bh_) : m_.data();
+          detail::lstm_m<T>(B, H, act, cout + lc, m);
+          if (defer)
+            std::copy_n(dh, br_, ring(dhr_, l, slot, br_));
+          else
+            gemm<T>(Trans::Yes, Trans::No, R, H, B, T(1), dh, R, m, H, T(1), gw + o.w_hr, H);
           gemm<T>(Trans::No, Trans::No, B, H, R, T(1), dh, R, w + o.w_hr, H, T(0), dm_.data(), H);
           dm = dm_.data();
         }
-        detail::lstm_bwd<T>(B, H, act, cin + lc, cout + lc, dm, dcarry_out + lc, dg_.data(), dcarry_in + lc);
+        detail::lstm_bwd<T>(B, H, act, cin + lc, cout + lc, dm, dcarry_out + lc, dg, dcarry_in + lc);
         break;
       }
-      case CellType::Gru:
-        detail::gru_bwd<T>(B, H, act, h_prev, dh, dg_.data(), dgh_.data(), dh_in);
-        dgh = dgh_.data();
+      case CellType::Gru: {
+        T* g2 = defer ? ring(dghr_, l, slot, gbh) : dgh_.data();
+        detail::gru_bwd<T>(B, H, act, h_prev, dh, dg, g2, dh_in);
+        dgh = g2;
         beta_hh = T(1);
         break;
+      }
       case CellType::Rnn:
         if (s_.nonlinearity == Nonlinearity::Relu)
-          detail::rnn_relu_bwd<T>(B, H, cout + lo, dh, dg_.data());
+          detail::rnn_relu_bwd<T>(B, H, cout + lo, dh, dg);
         else
-          detail::rnn_bwd<T>(B, H, cout + lo, dh, dg_.data());
+          detail::rnn_bwd<T>(B, H, cout + lo, dh, dg);
         break;
     }
     // dL/dh_{t-1} of this layer.
@@ -258,28 +324,31 @@ void RecurrentNet<T>::backward(const Params<T>& p, const T* x_t, const T* record
     // dL/d(input) of this layer = part of dL/dh' of the layer below; layer 0's, dL/dx_t, only
     // when the caller asks.
     if (l > 0 && drop_on_) {  // through the mask: dh_ = dcarry_out + (dg W_ih) * mask * scale
-      gemm<T>(Trans::No, Trans::No, B, o.in, GH, T(1), dg_.data(), GH, w + o.w_ih, o.in, T(0),
-              ddrop_.data(), o.in);
+      gemm<T>(Trans::No, Trans::No, B, o.in, GH, T(1), dg, GH, w + o.w_ih, o.in, T(0), ddrop_.data(), o.in);
       drop(ddrop_.data(), l, t, ddrop_.data());
       const T* below = dcarry_out + lo - br_;
       for (std::size_t k = 0; k < br_; ++k) dh_.data()[k] = below[k] + ddrop_.data()[k];
     } else if (l > 0) {
       std::copy_n(dcarry_out + lo - br_, br_, dh_.data());
-      gemm<T>(Trans::No, Trans::No, B, o.in, GH, T(1), dg_.data(), GH, w + o.w_ih, o.in, T(1),
-              dh_.data(), o.in);
+      gemm<T>(Trans::No, Trans::No, B, o.in, GH, T(1), dg, GH, w + o.w_ih, o.in, T(1), dh_.data(), o.in);
     } else if (dx_t != nullptr) {
-      gemm<T>(Trans::No, Trans::No, B, o.in, GH, T(1), dg_.data(), GH, w + o.w_ih, o.in, T(0), dx_t,
-              o.in);
+      gemm<T>(Trans::No, Trans::No, B, o.in, GH, T(1), dg, GH, w + o.w_ih, o.in, T(0), dx_t, o.in);
     }
-    // Parameter gradients (accumulated).
-    gemm<T>(Trans::Yes, Trans::No, GH, o.in, B, T(1), dg_.data(), GH, in, o.in, T(1), gw + o.w_ih,
-            o.in);
+    // Parameter gradients: kept for the group's GEMMs (flush), or accumulated now.
+    if (defer) {
+      const std::size_t in_elems = static_cast<std::size_t>(B) * static_cast<std::size_t>(o.in);
+      std::copy_n(in, in_elems, ring(inr_, l, slot, in_elems));
+      std::copy_n(h_prev, br_, ring(hpr_, l, slot, br_));
+      continue;
+    }
+    gemm<T>(Trans::Yes, Trans::No, GH, o.in, B, T(1), dg, GH, in, o.in, T(1), gw + o.w_ih, o.in);
     gemm<T>(Trans::Yes, Trans::No, GH, R, B, T(1), dgh, GH, h_prev, R, T(1), gw + o.w_hh, R);
     if (s_.bias) {
-      detail::colsum_add<T>(B, GH, dg_.data(), gw + o.b_ih);
+      detail::colsum_add<T>(B, GH, dg, gw + o.b_ih);
       detail::colsum_add<T>(B, GH, dgh, gw + o.b_hh);
     }
   }
+  if (defer && ++n_ == K_) flush();
 }
 
 template class RecurrentNet<float>;

@@ -19,6 +19,9 @@ StateSizes sizes_of(const NetShape& shape) {
   s.hidden_bytes = net.carry_elems() * sizeof(T);
   s.internal_bytes = net.record_elems() * sizeof(T);
   s.workspace_bytes = 3 * s.hidden_bytes + net.scratch_bytes() + head.scratch_bytes();
+  s.max_group_steps = executor_defer_steps(shape);
+  if (s.max_group_steps > 1)
+    s.group_step_bytes = (RecurrentNet<T>(shape, 2).scratch_bytes() - net.scratch_bytes()) / 2;
   return s;
 }
 
@@ -72,7 +75,7 @@ StateSizes state_sizes(const NetShape& shape, std::size_t scalar_bytes) {
 
 double least_bytes(Policy policy, std::int64_t length, const StateSizes& sizes) {
   const CostModel model{sizes.alpha(), 2.0};
-  return static_cast<double>(sizes.workspace_bytes) +
+  return static_cast<double>(sizes.workspace_at(length)) +
          least_budget(policy, length, model) * static_cast<double>(sizes.hidden_bytes);
 }
 
@@ -84,10 +87,12 @@ Plan plan_for_bytes(std::optional<Policy> policy, std::int64_t length, double bu
   if (!(budget_bytes >= least))
     throw PlanError("memory budget " + bytes_text(budget_bytes) + " is below the least in which policy " +
                     std::string(policy_name(p)) + " runs " + std::to_string(length) + " steps: " + bytes_text(least) +
-                    "; the workspace takes " + bytes_text(static_cast<double>(sizes.workspace_bytes)) + " and plain BPTT needs " +
+                    "; the workspace takes " + bytes_text(static_cast<double>(sizes.workspace_at(length))) + " and plain BPTT needs " +
                     bytes_text(static_cast<double>(sizes.plain_bptt_bytes(length))));
-  const double units = (budget_bytes - static_cast<double>(sizes.workspace_bytes)) / static_cast<double>(sizes.hidden_bytes);
-  return policy ? make_plan(p, length, units, model) : make_auto_plan(length, units, model);
+  const double units = (budget_bytes - static_cast<double>(sizes.workspace_at(length))) / static_cast<double>(sizes.hidden_bytes);
+  Plan plan = policy ? make_plan(p, length, units, model) : make_auto_plan(length, units, model);
+  plan.weight_gradient_group = sizes.group_steps(length);
+  return plan;
 }
 
 }  // namespace membptt

@@ -17,7 +17,7 @@ std::int64_t calibration_steps(std::int64_t length, std::size_t record_bytes) {
 template <class T>
 StepTimes time_steps(const NetShape& shape, LossKind loss, int reps, std::int64_t length, std::size_t arena_bytes) {
   if (reps < 1) throw std::invalid_argument("time_steps: reps " + std::to_string(reps) + " is less than 1");
-  RecurrentNet<T> net(shape);
+  RecurrentNet<T> net(shape, executor_defer_steps(shape));  // the executor's net, its weight-gradient groups too
   Head<T> head(shape);
   Params<T> p(shape), g(shape);
   init_pytorch_default(p, 1);
@@ -41,7 +41,11 @@ StepTimes time_steps(const NetShape& shape, LossKind loss, int reps, std::int64_
   // Each chain is timed in blocks of a few steps; its cost per step is the median block's. A block
   // that another process preempted (on a shared machine, many) falls out of the median instead of
   // inflating one kind of step.
-  const std::int64_t block = std::clamp<std::int64_t>(n / 32, 1, 16);
+  // A block holds whole weight-gradient groups (defer_steps() backward steps each, flushed
+  // at the group's last step), so that every block's backward time counts its share of them.
+  const std::int64_t group = net.defer_steps();
+  const std::int64_t block =
+      std::min<std::int64_t>(n, (std::clamp<std::int64_t>(n / 32, 1, 16) + group - 1) / group * group);
   auto timed = [&](std::vector<double>& out, std::int64_t k, std::int64_t k_end, auto&& step) {
     auto t0 = std::chrono::steady_clock::now();
     std::int64_t in_block = 0;
@@ -94,6 +98,7 @@ StepTimes time_steps(const NetShape& shape, LossKind loss, int reps, std::int64_
     timed(wr, 0, n, record_step);
     std::fill(dcarry.begin(), dcarry.end(), T(0));
     timed(wb, n - 1, -1, backward_step);  // reads back the records the chain before wrote
+    net.flush();
     if (i == 0) continue;
     const double ma = median(wa), mr = median(wr), mb = median(wb);
     a.push_back(ma);
@@ -105,6 +110,7 @@ StepTimes time_steps(const NetShape& shape, LossKind loss, int reps, std::int64_
     timed(ra, 0, n, record_step);
     std::fill(dcarry.begin(), dcarry.end(), T(0));
     timed(ba, n - 1, -1, backward_step);
+    net.flush();
     slots = n;
     arena_record_ratio.push_back(median(ra) / mr);
     arena_backward_ratio.push_back(median(ba) / mb);

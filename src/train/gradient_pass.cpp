@@ -177,7 +177,7 @@ double bidirectional_pass_planned_bytes(const NetShape& s, const BidirectionalPl
   double held = bidirectional_pass_extra_bytes(s, length, scalar_bytes, device) + plans.held_bytes;
   for (int l = 0; l < s.num_layers; ++l) {
     const StateSizes sizes = or_cpu(device).sizes(chain_shape(s, l), scalar_bytes);
-    held += 2.0 * (static_cast<double>(sizes.workspace_bytes) +
+    held += 2.0 * (static_cast<double>(sizes.workspace_at(length)) +
                    plans.layer[static_cast<std::size_t>(l)]->peak_units * static_cast<double>(sizes.hidden_bytes));
   }
   return held;

@@ -18,7 +18,7 @@
 namespace membptt::train {
 
 std::size_t TrainerBase::planned_bytes() const {
-  return sizes().workspace_bytes +
+  return sizes().workspace_at(plan().length) +
          static_cast<std::size_t>(std::llround(plan().peak_units * static_cast<double>(sizes().hidden_bytes)));
 }
 

@@ -78,21 +78,29 @@ bool same_bits(const std::vector<T>& a, const std::vector<T>& b) {
 }
 
 // Runs every policy at a grid of budgets through run(pr, plan) and holds each to plain BPTT's
-// result with the same runner, bit for bit, and to the plan's forward steps and peak. Returns the
-// plain result.
+// result with the same runner, bit for bit, and to the plan's forward steps and peak. Every plan
+// carries `group` weight-gradient steps (the CPU net's; default: what plan_for_bytes gives the
+// length). Returns the plain result.
 template <class T, class Run>
-Outcome<T> check_all_policies(const Problem<T>& pr, const StateSizes& sizes, Run&& run) {
+Outcome<T> check_all_policies(const Problem<T>& pr, const StateSizes& sizes, Run&& run, int group = 0) {
   const std::int64_t len = pr.T_len;
   const CostModel model{sizes.alpha(), 2.0};
-  const Outcome<T> plain = run(pr, make_plan(Policy::Full, len, plain_bptt_units(len, model), model));
+  if (group < 1) group = sizes.group_steps(len);
+  const std::size_t workspace =
+      sizes.workspace_bytes + (group > 1 ? static_cast<std::size_t>(group) * sizes.group_step_bytes : 0);
+  auto grouped = [&](Plan p) {
+    p.weight_gradient_group = group;
+    return p;
+  };
+  const Outcome<T> plain = run(pr, grouped(make_plan(Policy::Full, len, plain_bptt_units(len, model), model)));
   EXPECT_EQ(plain.stats.forward_steps, len);
   EXPECT_EQ(plain.stats.peak_arena_bytes, static_cast<std::size_t>(len) * sizes.internal_bytes);
-  EXPECT_EQ(plain.workspace_bytes, sizes.workspace_bytes);
+  EXPECT_EQ(plain.workspace_bytes, workspace);
   for (Policy pol : kAllPolicies) {
     const double least = least_budget(pol, len, model);
     for (double extra : {0.0, 1.0, 2.0, 5.0, 13.0, 40.0}) {
       const double budget = least + extra;
-      const Plan plan = make_plan(pol, len, budget, model);
+      const Plan plan = grouped(make_plan(pol, len, budget, model));
       const Outcome<T> got = run(pr, plan);
       SCOPED_TRACE(std::string(policy_name(pol)) + " budget " + std::to_string(budget));
       EXPECT_EQ(got.stats.forward_steps, plan.forward_steps);
@@ -100,7 +108,7 @@ Outcome<T> check_all_policies(const Problem<T>& pr, const StateSizes& sizes, Run
       EXPECT_EQ(got.stats.peak_arena_bytes, got.arena_bytes);
       EXPECT_EQ(static_cast<double>(got.stats.peak_arena_bytes), plan.peak_units * static_cast<double>(sizes.hidden_bytes));
       EXPECT_LE(static_cast<double>(got.stats.peak_arena_bytes), budget * static_cast<double>(sizes.hidden_bytes));
-      EXPECT_EQ(got.workspace_bytes, sizes.workspace_bytes);
+      EXPECT_EQ(got.workspace_bytes, workspace);
       EXPECT_EQ(std::memcmp(&got.stats.loss, &plain.stats.loss, sizeof(double)), 0);
       EXPECT_TRUE(same_bits(got.grads, plain.grads));
       EXPECT_TRUE(same_bits(got.dh0, plain.dh0));

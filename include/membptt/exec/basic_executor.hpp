@@ -67,6 +67,22 @@ struct RunStats {
   std::size_t peak_arena_bytes = 0;  // most bytes the stored states ever took
 };
 
+// The Backend's net for a plan: Backend::make_net(shape, plan) when it has one (the CPU's groups
+// its weight gradients as the plan says, recurrent_net.hpp; the executor then flushes it at the
+// end of every pass), else Net(shape).
+template <class Backend>
+typename Backend::Net make_backend_net(const NetShape& s, const Plan& plan) {
+  if constexpr (requires { Backend::make_net(s, plan); })
+    return Backend::make_net(s, plan);
+  else
+    return typename Backend::Net(s);
+}
+template <class Backend>
+inline constexpr bool backend_net_flushes = requires(typename Backend::Net& n, const NetShape& s, const Plan& p) {
+  Backend::make_net(s, p);
+  n.flush();
+};
+
 // Walks a schedule once, tracking only the stack's top: the arena's size in elements.
 std::size_t arena_elems(const Plan& plan, std::size_t carry_elems, std::size_t record_elems);
 
@@ -97,11 +113,12 @@ class BasicExecutor {
   // A device net that groups the weight gradients of consecutive backward steps by where their
   // inputs lie learns of a reversed layout (set_reverse: positions ascend as backward runs).
   static constexpr bool kNetTakesOrder = requires(Net& n) { n.set_reverse(true); };
+  static constexpr bool kNetFlushes = backend_net_flushes<Backend>;
 
 
  public:
   BasicExecutor(const NetShape& shape, LossKind loss, Plan plan)
-      : shape_(shape), loss_(loss), plan_(std::move(plan)), net_(shape), head_(shape),
+      : shape_(shape), loss_(loss), plan_(std::move(plan)), net_(make_backend_net<Backend>(shape, plan_)), head_(shape),
         arena_(arena_elems(plan_, net_.carry_elems(), net_.record_elems())),
         cursor_(net_.carry_elems()), dcarry_(net_.carry_elems()), zeros_(net_.carry_elems()),
         offset_(static_cast<std::size_t>(plan_.max_slots) + 1, 0),
@@ -303,6 +320,7 @@ RunStats BasicExecutor<Backend>::enqueue(const ParamsT& params, const SequenceBa
   }
   if (dh0) Backend::copy(dh0, dcarry_.data(), carry);
   if constexpr (kNetTakesInputs) net_.begin_pass(nullptr, 0);  // the pass is over
+  if constexpr (kNetFlushes) net_.flush();
   Backend::complete(grads);
   return stats;
 }
@@ -396,6 +414,7 @@ RunStats BasicExecutor<Backend>::backward(const ParamsT& params, const T* doutpu
   }
   if (dh0) Backend::copy(dh0, dcarry_.data(), carry);
   if constexpr (kNetTakesInputs) net_.begin_pass(nullptr, 0);  // the pass is over
+  if constexpr (kNetFlushes) net_.flush();
   Backend::complete(grads);
   const RunStats stats = p.stats;
   pending_.reset();

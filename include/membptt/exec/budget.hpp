@@ -21,9 +21,28 @@ struct StateSizes {
   std::size_t hidden_bytes = 0;     // one carry: h (and c) of every layer, whole batch
   std::size_t internal_bytes = 0;   // one step's record
   std::size_t workspace_bytes = 0;  // fixed, whatever the policy
+  // The CPU net's weight-gradient rings (recurrent_net.hpp), bytes per step of a group; 0: layers
+  // too small to gain from groups (executor_defer_steps). The group's length depends on the
+  // sequence's alone (group_steps), so every plan for one length groups alike, keeping plain
+  // BPTT's bits, and the rings are in every budget of that length.
+  std::size_t group_step_bytes = 0;
+  int max_group_steps = 1;
   double alpha() const { return static_cast<double>(internal_bytes) / static_cast<double>(hidden_bytes); }
+  // Steps per weight-gradient group at `length`: as many as fit in 1/200 of plain BPTT's records
+  // (so at a 5% budget the rings take at most a tenth of it), at most max_group_steps, at least 1.
+  int group_steps(std::int64_t length) const {
+    if (group_step_bytes == 0 || length <= 0) return 1;
+    const double fit = static_cast<double>(length) * static_cast<double>(internal_bytes) / 200.0 /
+                       static_cast<double>(group_step_bytes);
+    return fit >= max_group_steps ? max_group_steps : fit >= 2 ? static_cast<int>(fit) : 1;
+  }
+  // The fixed bytes at `length`: the workspace and the rings of its groups.
+  std::size_t workspace_at(std::int64_t length) const {
+    const int k = group_steps(length);
+    return workspace_bytes + (k > 1 ? static_cast<std::size_t>(k) * group_step_bytes : 0);
+  }
   std::size_t plain_bptt_bytes(std::int64_t length) const {
-    return workspace_bytes + static_cast<std::size_t>(length) * internal_bytes;
+    return workspace_at(length) + static_cast<std::size_t>(length) * internal_bytes;
   }
 };
 
@@ -31,7 +50,9 @@ StateSizes state_sizes(const NetShape& shape, std::size_t scalar_bytes);
 
 // The plan for a budget in bytes. policy = nullopt picks the best that fits (plain BPTT when the
 // budget holds it, whatever its size; else MSM, exact or past its table blocked: planner.hpp). Throws PlanError naming the budget and the
-// least budget in bytes that works.
+// least budget in bytes that works. The plan carries the CPU net's weight-gradient groups for its
+// length (Plan::weight_gradient_group = sizes.group_steps(length); their rings are in
+// sizes.workspace_at(length)).
 Plan plan_for_bytes(std::optional<Policy> policy, std::int64_t length, double budget_bytes, const StateSizes& sizes,
                     double beta);
 

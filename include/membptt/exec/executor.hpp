@@ -53,6 +53,9 @@ struct CpuBackend {
                    : T(0);
     }
   }
+  // The executor's net groups its weight gradients as its plan says (recurrent_net.hpp, budget.hpp);
+  // the executor flushes it at the end of every pass.
+  static Net make_net(const NetShape& s, const Plan& plan) { return Net(s, plan.weight_gradient_group); }
   static void complete(Params&) {}  // the CPU adds gradients as it goes
   static T finish_loss(const Head&, T sum) { return sum; }
 };

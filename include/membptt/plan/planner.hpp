@@ -43,6 +43,10 @@ struct Plan {
   std::int64_t block = 0;           // the block s, and the ticks Revolve over blocks keeps for the
   std::int64_t block_ticks = -1;    // blocks (-1: the dynamic program over blocks)
   std::shared_ptr<const SplitOracle> oracle;
+  // Set by exec/budget.hpp's plan_for_bytes, not by the planner: the backward steps over which the
+  // CPU executor's net groups its weight gradients (1: none; its rings are StateSizes::group_bytes,
+  // inside the budget).
+  int weight_gradient_group = 1;
 
   double steps_per_step() const { return length ? static_cast<double>(forward_steps) / static_cast<double>(length) : 0; }
   double time_ratio() const { return predicted_time_ratio(forward_steps, length, model); }
