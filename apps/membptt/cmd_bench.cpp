@@ -104,6 +104,21 @@ struct Config {
   std::size_t graph_nodes = 0;
 };
 
+// --policies: each name one of the planner's policies.
+Policy bench_policy(const std::string& name) {
+  if (auto p = parse_policy(name)) return *p;
+  std::string all;
+  for (Policy p : kAllPolicies) all += (all.empty() ? "" : ", ") + std::string(policy_name(p));
+  throw UsageError("unknown policy '" + name + "' in --policies: allowed are " + all);
+}
+
+// Every configuration was below the least that works (each said so): nothing to time.
+void require_runnable(bool any) {
+  if (!any)
+    throw UsageError("no policy runs at the budgets given: each is below the least that works (the skip lines above "
+                     "name it); give larger --budgets");
+}
+
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   return v.empty() ? 0 : v[v.size() / 2];
@@ -169,6 +184,7 @@ int run_bench_bidirectional(const BenchOptions& o, const NetShape& shape, const 
       }
     }
   }
+  require_runnable(!rows.empty());
   // One pass each for its stats (and, on a device, the transfers), then the timed passes again.
   for (Row& row : rows) row.stats = row.pass->run(params, batch, grads, nullptr);
   for (int r = 0; r < o.warmup + o.reps; ++r)
@@ -198,6 +214,8 @@ int run_bench_bidirectional(const BenchOptions& o, const NetShape& shape, const 
                        o.layers, o.dtype, policy_name(row.policy), row.budget, held, plain, row.stats.forward_steps, sec,
                        measured, row.ratio);
   }
+  fmt::print("(a budget given as a share is of the chains' plain BPTT memory, the held layer outputs added whole: "
+             "\"% plain\" is of everything; docs/architecture.md)\n");
   if (!o.csv.empty()) write_file_atomic(o.csv, csv);
   if (!o.json.empty()) {
     nlohmann::json j{{"cell", o.cell}, {"length", o.length}, {"batch", o.batch}, {"input", o.input}, {"hidden", o.hidden},
@@ -229,7 +247,7 @@ int run_bench(const BenchOptions& o) {
   // Everything the user typed is checked before the calibration and the timed rounds (minutes).
   if (split_list(o.policies).empty()) throw UsageError("--policies '" + o.policies + "' names no policy");
   for (const std::string& name : split_list(o.policies))
-    if (!parse_policy(name)) throw UsageError("unknown policy '" + name + "' in --policies");
+    (void)bench_policy(name);
   if (split_list(o.budgets).empty()) throw UsageError("--budgets '" + o.budgets + "' names no budget");
   for (const std::string& b : split_list(o.budgets)) (void)parse_budget(b);
   for (const std::string& out : {o.csv, o.json}) {
@@ -352,8 +370,7 @@ int run_bench(const BenchOptions& o) {
   };
   const double plain = static_cast<double>(sizes.plain_bptt_bytes(o.length));
   for (const std::string& name : split_list(o.policies)) {
-    const auto p = parse_policy(name);
-    if (!p) throw UsageError("unknown policy '" + name + "' in --policies");
+    const std::optional<Policy> p = bench_policy(name);
     if (*p == Policy::Full || *p == Policy::ChenSqrt || *p == Policy::ChenRecursive || *p == Policy::Quadratic) {
       const double least = *p == Policy::Quadratic ? least_bytes(*p, o.length, sizes) : least_bytes(*p, o.length, sizes);
       add(*p, fmt::format("{:.1f}%", 100 * least / plain), least);
@@ -361,6 +378,7 @@ int run_bench(const BenchOptions& o) {
       for (const std::string& b : split_list(o.budgets)) add(*p, b, parse_budget(b).bytes(sizes, o.length));
     }
   }
+  require_runnable(!configs.empty());
   // Interleaved repetitions: every configuration once per round, so drift hits all alike.
   for (int r = 0; r < o.warmup + o.reps; ++r)
     for (Config& c : configs) {

@@ -58,6 +58,8 @@ int run(CLI::App& app, std::function<int()>& action, int argc, char** argv) {
     return fail(2, e.what());
   } catch (const membptt::cli::UsageError& e) {
     return fail(2, e.what());
+  } catch (const std::invalid_argument& e) {  // a value given is not allowed (e.g. an unknown cell type)
+    return fail(2, e.what());
   } catch (const std::bad_alloc&) {
     // Allocations whose size a user decides say so themselves (backend::AllocationError); this is
     // the rest.

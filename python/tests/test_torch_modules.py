@@ -504,6 +504,9 @@ def test_bidirectional_budget_held_and_too_small():
                                          r"\d+ bytes, of which \d+ bytes hold the inner layers. outputs and a gradient \(growing with the length\)"):
         tight(torch.randn(T, B, I, requires_grad=True))
     assert tight(torch.randn(T // 10, B, I, requires_grad=True))[0].shape == (T // 10, B, 2 * H)  # a shorter one fits
+    # One layer holds no inner outputs: its error names what it holds instead.
+    with pytest.raises(ValueError, match=r"bidirectional stack of 1 layer\(s\) .* hold the chains' carries and the rest"):
+        mt.LSTM(I, H, bidirectional=True, memory=1000)(torch.randn(T, B, I))
 
 
 def test_a_share_that_forces_heavy_recomputation_warns_once():

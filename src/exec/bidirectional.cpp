@@ -133,8 +133,10 @@ BidirectionalPlans plan_bidirectional(std::optional<Policy> policy, const NetSha
     os << "memory budget " << bytes_text(*budget_bytes) << " is below the least in which policy "
        << policy_name(policy.value_or(Policy::Msm)) << " runs a bidirectional stack of " << s.num_layers
        << " layer(s) over " << length << " steps: " << bytes_text(least) << ", of which " << bytes_text(out.held_bytes)
-       << " hold the inner layers' outputs and a gradient (growing with the length) and the rest the "
-       << static_cast<int>(chains) << " chains' plans; plain BPTT needs " << bytes_text(out.plain_bytes);
+       << (s.num_layers > 1 ? " hold the inner layers' outputs and a gradient (growing with the length)"
+                            : " hold the chains' carries")
+       << " and the rest the " << static_cast<int>(chains) << " chains' plans; plain BPTT needs "
+       << bytes_text(out.plain_bytes);
     throw PlanError(os.str());
   }
   for (int l = 0; l < s.num_layers; ++l) {

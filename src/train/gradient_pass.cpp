@@ -161,9 +161,11 @@ BidirectionalPlans plan_bidirectional_pass(std::optional<Policy> policy, const N
     os << "memory budget " << bytes_text(*budget_bytes) << " is below the least in which policy "
        << policy_name(policy.value_or(Policy::Msm)) << " runs this bidirectional network of " << s.num_layers
        << " layer(s) over " << length << " steps: " << bytes_text(least) << ", of which " << bytes_text(extra)
-       << " hold the top layer's outputs, their gradient and the head's scratch, and "
+       << " hold the top layer's outputs, their gradient and the head's scratch (growing with the length), "
        << bytes_text(bidirectional_held_bytes(s, length, scalar_bytes))
-       << " the inner layers' outputs and a gradient (all growing with the length), and the rest the "
+       << (s.num_layers > 1 ? " the inner layers' outputs and a gradient (growing too), and the chains' carries,"
+                            : " the chains' carries,")
+       << " and the rest the "
        << 2 * s.num_layers << " chains' plans; plain BPTT needs "
        << bytes_text(bidirectional_pass_plain_bytes(s, length, scalar_bytes, device));
     throw PlanError(os.str());

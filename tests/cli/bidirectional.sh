@@ -57,6 +57,10 @@ if ! nvidia-smi -L >/dev/null 2>&1; then
 fi
 expect_error "is below the least in which policy msm runs this bidirectional network of 2 layer(s)" \
   "$bin" train "${common[@]}" --steps 2 --memory 2KB
+# One layer holds no inner outputs: the error names what it does hold.
+expect_error "network of 1 layer(s) over 100 steps" "$bin" train --task copy --length 100 --memory 200KB --hidden 16 \
+  --batch 8 --bidirectional --steps 2
+grep -q "inner layers" "$tmp/err" && fail "a one-layer bidirectional network's error names inner layers"
 
 # With PyTorch: exports through membptt grad against torch, every policy bit for bit.
 if ! "$py" -c 'import torch' 2>/dev/null; then

@@ -53,6 +53,15 @@ expect_error "--reps: 0 is not allowed" "$bin" bench --reps 0
 # bench checks what it was given before its calibration and timed rounds, not after.
 expect_error "--budgets '' names no budget" "$bin" bench --budgets ''
 expect_error "--policies ',' names no policy" "$bin" bench --policies ,
+expect_error "unknown policy 'foo' in --policies: allowed are full, " "$bin" bench --policies foo
+# Every configuration below its least: an error (status 2), after a skip line each.
+expect_error "no policy runs at the budgets given" "$bin" bench --length 100 --batch 4 --input 8 --hidden 16 \
+  --budgets 1% --policies msm
+grep -q "skip msm at 1%" "$tmp/out" || fail "bench: the skip line"
+# A value that is not allowed is a usage error (status 2), whatever layer finds it.
+rc=0
+"$bin" bench --cell foo >/dev/null 2>&1 || rc=$?
+[ "$rc" -eq 2 ] || fail "bench --cell foo exited $rc, expected 2"
 expect_error "memory budget 'nan' is not allowed" "$bin" bench --budgets 5%,nan
 expect_error "cannot write $tmp/no/such/dir/b.csv: its directory" "$bin" bench --csv "$tmp/no/such/dir/b.csv"
 [ ! -s "$tmp/out" ] || { cat "$tmp/out"; fail "bench printed before refusing its options"; }
