@@ -5,6 +5,8 @@
 #include <string>
 #include <vector>
 
+#include "membptt/exec/budget.hpp"
+
 namespace membptt {
 
 std::int64_t calibration_steps(std::int64_t length, std::size_t record_bytes) {
@@ -17,7 +19,9 @@ std::int64_t calibration_steps(std::int64_t length, std::size_t record_bytes) {
 template <class T>
 StepTimes time_steps(const NetShape& shape, LossKind loss, int reps, std::int64_t length, std::size_t arena_bytes) {
   if (reps < 1) throw std::invalid_argument("time_steps: reps " + std::to_string(reps) + " is less than 1");
-  RecurrentNet<T> net(shape, executor_defer_steps(shape));  // the executor's net, its weight-gradient groups too
+  // The executor's net, with the weight-gradient groups its plans for this length take (budget.hpp).
+  const int group = length > 0 ? state_sizes(shape, sizeof(T)).group_steps(length) : executor_defer_steps(shape);
+  RecurrentNet<T> net(shape, group);
   Head<T> head(shape);
   Params<T> p(shape), g(shape);
   init_pytorch_default(p, 1);
@@ -43,9 +47,9 @@ StepTimes time_steps(const NetShape& shape, LossKind loss, int reps, std::int64_
   // inflating one kind of step.
   // A block holds whole weight-gradient groups (defer_steps() backward steps each, flushed
   // at the group's last step), so that every block's backward time counts its share of them.
-  const std::int64_t group = net.defer_steps();
+  const std::int64_t group_steps = net.defer_steps();
   const std::int64_t block =
-      std::min<std::int64_t>(n, (std::clamp<std::int64_t>(n / 32, 1, 16) + group - 1) / group * group);
+      std::min<std::int64_t>(n, (std::clamp<std::int64_t>(n / 32, 1, 16) + group_steps - 1) / group_steps * group_steps);
   auto timed = [&](std::vector<double>& out, std::int64_t k, std::int64_t k_end, auto&& step) {
     auto t0 = std::chrono::steady_clock::now();
     std::int64_t in_block = 0;
