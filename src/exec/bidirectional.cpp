@@ -6,7 +6,6 @@
 #include <stdexcept>
 #include <string>
 
-#include "membptt/cells/dropout.hpp"
 #include "membptt/cells/recurrent_net.hpp"
 
 namespace membptt {
@@ -31,21 +30,6 @@ StateSizes sizes_of(const NetShape& s, int layer, std::size_t scalar_bytes, cons
 void require_bidirectional(const NetShape& s) {
   validate(s);
   if (!s.bidirectional) throw std::invalid_argument("BidirectionalStack: the shape is not bidirectional");
-}
-
-// Layer `layer`'s input rows times their dropout masks: element k of row t is kept with the mask
-// of (seed, layer, t, k), scaled by 1 / (1 - p) (cells/dropout.hpp, as RecurrentNet draws them).
-template <class T>
-void drop_rows(T* seq, std::int64_t length, std::size_t row, std::uint64_t seed, int layer, double p) {
-  const std::uint64_t threshold = dropout_threshold(p);
-  const T scale = dropout_scale<T>(p);
-  for (std::int64_t t = 0; t < length; ++t) {
-    T* r = seq + sz(t) * row;
-    for (std::size_t k = 0; k < row; ++k)
-      r[k] = dropout_bits(seed, static_cast<std::uint64_t>(layer), static_cast<std::uint64_t>(t), k) >= threshold
-                 ? r[k] * scale
-                 : T(0);
-  }
 }
 
 // Chain c's carry (h [B x R], then LSTM c [B x H]) from / to PyTorch's layout of the stack's:
@@ -186,7 +170,8 @@ void bidirectional_infer(const NetShape& s, const T* weights, const T* x, std::i
       if (hn) scatter_carry(s, carry.data(), c, hn);
     }
     if (l + 1 < L) {
-      if (dropout_on && s.dropout > 0) drop_rows(above.data(), length, row, seed, l + 1, s.dropout);
+      if (dropout_on && s.dropout > 0)  // the masks the stack draws (cells/dropout.hpp)
+        CpuBackend<T>::dropout_steps(above.data(), length, s.batch, 2 * R, &seed, l + 1, s.dropout);
       below.swap(above);
     }
   }

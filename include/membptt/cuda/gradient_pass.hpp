@@ -38,45 +38,74 @@ struct DeviceExecutorOf<T, CudaOps> {
   using type = CudaExecutor<T>;
 };
 
+// A pass's batch on the device: buffers allocated once for `length` steps, a host batch uploaded
+// into them each run (the same pointers every time, so a captured graph replays), and the carry
+// after the last step downloaded. h_0 is always the buffer, zeros when the batch starts afresh
+// (the same values as the executor's own zero h_0, so the same bits).
+template <class T, class Ops>
+class DeviceBatch {
+ public:
+  DeviceBatch(const NetShape& shape, LossKind loss, std::int64_t length)
+      : loss_(loss),
+        length_(length),
+        x_(rows(shape, length) * static_cast<std::size_t>(shape.input_size)),
+        cls_(loss == LossKind::Xent ? rows(shape, length) : 0),
+        y_(loss == LossKind::MseLast ? rows(shape, 1) * static_cast<std::size_t>(shape.output_size) : 0),
+        h0_(membptt::carry_elems(shape)),
+        carry_(membptt::carry_elems(shape)) {}
+
+  // Uploads `batch` (host memory; its length checked) and returns it in device pointers.
+  const SequenceBatch<T>& upload(const SequenceBatch<T>& batch) {
+    if (batch.length != length_)
+      throw std::invalid_argument("sequence length " + std::to_string(batch.length) + " does not match the plan's " +
+                                  std::to_string(length_));
+    Ops::upload(x_.data(), batch.inputs, x_.size());
+    if (loss_ == LossKind::Xent)
+      Ops::upload(cls_.data(), batch.class_targets, cls_.size());
+    else
+      Ops::upload(y_.data(), batch.regression_targets, y_.size());
+    if (batch.h0)
+      Ops::upload(h0_.data(), batch.h0, h0_.size());
+    else
+      Ops::zero(h0_.data(), h0_.size());
+    device_ = SequenceBatch<T>{length_, x_.data(), cls_.data(), y_.data(), h0_.data()};
+    return device_;
+  }
+  const SequenceBatch<T>& device() const { return device_; }
+  T* carry() { return carry_.data(); }  // the carry after the last step, in device memory
+  void download_carry(T* host) const {
+    if (host) Ops::download(host, carry_.data(), carry_.size());
+  }
+
+ private:
+  static std::size_t rows(const NetShape& s, std::int64_t steps) {
+    return static_cast<std::size_t>(steps) * static_cast<std::size_t>(s.batch);
+  }
+  template <class U>
+  using Buf = typename Ops::template Buffer<U>;
+  LossKind loss_;
+  std::int64_t length_;
+  Buf<T> x_;
+  Buf<std::int64_t> cls_;
+  Buf<T> y_, h0_, carry_;
+  SequenceBatch<T> device_;
+};
+
 template <class T, class Ops>
 class BasicDeviceGradientPass final : public train::GradientPass<T> {
  public:
   using Exec = typename DeviceExecutorOf<T, Ops>::type;
 
   BasicDeviceGradientPass(const NetShape& shape, LossKind loss, Plan plan)
-      : shape_(shape),
-        loss_(loss),
-        length_(plan.length),
-        exec_(shape, loss, std::move(plan)),
-        params_(shape),
-        grads_(shape),
-        x_(static_cast<std::size_t>(length_) * ubatch() * static_cast<std::size_t>(shape.input_size)),
-        cls_(loss == LossKind::Xent ? static_cast<std::size_t>(length_) * ubatch() : 0),
-        y_(loss == LossKind::MseLast ? ubatch() * static_cast<std::size_t>(shape.output_size) : 0),
-        h0_(membptt::carry_elems(shape)),
-        carry_(membptt::carry_elems(shape)) {}
+      : batch_(shape, loss, plan.length), exec_(shape, loss, std::move(plan)), params_(shape), grads_(shape) {}
 
   RunStats run(const Params<T>& params, const SequenceBatch<T>& batch, Params<T>& grads, T* final_carry) override {
-    if (batch.length != length_)
-      throw std::invalid_argument("sequence length " + std::to_string(batch.length) + " does not match the plan's " +
-                                  std::to_string(length_));
+    const SequenceBatch<T>& device = batch_.upload(batch);
     params_.upload(params);
-    Ops::upload(x_.data(), batch.inputs, x_.size());
-    if (loss_ == LossKind::Xent)
-      Ops::upload(cls_.data(), batch.class_targets, cls_.size());
-    else
-      Ops::upload(y_.data(), batch.regression_targets, y_.size());
-    // Always h0_ and carry_, zeros when the batch starts afresh: the executor then sees the same
-    // pointers at every step (the same values as its own zero h_0, so the same bits).
-    if (batch.h0)
-      Ops::upload(h0_.data(), batch.h0, h0_.size());
-    else
-      Ops::zero(h0_.data(), h0_.size());
     grads_.zero();
-    device_batch_ = SequenceBatch<T>{length_, x_.data(), cls_.data(), y_.data(), h0_.data()};
-    const RunStats stats = exec_.run(params_, device_batch_, grads_, carry_.data());
+    const RunStats stats = exec_.run(params_, device, grads_, batch_.carry());
     grads_.download(grads);
-    if (final_carry) Ops::download(final_carry, carry_.data(), carry_.size());
+    batch_.download_carry(final_carry);
     ran_ = true;
     return stats;
   }
@@ -85,7 +114,7 @@ class BasicDeviceGradientPass final : public train::GradientPass<T> {
     if (!ran_) throw std::logic_error("GradientPass::time_again before run");
     grads_.zero();
     const auto t0 = std::chrono::steady_clock::now();
-    exec_.run(params_, device_batch_, grads_, carry_.data());  // returns once the loss is read back
+    exec_.run(params_, batch_.device(), grads_, batch_.carry());  // returns once the loss is read back
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   }
 
@@ -100,60 +129,28 @@ class BasicDeviceGradientPass final : public train::GradientPass<T> {
   const Exec& executor() const { return exec_; }
 
  private:
-  std::size_t ubatch() const { return static_cast<std::size_t>(shape_.batch); }
-  template <class U>
-  using Buf = typename Ops::template Buffer<U>;
-
-  NetShape shape_;
-  LossKind loss_;
-  std::int64_t length_;
+  DeviceBatch<T, Ops> batch_;
   Exec exec_;
   BasicDeviceParams<T, Ops> params_, grads_;
-  Buf<T> x_;
-  Buf<std::int64_t> cls_;
-  Buf<T> y_, h0_, carry_;
-  SequenceBatch<T> device_batch_;
   bool ran_ = false;
 };
 
 // A bidirectional stack and its head on the device (train/bidirectional_pass.hpp): each run()
-// uploads the parameters, the batch and h_0 into device buffers allocated once, runs the pass and
-// downloads the gradients and h_n, as BasicDeviceGradientPass does. No CUDA graph: the stack's
+// uploads the parameters and the batch (DeviceBatch), runs the pass and downloads the gradients
+// and h_n, as BasicDeviceGradientPass does. No CUDA graph: the stack's
 // 2L chains run one after another, each in the module form.
 template <class T, class Ops>
 class BasicDeviceBidirectionalPass final : public train::GradientPass<T> {
  public:
   BasicDeviceBidirectionalPass(const NetShape& shape, LossKind loss, const BidirectionalPlans& plans)
-      : shape_(shape),
-        loss_(loss),
-        length_(plans.layer.at(0)->length),
-        core_(shape, loss, plans),
-        params_(shape),
-        grads_(shape),
-        x_(static_cast<std::size_t>(length_) * ubatch() * static_cast<std::size_t>(shape.input_size)),
-        cls_(loss == LossKind::Xent ? static_cast<std::size_t>(length_) * ubatch() : 0),
-        y_(loss == LossKind::MseLast ? ubatch() * static_cast<std::size_t>(shape.output_size) : 0),
-        h0_(membptt::carry_elems(shape)),
-        carry_(membptt::carry_elems(shape)) {}
+      : batch_(shape, loss, plans.layer.at(0)->length), core_(shape, loss, plans), params_(shape), grads_(shape) {}
 
   RunStats run(const Params<T>& params, const SequenceBatch<T>& batch, Params<T>& grads, T* final_carry) override {
-    if (batch.length != length_)
-      throw std::invalid_argument("sequence length " + std::to_string(batch.length) + " does not match the plan's " +
-                                  std::to_string(length_));
+    const SequenceBatch<T>& device = batch_.upload(batch);
     params_.upload(params);
-    Ops::upload(x_.data(), batch.inputs, x_.size());
-    if (loss_ == LossKind::Xent)
-      Ops::upload(cls_.data(), batch.class_targets, cls_.size());
-    else
-      Ops::upload(y_.data(), batch.regression_targets, y_.size());
-    if (batch.h0)
-      Ops::upload(h0_.data(), batch.h0, h0_.size());
-    else
-      Ops::zero(h0_.data(), h0_.size());
-    device_batch_ = SequenceBatch<T>{length_, x_.data(), cls_.data(), y_.data(), h0_.data()};
-    const RunStats stats = core_.run(params_, device_batch_, grads_, carry_.data());
+    const RunStats stats = core_.run(params_, device, grads_, batch_.carry());
     grads_.download(grads);
-    if (final_carry) Ops::download(final_carry, carry_.data(), carry_.size());
+    batch_.download_carry(final_carry);
     ran_ = true;
     return stats;
   }
@@ -161,7 +158,7 @@ class BasicDeviceBidirectionalPass final : public train::GradientPass<T> {
   double time_again() override {
     if (!ran_) throw std::logic_error("GradientPass::time_again before run");
     const auto t0 = std::chrono::steady_clock::now();
-    core_.run(params_, device_batch_, grads_, carry_.data());  // returns once the loss is read back
+    core_.run(params_, batch_.device(), grads_, batch_.carry());  // returns once the loss is read back
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   }
 
@@ -171,19 +168,9 @@ class BasicDeviceBidirectionalPass final : public train::GradientPass<T> {
   std::size_t workspace_bytes() const override { return core_.workspace_bytes(); }
 
  private:
-  std::size_t ubatch() const { return static_cast<std::size_t>(shape_.batch); }
-  template <class U>
-  using Buf = typename Ops::template Buffer<U>;
-
-  NetShape shape_;
-  LossKind loss_;
-  std::int64_t length_;
+  DeviceBatch<T, Ops> batch_;
   train::BidirectionalHeadPass<BasicDeviceBackend<T, Ops>> core_;
   BasicDeviceParams<T, Ops> params_, grads_;
-  Buf<T> x_;
-  Buf<std::int64_t> cls_;
-  Buf<T> y_, h0_, carry_;
-  SequenceBatch<T> device_batch_;
   bool ran_ = false;
 };
 
