@@ -15,10 +15,9 @@
 #include <string>
 #include <vector>
 
+#include "membptt/backend/blas.hpp"
 #include "membptt/exec/budget.hpp"
 #include "membptt/exec/executor.hpp"
-
-extern "C" void openblas_set_num_threads(int);
 
 namespace {
 
@@ -50,7 +49,7 @@ int main(int argc, char** argv) {
     const int I = num("--input"), H = num("--hidden"), B = num("--batch"), T = num("--length"),
               threads = num("--threads"), K = num("--group"), reps = num("--reps");
     const CellType cell = opt["--cell"] == "gru" ? CellType::Gru : opt["--cell"] == "rnn" ? CellType::Rnn : CellType::Lstm;
-    openblas_set_num_threads(threads);
+    backend::set_gemm_threads(threads);
     const int O = 64;
     const NetShape s{cell, I, H, 1, B, O};
     Params<float> p(s), g(s);

@@ -2,25 +2,228 @@
 
 #include <cblas.h>
 
+#include <algorithm>
+#include <atomic>
+
+#include "tile_pool.hpp"
+
+#ifdef MEMBPTT_HAVE_LIBXSMM
+#include <libxsmm.h>
+#endif
+
 namespace membptt::backend {
 
 namespace {
 CBLAS_TRANSPOSE tr(Trans t) { return t == Trans::Yes ? CblasTrans : CblasNoTrans; }
-}  // namespace
 
-template <>
-void gemm<float>(Trans ta, Trans tb, int m, int n, int k, float alpha, const float* a, int lda,
-                 const float* b, int ldb, float beta, float* c, int ldc) {
+void cblas(Trans ta, Trans tb, int m, int n, int k, float alpha, const float* a, int lda, const float* b,
+           int ldb, float beta, float* c, int ldc) {
   cblas_sgemm(CblasRowMajor, tr(ta), tr(tb), m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
-
-template <>
-void gemm<double>(Trans ta, Trans tb, int m, int n, int k, double alpha, const double* a, int lda,
-                  const double* b, int ldb, double beta, double* c, int ldc) {
+void cblas(Trans ta, Trans tb, int m, int n, int k, double alpha, const double* a, int lda, const double* b,
+           int ldb, double beta, double* c, int ldc) {
   cblas_dgemm(CblasRowMajor, tr(ta), tr(tb), m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 
-int blas_threads() { return openblas_get_num_threads(); }
-void set_blas_threads(int n) { openblas_set_num_threads(n); }
+std::atomic<int> g_threads{0};  // 0: not asked yet (then OpenBLAS's count)
+
+// OpenBLAS runs single-threaded inside membptt's products (their tiles are spread over TilePool's
+// threads instead); its own setting, which a host program (PyTorch) shares, is put back after.
+class OpenBlasSerial {
+ public:
+  OpenBlasSerial() : before_(openblas_get_num_threads()) {
+    if (before_ != 1) openblas_set_num_threads(1);
+  }
+  ~OpenBlasSerial() {
+    if (before_ != 1) openblas_set_num_threads(before_);
+  }
+  OpenBlasSerial(const OpenBlasSerial&) = delete;
+  OpenBlasSerial& operator=(const OpenBlasSerial&) = delete;
+
+ private:
+  int before_;
+};
+
+// The products libxsmm does not take, through OpenBLAS on tiles of kBlasTile x kBlasTile of C
+// (fixed by the shape, as below), single-threaded each, on TilePool's threads.
+constexpr int kBlasTile = 256;
+
+template <class T>
+struct BlasTiled {
+  Trans ta, tb;
+  int m, n, k;
+  T alpha, beta;
+  const T* a;
+  const T* b;
+  T* c;
+  int lda, ldb, ldc;
+  int col_tiles;
+
+  static void run(const void* p, int first, int end) {
+    const auto& t = *static_cast<const BlasTiled*>(p);
+    for (int i = first; i < end; ++i) {
+      const int r0 = i / t.col_tiles * kBlasTile, c0 = i % t.col_tiles * kBlasTile;
+      const int rows = std::min(kBlasTile, t.m - r0), cols = std::min(kBlasTile, t.n - c0);
+      const T* a = t.ta == Trans::Yes ? t.a + r0 : t.a + static_cast<std::size_t>(r0) * t.lda;
+      const T* b = t.tb == Trans::Yes ? t.b + static_cast<std::size_t>(c0) * t.ldb : t.b + c0;
+      cblas(t.ta, t.tb, rows, cols, t.k, t.alpha, a, t.lda, b, t.ldb, t.beta,
+            t.c + static_cast<std::size_t>(r0) * t.ldc + c0, t.ldc);
+    }
+  }
+};
+
+template <class T>
+void blas_tiled(Trans ta, Trans tb, int m, int n, int k, T alpha, const T* a, int lda, const T* b, int ldb,
+                T beta, T* c, int ldc) {
+  BlasTiled<T> t{ta, tb, m, n, k, alpha, beta, a, b, c, lda, ldb, ldc, (n + kBlasTile - 1) / kBlasTile};
+  const int tiles = (m + kBlasTile - 1) / kBlasTile * t.col_tiles;
+  const int threads = gemm_threads();  // (before OpenBLAS's count changes: it may be the default)
+  OpenBlasSerial serial;
+  TilePool::instance().run(tiles, threads, &BlasTiled<T>::run, &t);
+}
+
+#ifdef MEMBPTT_HAVE_LIBXSMM
+// Forward products through transposes (weight_products) from this many weight elements on.
+constexpr long kTransposeMinWeights = 65536;
+
+// Row-major C[m x n] (+)= op(A) B is column-major C^T[n x m] (+)= B^T op(A)^T: libxsmm's first
+// operand is B as stored (no transpose), its second A as stored (transposed when op(A) = A^T,
+// which its JIT supports; a transposed first operand it does not, so products with op(B) = B^T
+// stay with OpenBLAS). Tiles of kTile x kTile of C^T, fixed by the shape alone: every thread
+// count runs the same kernels on the same tiles, so the bits never depend on it.
+constexpr int kTile = 64;
+
+template <class T>
+struct Tiled {
+  using Kernel = void (*)(const T*, const T*, T*, ...);
+  Kernel kernel[2][2];  // [full or tail rows of C^T][full or tail columns]
+  const T* a;
+  const T* b;
+  T* c;
+  int lda, ldc;
+  bool trans_a;
+  int rows, cols;        // C^T's: n, m
+  int row_tiles, col_tiles;
+
+  static void run(const void* p, int first, int end) {
+    const auto& t = *static_cast<const Tiled*>(p);
+    for (int i = first; i < end; ++i) {
+      const int ct = i / t.row_tiles, rt = i % t.row_tiles;
+      const int r0 = rt * kTile, c0 = ct * kTile;
+      const Kernel k = t.kernel[r0 + kTile > t.rows][c0 + kTile > t.cols];
+      // C^T(r0, c0) = B^T(r0, :) op(A)^T(:, c0): B's columns r0.., A's rows c0.. (or columns when
+      // transposed), C's rows c0.. and columns r0..
+      const T* a = t.trans_a ? t.a + c0 : t.a + static_cast<std::size_t>(c0) * t.lda;
+      k(t.b + r0, a, t.c + static_cast<std::size_t>(c0) * t.ldc + r0);
+    }
+  }
+};
+
+template <class T>
+typename Tiled<T>::Kernel dispatch(int m, int n, int k, int lda, int ldb, int ldc, T beta, bool trans_b) {
+  const libxsmm_blasint M = m, N = n, K = k, LDA = lda, LDB = ldb, LDC = ldc;
+  const int flags = trans_b ? LIBXSMM_GEMM_FLAGS('N', 'T') : LIBXSMM_GEMM_FLAGS('N', 'N');
+  const T alpha = T(1);
+  if constexpr (sizeof(T) == 4)
+    return reinterpret_cast<typename Tiled<T>::Kernel>(
+        libxsmm_smmdispatch(M, N, K, &LDA, &LDB, &LDC, &alpha, &beta, &flags, nullptr));
+  else
+    return reinterpret_cast<typename Tiled<T>::Kernel>(
+        libxsmm_dmmdispatch(M, N, K, &LDA, &LDB, &LDC, &alpha, &beta, &flags, nullptr));
+}
+
+// The product through libxsmm's kernels on TilePool's threads; false (nothing done) where it does
+// not apply: op(B) = B^T, alpha != 1, beta not 0 or 1, or a kernel libxsmm cannot make.
+template <class T>
+bool tiled_gemm(Trans ta, Trans tb, int m, int n, int k, T alpha, const T* a, int lda, const T* b, int ldb,
+                T beta, T* c, int ldc) {
+  if (tb == Trans::Yes || alpha != T(1) || (beta != T(0) && beta != T(1)) || m <= 0 || n <= 0 || k <= 0)
+    return false;
+  Tiled<T> t{};
+  t.a = a, t.b = b, t.c = c, t.lda = lda, t.ldc = ldc, t.trans_a = ta == Trans::Yes;
+  t.rows = n, t.cols = m;
+  t.row_tiles = (n + kTile - 1) / kTile, t.col_tiles = (m + kTile - 1) / kTile;
+  const int tail_r = n - (t.row_tiles - 1) * kTile, tail_c = m - (t.col_tiles - 1) * kTile;
+  for (int r = 0; r < 2; ++r)
+    for (int cc = 0; cc < 2; ++cc) {
+      const int M = r ? tail_r : std::min(kTile, n), N = cc ? tail_c : std::min(kTile, m);
+      // libxsmm's A is B as stored (ld ldb); its B is A as stored (ld lda), transposed with op(A).
+      t.kernel[r][cc] = dispatch<T>(M, N, k, ldb, lda, ldc, beta, t.trans_a);
+      if (!t.kernel[r][cc]) return false;
+    }
+  TilePool::instance().run(t.row_tiles * t.col_tiles, gemm_threads(), &Tiled<T>::run, &t);
+  return true;
+}
+#endif
+}  // namespace
+
+template <class T>
+void gemm(Trans ta, Trans tb, int m, int n, int k, T alpha, const T* a, int lda, const T* b, int ldb, T beta,
+          T* c, int ldc) {
+#ifdef MEMBPTT_HAVE_LIBXSMM
+  if (tiled_gemm<T>(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)) return;
+#endif
+  if (m > 0 && n > 0) blas_tiled<T>(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+std::size_t weight_products_scratch(int m, int n, int k1, int k2) {
+#ifdef MEMBPTT_HAVE_LIBXSMM
+  // Small weights gain nothing worth their transposes (and tiny networks' workspaces stay as they were).
+  if (static_cast<long>(n) * (k1 + k2) < kTransposeMinWeights) return 0;
+  return static_cast<std::size_t>(m) * static_cast<std::size_t>(k1 + k2 + n);
+#else
+  (void)m, (void)n, (void)k1, (void)k2;
+  return 0;
+#endif
+}
+
+template <class T>
+void weight_products(int m, int n, const T* a1, int k1, const T* w1, const T* a2, int k2, const T* w2, T* out,
+                     T* scratch) {
+#ifdef MEMBPTT_HAVE_LIBXSMM
+  if (weight_products_scratch(m, n, k1, a2 ? k2 : 0) == 0) {
+    gemm<T>(Trans::No, Trans::Yes, m, n, k1, T(1), a1, k1, w1, k1, T(0), out, n);
+    if (a2) gemm<T>(Trans::No, Trans::Yes, m, n, k2, T(1), a2, k2, w2, k2, T(1), out, n);
+    return;
+  }
+  // libxsmm's JIT takes no transposed first operand, and out = a W^T needs one (W's rows run along
+  // k, as a's do). Transposing the small operands (a: m = B rows) costs far less than packing W
+  // each step, which OpenBLAS does (its packing took 12% of a plain BPTT pass).
+  const auto um = static_cast<std::size_t>(m);
+  T* a1t = scratch;                                    // [k1 x m]
+  T* a2t = a1t + um * static_cast<std::size_t>(k1);    // [k2 x m]
+  T* out_t = a2t + um * static_cast<std::size_t>(a2 ? k2 : 0);  // [n x m]
+  libxsmm_otrans(a1t, a1, sizeof(T), k1, m, k1, m);
+  gemm<T>(Trans::No, Trans::No, n, m, k1, T(1), w1, k1, a1t, m, T(0), out_t, m);
+  if (a2) {
+    libxsmm_otrans(a2t, a2, sizeof(T), k2, m, k2, m);
+    gemm<T>(Trans::No, Trans::No, n, m, k2, T(1), w2, k2, a2t, m, T(1), out_t, m);
+  }
+  libxsmm_otrans(out, out_t, sizeof(T), m, n, m, n);
+#else
+  (void)scratch;
+  gemm<T>(Trans::No, Trans::Yes, m, n, k1, T(1), a1, k1, w1, k1, T(0), out, n);
+  if (a2) gemm<T>(Trans::No, Trans::Yes, m, n, k2, T(1), a2, k2, w2, k2, T(1), out, n);
+#endif
+}
+
+template void weight_products<float>(int, int, const float*, int, const float*, const float*, int, const float*,
+                                     float*, float*);
+template void weight_products<double>(int, int, const double*, int, const double*, const double*, int,
+                                      const double*, double*, double*);
+template void gemm<float>(Trans, Trans, int, int, int, float, const float*, int, const float*, int, float, float*, int);
+template void gemm<double>(Trans, Trans, int, int, int, double, const double*, int, const double*, int, double,
+                           double*, int);
+
+int gemm_threads() {
+  int n = g_threads.load(std::memory_order_relaxed);
+  if (n == 0) {
+    int expected = 0;
+    g_threads.compare_exchange_strong(expected, std::max(1, openblas_get_num_threads()));
+    n = g_threads.load(std::memory_order_relaxed);
+  }
+  return n;
+}
+void set_gemm_threads(int n) { g_threads.store(std::max(1, n), std::memory_order_relaxed); }
 
 }  // namespace membptt::backend

@@ -462,13 +462,13 @@ void membptt_pass_free(membptt_pass* pass) {
   delete pass;
 }
 
-int32_t membptt_num_threads(void) { return backend::blas_threads(); }
+int32_t membptt_num_threads(void) { return backend::gemm_threads(); }
 
 membptt_status membptt_set_num_threads(int32_t n) {
   return guarded([&] {
     if (n < 1 || n > 4096)
       throw ArgumentError("number of threads " + std::to_string(n) + " is not allowed: allowed is 1 to 4096");
-    backend::set_blas_threads(n);
+    backend::set_gemm_threads(n);
   });
 }
 

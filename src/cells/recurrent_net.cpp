@@ -75,6 +75,14 @@ RecurrentNet<T>::RecurrentNet(const NetShape& s, int defer_steps)
   dg_ = backend::AlignedBuffer<T>(gbh);
   dh_ = backend::AlignedBuffer<T>(br_);
   alias_ = backend::AlignedBuffer<T>(carry_);
+  std::size_t wp = 0;  // the largest forward product's transposes
+  for (const LayerOffsets& o : lay_) {
+    const int B = s.batch, GH = G_ * s.hidden_size, R = output_width(s);
+    wp = std::max({wp, backend::weight_products_scratch(B, GH, o.in, s.cell == CellType::Gru ? 0 : R),
+                   backend::weight_products_scratch(B, GH, s.cell == CellType::Gru ? R : 0, 0),
+                   s.proj_size > 0 ? backend::weight_products_scratch(B, R, s.hidden_size, 0) : 0});
+  }
+  wp_ = backend::AlignedBuffer<T>(wp);
   if (s.proj_size > 0) {
     m_ = backend::AlignedBuffer<T>(bh_);
     dm_ = backend::AlignedBuffer<T>(bh_);
@@ -110,7 +118,7 @@ std::size_t RecurrentNet<T>::scratch_bytes() const {
   for (const auto* r : {&dgr_, &dghr_, &inr_, &hpr_, &dhr_, &mr_})
     for (const auto& b : *r) rings += b.size();
   return (pre_.size() + pre_h_.size() + act_.size() + bias_.size() + dg_.size() + dgh_.size() +
-          dh_.size() + alias_.size() + m_.size() + dm_.size() + drop_.size() + ddrop_.size() + rings) *
+          dh_.size() + wp_.size() + alias_.size() + m_.size() + dm_.size() + drop_.size() + ddrop_.size() + rings) *
          sizeof(T);
 }
 
@@ -196,27 +204,23 @@ void RecurrentNet<T>::step(const Params<T>& p, const T* x_t, const T* carry_in, 
     // Without biases, bias_ (zeros) stands for b_ih, b_hh and their sum: adding +0 changes no value.
     const T* b_ih = has_bias ? w + o.b_ih : bias_.data();
     const T* b_hh = has_bias ? w + o.b_hh : bias_.data();
-    gemm<T>(Trans::No, Trans::Yes, B, GH, o.in, T(1), in, o.in, w + o.w_ih, o.in, T(0),
-            pre_.data(), GH);
+    const bool gru = s_.cell == CellType::Gru;  // (whose h W_hh^T stays apart from x W_ih^T)
+    backend::weight_products<T>(B, GH, in, o.in, w + o.w_ih, gru ? nullptr : h_prev, R, w + o.w_hh, pre_.data(),
+                                wp_.data());
     switch (s_.cell) {
       case CellType::Lstm:
-        gemm<T>(Trans::No, Trans::Yes, B, GH, R, T(1), h_prev, R, w + o.w_hh, R, T(1), pre_.data(),
-                GH);
         if (has_bias) detail::vadd<T>(GH, b_ih, b_hh, bias_.data());
         // With projections o * tanh(c') goes to m_ and h' = m_ W_hr^T ([B x P]).
         detail::lstm_fwd<T>(B, H, pre_.data(), bias_.data(), carry_in + lc, act, proj ? m_.data() : h_out,
                             carry_out + lc);
         if (proj)
-          gemm<T>(Trans::No, Trans::Yes, B, R, H, T(1), m_.data(), H, w + o.w_hr, H, T(0), h_out, R);
+          backend::weight_products<T>(B, R, m_.data(), H, w + o.w_hr, nullptr, 0, nullptr, h_out, wp_.data());
         break;
       case CellType::Gru:
-        gemm<T>(Trans::No, Trans::Yes, B, GH, H, T(1), h_prev, H, w + o.w_hh, H, T(0),
-                pre_h_.data(), GH);
+        backend::weight_products<T>(B, GH, h_prev, H, w + o.w_hh, nullptr, 0, nullptr, pre_h_.data(), wp_.data());
         detail::gru_fwd<T>(B, H, pre_.data(), pre_h_.data(), b_ih, b_hh, h_prev, act, h_out);
         break;
       case CellType::Rnn:
-        gemm<T>(Trans::No, Trans::Yes, B, GH, H, T(1), h_prev, H, w + o.w_hh, H, T(1), pre_.data(),
-                GH);
         if (has_bias) detail::vadd<T>(GH, b_ih, b_hh, bias_.data());
         if (s_.nonlinearity == Nonlinearity::Relu)
           detail::rnn_relu_fwd<T>(B, H, pre_.data(), bias_.data(), h_out);

@@ -96,11 +96,38 @@ double bidirectional_share_bytes(double percent, const NetShape& s, std::int64_t
   return fixed_bytes + held + percent / 100.0 * chains;
 }
 
+namespace {
+// The chains' budgets: layer 0's two chains and the 2(L-1) alike chains above may differ in size
+// (their inputs differ: I against 2R), so each gets the least its plan needs plus a share of what
+// the budget leaves over, in proportion to what it needs more for plain BPTT: every chain reaches
+// its plain BPTT exactly when the whole budget does.
+struct ChainBudgets {
+  double count[2] = {2, 0}, least[2] = {0, 0}, plain[2] = {0, 0};
+  double least_total() const { return count[0] * least[0] + count[1] * least[1]; }
+  double budget(int l, double chains_budget) const {
+    const double surplus = chains_budget - least_total();
+    const double spread = count[0] * (plain[0] - least[0]) + count[1] * (plain[1] - least[1]);
+    return least[l] + (spread > 0 ? surplus * (plain[l] - least[l]) / spread : surplus / (count[0] + count[1]));
+  }
+};
+
+ChainBudgets chain_budgets(Policy policy, const NetShape& s, std::int64_t length, std::size_t scalar_bytes,
+                           const ChainSizes& sizes) {
+  ChainBudgets c;
+  c.count[1] = 2.0 * (s.num_layers - 1);
+  for (int l = 0; l < std::min(2, s.num_layers); ++l) {
+    const StateSizes chain = sizes_of(s, l, scalar_bytes, sizes);
+    c.least[l] = least_bytes(policy, length, chain);
+    c.plain[l] = static_cast<double>(chain.plain_bptt_bytes(length));
+  }
+  return c;
+}
+}  // namespace
+
 double bidirectional_least_bytes(Policy policy, const NetShape& s, std::int64_t length, std::size_t scalar_bytes,
                                  const ChainSizes& sizes) {
-  double per_chain = least_bytes(policy, length, sizes_of(s, 0, scalar_bytes, sizes));
-  if (s.num_layers > 1) per_chain = std::max(per_chain, least_bytes(policy, length, sizes_of(s, 1, scalar_bytes, sizes)));
-  return bidirectional_held_bytes(s, length, scalar_bytes) + 2.0 * s.num_layers * per_chain;
+  return bidirectional_held_bytes(s, length, scalar_bytes) +
+         chain_budgets(policy, s, length, scalar_bytes, sizes).least_total();
 }
 
 BidirectionalPlans plan_bidirectional(std::optional<Policy> policy, const NetShape& s, std::int64_t length,
@@ -111,7 +138,8 @@ BidirectionalPlans plan_bidirectional(std::optional<Policy> policy, const NetSha
   out.plain_bytes = bidirectional_plain_bytes(s, length, scalar_bytes, sizes);
   out.budget_bytes = budget_bytes.value_or(out.plain_bytes);
   const double chains = 2.0 * s.num_layers;
-  const double least = bidirectional_least_bytes(policy.value_or(Policy::Msm), s, length, scalar_bytes, sizes);
+  const ChainBudgets split = chain_budgets(policy.value_or(Policy::Msm), s, length, scalar_bytes, sizes);
+  const double least = out.held_bytes + split.least_total();
   if (budget_bytes && !(*budget_bytes >= least)) {
     std::ostringstream os;
     os << "memory budget " << bytes_text(*budget_bytes) << " is below the least in which policy "
@@ -129,7 +157,7 @@ BidirectionalPlans plan_bidirectional(std::optional<Policy> policy, const NetSha
       continue;
     }
     const StateSizes chain = sizes_of(s, l, scalar_bytes, sizes);
-    const double chain_budget = budget_bytes ? (*budget_bytes - out.held_bytes) / chains
+    const double chain_budget = budget_bytes ? split.budget(l, *budget_bytes - out.held_bytes)
                                              : static_cast<double>(chain.plain_bptt_bytes(length));
     out.layer.push_back(std::make_shared<const Plan>(plan_for_bytes(policy, length, chain_budget, chain, beta)));
   }

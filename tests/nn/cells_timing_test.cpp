@@ -43,7 +43,7 @@ TEST(CellsTiming, DISABLED_PlainBpttLstmT1000) {
   const std::size_t R = net.record_elems(), C = net.carry_elems();
   std::vector<float> rec(R * T), d(C), d2(C), a(C), b(C);
   std::printf("cell %s, T=%d B=%d I=%d H=%d, OpenBLAS threads %d, record %zu floats/step (%.0f MB)\n",
-              std::string(cell_name(cell)).c_str(), T, B, I, H, backend::blas_threads(), R,
+              std::string(cell_name(cell)).c_str(), T, B, I, H, backend::gemm_threads(), R,
               double(R) * T * 4 / 1e6);
   double best_f = 1e9, best_b = 1e9, best_bh = 1e9, best_adv = 1e9;
   for (int rep = 0; rep < reps; ++rep) {

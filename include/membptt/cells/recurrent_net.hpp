@@ -167,6 +167,7 @@ class RecurrentNet {
   backend::AlignedBuffer<T> dh_;     // backward: [B x R] total dL/dh' of the current layer
   backend::AlignedBuffer<T> m_;      // proj_size: [B x H] o * tanh(c') (forward, and recomputed)
   backend::AlignedBuffer<T> dm_;     // proj_size: [B x H] dL/d(o * tanh(c'))
+  backend::AlignedBuffer<T> wp_;     // backend::weight_products' transposes (empty without libxsmm)
   backend::AlignedBuffer<T> alias_;  // [carry] copy of carry_in / dcarry_out for in-place calls
   backend::AlignedBuffer<T> drop_;   // dropout: [B x R] a layer's dropped input
   backend::AlignedBuffer<T> ddrop_;  // dropout: [B x R] dL/d(dropped input)

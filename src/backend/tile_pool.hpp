@@ -1,0 +1,43 @@
+// A small fork-join pool for the CPU backend's tiled products (backend/blas.cpp): the caller and
+// n-1 persistent workers each run a fixed, contiguous share of a call's tiles, then the caller
+// waits for all of them. Why not OpenBLAS's threads: the per-step products of a recurrent cell
+// are small (B = 32 rows), and each runs as JIT-compiled single-threaded kernels (libxsmm) on
+// tiles whose split never depends on the thread count, so the bits do not either.
+// Workers spin briefly between calls (a pass issues them every few microseconds), then sleep.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <thread>
+#include <vector>
+
+namespace membptt::backend {
+
+class TilePool {
+ public:
+  using Fn = void (*)(const void* ctx, int first_tile, int end_tile);
+
+  // The process's pool (created on first use, joined at exit).
+  static TilePool& instance();
+  ~TilePool();
+
+  // Runs fn(ctx, a, b) over [0, tiles) split into `threads` contiguous ranges, the caller taking
+  // the first; returns when all are done. threads <= 1 or tiles <= 1: runs inline.
+  void run(int tiles, int threads, Fn fn, const void* ctx);
+
+ private:
+  TilePool() = default;
+  void work(int index, std::uint32_t seen);
+
+  std::vector<std::thread> workers_;
+  int pid_ = 0;  // the process the workers belong to (a fork's child has none of them)
+  std::atomic<std::uint32_t> generation_{0};
+  std::atomic<int> pending_{0};
+  std::atomic<bool> busy_{false};
+  bool stop_ = false;
+  Fn fn_ = nullptr;
+  const void* ctx_ = nullptr;
+  int tiles_ = 0, threads_ = 0;
+};
+
+}  // namespace membptt::backend
