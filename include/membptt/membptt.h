@@ -246,7 +246,10 @@ MEMBPTT_API membptt_status membptt_pass_backward(membptt_pass* pass, const void*
 MEMBPTT_API membptt_status membptt_pass_stats_get(const membptt_pass* pass, membptt_pass_stats* out);
 MEMBPTT_API void membptt_pass_free(membptt_pass* pass);
 
-/* Threads of the BLAS the CPU cells run on (process-wide). */
+/* Threads the CPU cells' matrix products run on (process-wide; default: OpenBLAS's count when first
+ * asked, so OPENBLAS_NUM_THREADS sets it). membptt runs them on threads of its own, with OpenBLAS
+ * single-threaded inside them and its setting put back after: a host's own OpenBLAS products keep
+ * theirs. A product's bits do not depend on the count. */
 MEMBPTT_API int32_t membptt_num_threads(void);
 MEMBPTT_API membptt_status membptt_set_num_threads(int32_t n);
 

@@ -5,7 +5,7 @@
 #include <algorithm>
 #include <atomic>
 
-#include "tile_pool.hpp"
+#include "membptt/backend/tile_pool.hpp"
 
 #ifdef MEMBPTT_HAVE_LIBXSMM
 #include <libxsmm.h>

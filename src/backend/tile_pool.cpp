@@ -1,4 +1,4 @@
-#include "tile_pool.hpp"
+#include "membptt/backend/tile_pool.hpp"
 
 #include <unistd.h>
 

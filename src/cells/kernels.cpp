@@ -1,16 +1,17 @@
 // The fused elementwise kernels. Built so that GCC vectorises them:
 //   - no-trapping-math lets it if-convert the branch-free selects of the float exp/tanh (it does not
 //     change any result: no floating-point trap is ever enabled here);
-//   - each kernel is cloned for x86-64-v3 (AVX2 + FMA) and the baseline, chosen once at load time,
+//   - each kernel is cloned for x86-64-v4 (AVX-512), x86-64-v3 (AVX2 + FMA) and the baseline, chosen once at load time,
 //     so a given machine always runs the same code (determinism, advance == advance_record bits).
 #pragma GCC optimize("no-trapping-math")
 
 #include "kernels.hpp"
 
 #include "membptt/backend/math.hpp"
+#include "membptt/backend/tile_pool.hpp"
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__)
-#define MEMBPTT_CLONES __attribute__((target_clones("default", "arch=x86-64-v3")))
+#define MEMBPTT_CLONES __attribute__((target_clones("default", "arch=x86-64-v3", "arch=x86-64-v4")))
 #else
 #define MEMBPTT_CLONES
 #endif
@@ -98,25 +99,63 @@ inline void gru_bwd_row(int H, const T* __restrict a, const T* __restrict hi,
   }
 }
 
-}  // namespace
-
+// The kernels run over rows [b0, b1) (a row: one sequence of the batch), cloned per instruction
+// set; the public forms below spread blocks of rows over the products' threads (each row's values
+// do not depend on the split).
 template <class T>
-MEMBPTT_CLONES void lstm_fwd(int B, int H, const T* pre, const T* bias, const T* c_in, T* act,
-                             T* h_out, T* c_out) {
+MEMBPTT_CLONES void lstm_fwd_rows(int b0, int b1, int H, const T* pre, const T* bias, const T* c_in, T* act,
+                                  T* h_out, T* c_out) {
   const long G = 4L * H;
-  for (int b = 0; b < B; ++b)
+  for (int b = b0; b < b1; ++b)
     lstm_fwd_row(H, pre + b * G, bias, c_in + long(b) * H, act + b * G, h_out + long(b) * H,
                  c_out + long(b) * H);
 }
 
 template <class T>
-MEMBPTT_CLONES void lstm_bwd(int B, int H, const T* act, const T* c_in, const T* c_out, const T* dh,
-                             const T* dc_out, T* dg, T* dc_in) {
+MEMBPTT_CLONES void lstm_bwd_rows(int b0, int b1, int H, const T* act, const T* c_in, const T* c_out,
+                                  const T* dh, const T* dc_out, T* dg, T* dc_in) {
   const long G = 4L * H;
-  for (int b = 0; b < B; ++b) {
+  for (int b = b0; b < b1; ++b) {
     const long o = long(b) * H;
     lstm_bwd_row(H, act + b * G, c_in + o, c_out + o, dh + o, dc_out + o, dg + b * G, dc_in + o);
   }
+}
+
+template <class T>
+MEMBPTT_CLONES void gru_fwd_rows(int b0, int b1, int H, const T* px, const T* ph, const T* b_ih, const T* b_hh,
+                                 const T* h_in, T* act, T* h_out) {
+  const long G3 = 3L * H, G4 = 4L * H;
+  for (int b = b0; b < b1; ++b)
+    gru_fwd_row(H, px + b * G3, ph + b * G3, b_ih, b_hh, h_in + long(b) * H, act + b * G4,
+                h_out + long(b) * H);
+}
+
+template <class T>
+MEMBPTT_CLONES void gru_bwd_rows(int b0, int b1, int H, const T* act, const T* h_in, const T* dh, T* dgx,
+                                 T* dgh, T* dh_in) {
+  const long G3 = 3L * H, G4 = 4L * H;
+  for (int b = b0; b < b1; ++b) {
+    const long o = long(b) * H;
+    gru_bwd_row(H, act + b * G4, h_in + o, dh + o, dgx + b * G3, dgh + b * G3, dh_in + o);
+  }
+}
+
+// Rows per block: a block's work (about 16 KiB of gates) outweighs handing it to a thread.
+int row_block(int H) { return std::max(1, 1024 / std::max(1, H)); }
+
+}  // namespace
+
+template <class T>
+void lstm_fwd(int B, int H, const T* pre, const T* bias, const T* c_in, T* act, T* h_out, T* c_out) {
+  backend::parallel_blocks(B, row_block(H), [&](int b0, int b1) { lstm_fwd_rows(b0, b1, H, pre, bias, c_in, act, h_out, c_out); });
+}
+
+template <class T>
+void lstm_bwd(int B, int H, const T* act, const T* c_in, const T* c_out, const T* dh, const T* dc_out, T* dg,
+              T* dc_in) {
+  backend::parallel_blocks(B, row_block(H), [&](int b0, int b1) {
+    lstm_bwd_rows(b0, b1, H, act, c_in, c_out, dh, dc_out, dg, dc_in);
+  });
 }
 
 template <class T>
@@ -132,22 +171,18 @@ MEMBPTT_CLONES void lstm_m(int B, int H, const T* __restrict act, const T* __res
 }
 
 template <class T>
-MEMBPTT_CLONES void gru_fwd(int B, int H, const T* px, const T* ph, const T* b_ih, const T* b_hh,
-                            const T* h_in, T* act, T* h_out) {
-  const long G3 = 3L * H, G4 = 4L * H;
-  for (int b = 0; b < B; ++b)
-    gru_fwd_row(H, px + b * G3, ph + b * G3, b_ih, b_hh, h_in + long(b) * H, act + b * G4,
-                h_out + long(b) * H);
+void gru_fwd(int B, int H, const T* px, const T* ph, const T* b_ih, const T* b_hh, const T* h_in, T* act,
+             T* h_out) {
+  backend::parallel_blocks(B, row_block(H), [&](int b0, int b1) {
+    gru_fwd_rows(b0, b1, H, px, ph, b_ih, b_hh, h_in, act, h_out);
+  });
 }
 
 template <class T>
-MEMBPTT_CLONES void gru_bwd(int B, int H, const T* act, const T* h_in, const T* dh, T* dgx, T* dgh,
-                            T* dh_in) {
-  const long G3 = 3L * H, G4 = 4L * H;
-  for (int b = 0; b < B; ++b) {
-    const long o = long(b) * H;
-    gru_bwd_row(H, act + b * G4, h_in + o, dh + o, dgx + b * G3, dgh + b * G3, dh_in + o);
-  }
+void gru_bwd(int B, int H, const T* act, const T* h_in, const T* dh, T* dgx, T* dgh, T* dh_in) {
+  backend::parallel_blocks(B, row_block(H), [&](int b0, int b1) {
+    gru_bwd_rows(b0, b1, H, act, h_in, dh, dgx, dgh, dh_in);
+  });
 }
 
 template <class T>

@@ -183,6 +183,42 @@ TEST(Bidirectional, BudgetBelowTheLeastNamesItAndWhatGrowsWithTheLength) {
   EXPECT_GT(bidirectional_least_bytes(Policy::Msm, s, 2000, sizeof(float)), 1.9 * least);
 }
 
+// Layer 0's chains and those above differ in size (their inputs are I and 2R wide; a backend's
+// scratch may grow with the input, as libxsmm's transposes do). Here the chains above get a
+// workspace 5000 bytes larger. The budget is split by what each chain needs: at plain BPTT's
+// memory every chain is plain BPTT, policy full needs exactly that, and a budget between the least
+// and plain holds every chain within its share (an even split put the larger chains over theirs).
+TEST(Bidirectional, ChainsOfDifferentSizesShareTheBudgetByWhatEachNeeds) {
+  NetShape s{CellType::Lstm, 3, 5, 3, 2, 4};
+  s.bidirectional = true;
+  const std::int64_t T = 40;
+  const ChainSizes sizes = [&](const NetShape& c) {
+    StateSizes z = state_sizes(c, sizeof(double));
+    if (c.input_size != s.input_size) z.workspace_bytes += 5000;
+    return z;
+  };
+  const double plain = bidirectional_plain_bytes(s, T, sizeof(double), sizes);
+  EXPECT_DOUBLE_EQ(bidirectional_least_bytes(Policy::Full, s, T, sizeof(double), sizes), plain);
+  const BidirectionalPlans full = plan_bidirectional(Policy::Full, s, T, plain, sizeof(double), 2.0, sizes);
+  const BidirectionalPlans msm = plan_bidirectional(Policy::Msm, s, T, plain, sizeof(double), 2.0, sizes);
+  for (int l = 0; l < s.num_layers; ++l) {
+    EXPECT_EQ(full.layer[static_cast<std::size_t>(l)]->forward_steps, T) << "layer " << l;
+    EXPECT_EQ(msm.layer[static_cast<std::size_t>(l)]->forward_steps, T) << "layer " << l;
+  }
+  const double least = bidirectional_least_bytes(Policy::Msm, s, T, sizeof(double), sizes);
+  for (const double share : {0.0, 0.3, 0.7}) {
+    const double budget = least + share * (plain - least);
+    const BidirectionalPlans p = plan_bidirectional(Policy::Msm, s, T, budget, sizeof(double), 2.0, sizes);
+    double held = p.held_bytes;
+    for (int l = 0; l < s.num_layers; ++l) {
+      const StateSizes z = sizes(chain_shape(s, l));
+      const Plan& plan = *p.layer[static_cast<std::size_t>(l)];
+      held += 2.0 * (static_cast<double>(z.workspace_at(T)) + plan.peak_units * static_cast<double>(z.hidden_bytes));
+    }
+    EXPECT_LE(held, budget * (1 + 1e-12)) << "share " << share;
+  }
+}
+
 TEST(Bidirectional, LayoutNamesAndSizesArePyTorchs) {
   const NetShape s = bi(CellType::Lstm, 3, 5, 2, 1, true, 2);
   const auto v = param_layout(s);

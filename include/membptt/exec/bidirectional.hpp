@@ -19,7 +19,9 @@
 //   - one sequence more, [T x B x 2R], for dL/d(a layer's output) while the layer above computes
 //     it (the next one reuses the storage of the output already consumed).
 // The last two are (L-1) + 1 sequences for L >= 2 layers: they grow with T, so the least budget
-// that works does too (the error says so). A budget is split evenly over the 2L chains after them.
+// that works does too (the error says so). A budget is split over the 2L chains after them: each gets the least its plan needs and a share of
+// the rest in proportion to what it needs more for plain BPTT (layer 0's chains and those above
+// differ: their inputs are I and 2R wide), so every chain is plain BPTT exactly when the whole is.
 // The top layer's output and dL/d(input) are the caller's.
 #pragma once
 #include <cstddef>

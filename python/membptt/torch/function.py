@@ -30,11 +30,12 @@ _threads: Optional[int] = None  # set_num_threads's count; None: follow torch.ge
 
 
 def set_num_threads(n: Optional[int]) -> None:
-    """Threads of the BLAS the cells run on during membptt's calls. By default membptt follows
+    """Threads the cells' matrix products run on during membptt's calls (membptt's own threads,
+    over libxsmm's kernels or single-threaded OpenBLAS). By default membptt follows
     ``torch.get_num_threads()`` (PyTorch's intra-op threads, idle while a membptt call runs, so the
-    two never compete); n sets a count of its own (None: follow PyTorch again). The BLAS's setting
-    is put back after each call: PyTorch's own matrix products, which may share the same OpenBLAS,
-    are not changed. docs/benchmarks.md has the measurements."""
+    two never compete); n sets a count of its own (None: follow PyTorch again). PyTorch's own matrix
+    products, which may share the same OpenBLAS, keep OpenBLAS's setting. Results do not depend on
+    the count, bit for bit. docs/benchmarks.md has the measurements."""
     global _threads
     if n is not None and (isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 4096):
         raise ValueError(f"number of threads {n!r} is not allowed: allowed is 1 to 4096, or None")
@@ -43,7 +44,7 @@ def set_num_threads(n: Optional[int]) -> None:
 
 @contextlib.contextmanager
 def _blas_threads():
-    """The BLAS at membptt's thread count for one call, then as it was."""
+    """membptt's products at its thread count for one call, then as they were."""
     L = _lib.lib()
     want, before = _threads or torch.get_num_threads(), L.membptt_num_threads()
     if want != before:

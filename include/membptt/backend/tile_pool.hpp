@@ -6,6 +6,7 @@
 // Workers spin briefly between calls (a pass issues them every few microseconds), then sleep.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <thread>
@@ -39,5 +40,22 @@ class TilePool {
   const void* ctx_ = nullptr;
   int tiles_ = 0, threads_ = 0;
 };
+
+int gemm_threads();  // (backend/blas.hpp)
+
+// f(first, end) over [0, n) in blocks of `block` items on gemm_threads() threads: for elementwise
+// work whose result per item does not depend on how the items are split (the cells' gate kernels).
+template <class F>
+void parallel_blocks(int n, int block, const F& f) {
+  if (n <= 0) return;
+  struct Ctx {
+    const F* f;
+    int n, block;
+  } ctx{&f, n, block};
+  TilePool::instance().run((n + block - 1) / block, gemm_threads(), [](const void* p, int a, int b) {
+    const Ctx& c = *static_cast<const Ctx*>(p);
+    (*c.f)(a * c.block, std::min(c.n, b * c.block));
+  }, &ctx);
+}
 
 }  // namespace membptt::backend
