@@ -11,6 +11,10 @@
 #include <string>
 #include <utility>
 
+#ifdef __linux__
+#include <sys/mman.h>
+#endif
+
 namespace membptt::backend {
 
 // An allocation that failed, with its size: "cannot allocate 412.00 GiB (442381631488 bytes)".
@@ -30,18 +34,25 @@ template <class T>
 class AlignedBuffer {
  public:
   static constexpr std::size_t kAlign = 64;
+  // From this size on (an executor's arena), 2 MiB-aligned and offered to the kernel as huge pages:
+  // a module's forward allocates its arena every call, and 4 KiB pages cost one fault each
+  // (64,000 for plain BPTT's 250 MiB at T = 1000, LSTM 256; measured about a tenth of the pass).
+  static constexpr std::size_t kHugeBytes = std::size_t{8} << 20, kHugeAlign = std::size_t{2} << 20;
 
   AlignedBuffer() = default;
   explicit AlignedBuffer(std::size_t n) : n_(n) {
     if (n_ > 0) {
       if (n_ > SIZE_MAX / sizeof(T)) throw AllocationError(static_cast<double>(n_) * sizeof(T));
       try {
-        p_ = static_cast<T*>(::operator new[](n_ * sizeof(T), std::align_val_t{kAlign}));
+        p_ = static_cast<T*>(::operator new[](n_ * sizeof(T), std::align_val_t{alignment(n_)}));
       } catch (const std::bad_alloc&) {
         const double bytes = static_cast<double>(n_) * sizeof(T);
         n_ = 0;
         throw AllocationError(bytes);
       }
+#ifdef __linux__
+      if (alignment(n_) == kHugeAlign) (void)madvise(p_, n_ * sizeof(T) / kHugeAlign * kHugeAlign, MADV_HUGEPAGE);
+#endif
       std::fill_n(p_, n_, T{});
     }
   }
@@ -65,7 +76,7 @@ class AlignedBuffer {
     return *this;
   }
   ~AlignedBuffer() {
-    if (p_) ::operator delete[](p_, std::align_val_t{kAlign});
+    if (p_) ::operator delete[](p_, std::align_val_t{alignment(n_)});
   }
   void swap(AlignedBuffer& o) noexcept {
     std::swap(p_, o.p_);
@@ -82,6 +93,8 @@ class AlignedBuffer {
   void zero() { std::fill_n(p_, n_, T{}); }
 
  private:
+  static std::size_t alignment(std::size_t n) { return n * sizeof(T) >= kHugeBytes ? kHugeAlign : kAlign; }
+
   T* p_ = nullptr;
   std::size_t n_ = 0;
 };
