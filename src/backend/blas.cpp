@@ -94,43 +94,80 @@ constexpr long kTransposeMinWeights = 65536;
 constexpr int kTile = 64;
 
 template <class T>
+using Kernel = void (*)(const T*, const T*, T*, ...);
+
+template <class T>
+Kernel<T> dispatch(int m, int n, int k, int lda, int ldb, int ldc, T beta, bool trans_b) {
+  const libxsmm_blasint M = m, N = n, K = k, LDA = lda, LDB = ldb, LDC = ldc;
+  const int flags = trans_b ? LIBXSMM_GEMM_FLAGS('N', 'T') : LIBXSMM_GEMM_FLAGS('N', 'N');
+  const T alpha = T(1);
+  if constexpr (sizeof(T) == 4)
+    return reinterpret_cast<Kernel<T>>(libxsmm_smmdispatch(M, N, K, &LDA, &LDB, &LDC, &alpha, &beta, &flags, nullptr));
+  else
+    return reinterpret_cast<Kernel<T>>(libxsmm_dmmdispatch(M, N, K, &LDA, &LDB, &LDC, &alpha, &beta, &flags, nullptr));
+}
+
+// Row-major C[m x n] (+)= sum of terms op(A_i) B_i, each term's kernels run on a tile before the
+// next's (the second with beta 1), so a tile's elements add the terms in order; with `back`, each
+// tile is then transposed into back[n x m] (row stride ld_back) by its own thread.
+template <class T>
 struct Tiled {
-  using Kernel = void (*)(const T*, const T*, T*, ...);
-  Kernel kernel[2][2];  // [full or tail rows of C^T][full or tail columns]
-  const T* a;
-  const T* b;
+  struct Term {
+    Kernel<T> kernel[2][2];  // [full or tail rows of C^T][full or tail columns]
+    const T* a;
+    const T* b;
+    int lda;
+    bool trans_a;
+  };
+  Term term[2];
+  int terms = 0;
   T* c;
-  int lda, ldc;
-  bool trans_a;
-  int rows, cols;        // C^T's: n, m
+  int ldc;
+  int rows, cols;  // C^T's: n, m
   int row_tiles, col_tiles;
+  T* back = nullptr;
+  int ld_back = 0;
+
+  Tiled(int m, int n, T* c_, int ldc_)
+      : c(c_), ldc(ldc_), rows(n), cols(m), row_tiles((n + kTile - 1) / kTile), col_tiles((m + kTile - 1) / kTile) {}
+
+  int tile_rows(int r) const { return r ? rows - (row_tiles - 1) * kTile : std::min(kTile, rows); }
+  int tile_cols(int c) const { return c ? cols - (col_tiles - 1) * kTile : std::min(kTile, cols); }
+
+  // Adds the term op(A)[m x k] B[k x n]; false where libxsmm makes no kernel for it.
+  bool add(Trans ta, int k, const T* a, int lda, const T* b, int ldb, T beta) {
+    Term& t = term[terms];
+    t.a = a, t.b = b, t.lda = lda, t.trans_a = ta == Trans::Yes;
+    for (int r = 0; r < 2; ++r)
+      for (int cc = 0; cc < 2; ++cc) {
+        // libxsmm's A is B as stored (ld ldb); its B is A as stored (ld lda), transposed with op(A).
+        t.kernel[r][cc] = dispatch<T>(tile_rows(r), tile_cols(cc), k, ldb, lda, ldc, beta, t.trans_a);
+        if (!t.kernel[r][cc]) return false;
+      }
+    ++terms;
+    return true;
+  }
 
   static void run(const void* p, int first, int end) {
     const auto& t = *static_cast<const Tiled*>(p);
     for (int i = first; i < end; ++i) {
       const int ct = i / t.row_tiles, rt = i % t.row_tiles;
       const int r0 = rt * kTile, c0 = ct * kTile;
-      const Kernel k = t.kernel[r0 + kTile > t.rows][c0 + kTile > t.cols];
-      // C^T(r0, c0) = B^T(r0, :) op(A)^T(:, c0): B's columns r0.., A's rows c0.. (or columns when
-      // transposed), C's rows c0.. and columns r0..
-      const T* a = t.trans_a ? t.a + c0 : t.a + static_cast<std::size_t>(c0) * t.lda;
-      k(t.b + r0, a, t.c + static_cast<std::size_t>(c0) * t.ldc + r0);
+      const bool tail_r = r0 + kTile > t.rows, tail_c = c0 + kTile > t.cols;
+      T* c = t.c + static_cast<std::size_t>(c0) * t.ldc + r0;
+      for (int j = 0; j < t.terms; ++j) {
+        const Term& u = t.term[j];
+        // C^T(r0, c0) = B^T(r0, :) op(A)^T(:, c0): B's columns r0.., A's rows c0.. (or columns when
+        // transposed), C's rows c0.. and columns r0..
+        const T* a = u.trans_a ? u.a + c0 : u.a + static_cast<std::size_t>(c0) * u.lda;
+        u.kernel[tail_r][tail_c](u.b + r0, a, c);
+      }
+      if (t.back)
+        libxsmm_otrans(t.back + static_cast<std::size_t>(r0) * t.ld_back + c0, c, sizeof(T), t.tile_rows(tail_r),
+                       t.tile_cols(tail_c), t.ldc, t.ld_back);
     }
   }
 };
-
-template <class T>
-typename Tiled<T>::Kernel dispatch(int m, int n, int k, int lda, int ldb, int ldc, T beta, bool trans_b) {
-  const libxsmm_blasint M = m, N = n, K = k, LDA = lda, LDB = ldb, LDC = ldc;
-  const int flags = trans_b ? LIBXSMM_GEMM_FLAGS('N', 'T') : LIBXSMM_GEMM_FLAGS('N', 'N');
-  const T alpha = T(1);
-  if constexpr (sizeof(T) == 4)
-    return reinterpret_cast<typename Tiled<T>::Kernel>(
-        libxsmm_smmdispatch(M, N, K, &LDA, &LDB, &LDC, &alpha, &beta, &flags, nullptr));
-  else
-    return reinterpret_cast<typename Tiled<T>::Kernel>(
-        libxsmm_dmmdispatch(M, N, K, &LDA, &LDB, &LDC, &alpha, &beta, &flags, nullptr));
-}
 
 // The product through libxsmm's kernels on TilePool's threads; false (nothing done) where it does
 // not apply: op(B) = B^T, alpha != 1, beta not 0 or 1, or a kernel libxsmm cannot make.
@@ -139,18 +176,8 @@ bool tiled_gemm(Trans ta, Trans tb, int m, int n, int k, T alpha, const T* a, in
                 T beta, T* c, int ldc) {
   if (tb == Trans::Yes || alpha != T(1) || (beta != T(0) && beta != T(1)) || m <= 0 || n <= 0 || k <= 0)
     return false;
-  Tiled<T> t{};
-  t.a = a, t.b = b, t.c = c, t.lda = lda, t.ldc = ldc, t.trans_a = ta == Trans::Yes;
-  t.rows = n, t.cols = m;
-  t.row_tiles = (n + kTile - 1) / kTile, t.col_tiles = (m + kTile - 1) / kTile;
-  const int tail_r = n - (t.row_tiles - 1) * kTile, tail_c = m - (t.col_tiles - 1) * kTile;
-  for (int r = 0; r < 2; ++r)
-    for (int cc = 0; cc < 2; ++cc) {
-      const int M = r ? tail_r : std::min(kTile, n), N = cc ? tail_c : std::min(kTile, m);
-      // libxsmm's A is B as stored (ld ldb); its B is A as stored (ld lda), transposed with op(A).
-      t.kernel[r][cc] = dispatch<T>(M, N, k, ldb, lda, ldc, beta, t.trans_a);
-      if (!t.kernel[r][cc]) return false;
-    }
+  Tiled<T> t(m, n, c, ldc);
+  if (!t.add(ta, k, a, lda, b, ldb, beta)) return false;
   TilePool::instance().run(t.row_tiles * t.col_tiles, gemm_threads(), &Tiled<T>::run, &t);
   return true;
 }
@@ -194,11 +221,17 @@ void weight_products(int m, int n, const T* a1, int k1, const T* w1, const T* a2
   T* a2t = a1t + um * static_cast<std::size_t>(k1);    // [k2 x m]
   T* out_t = a2t + um * static_cast<std::size_t>(a2 ? k2 : 0);  // [n x m]
   libxsmm_otrans(a1t, a1, sizeof(T), k1, m, k1, m);
-  gemm<T>(Trans::No, Trans::No, n, m, k1, T(1), w1, k1, a1t, m, T(0), out_t, m);
-  if (a2) {
-    libxsmm_otrans(a2t, a2, sizeof(T), k2, m, k2, m);
-    gemm<T>(Trans::No, Trans::No, n, m, k2, T(1), w2, k2, a2t, m, T(1), out_t, m);
+  if (a2) libxsmm_otrans(a2t, a2, sizeof(T), k2, m, k2, m);
+  // out_t[n x m] = W1 a1^T (+ W2 a2^T), and each tile of it transposed into out by its thread: one
+  // call to the threads for the step's products.
+  Tiled<T> t(n, m, out_t, m);
+  t.back = out, t.ld_back = n;
+  if (t.add(Trans::No, k1, w1, k1, a1t, m, T(0)) && (!a2 || t.add(Trans::No, k2, w2, k2, a2t, m, T(1)))) {
+    TilePool::instance().run(t.row_tiles * t.col_tiles, gemm_threads(), &Tiled<T>::run, &t);
+    return;
   }
+  gemm<T>(Trans::No, Trans::No, n, m, k1, T(1), w1, k1, a1t, m, T(0), out_t, m);
+  if (a2) gemm<T>(Trans::No, Trans::No, n, m, k2, T(1), w2, k2, a2t, m, T(1), out_t, m);
   libxsmm_otrans(out, out_t, sizeof(T), m, n, m, n);
 #else
   (void)scratch;

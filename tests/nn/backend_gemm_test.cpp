@@ -4,11 +4,14 @@
 // gradients do not either).
 #include <gtest/gtest.h>
 
+#include <array>
+#include <atomic>
 #include <cmath>
 #include <random>
 #include <vector>
 
 #include "membptt/backend/blas.hpp"
+#include "membptt/backend/tile_pool.hpp"
 
 namespace membptt {
 namespace {
@@ -129,6 +132,34 @@ TEST(BackendGemm, WeightProductsAreInputTimesWeightsTransposedPlusHiddenTimesWei
       else EXPECT_EQ(out, first) << threads << " threads";
     }
   }
+}
+
+// Every tile runs exactly once, whatever the thread count (the pool grown for 8 threads, then
+// used with fewer), and a call made from inside a tile runs inline instead of waiting on itself.
+TEST(TilePool, EveryTileRunsOnceAndNestedCallsRunInline) {
+  auto& pool = backend::TilePool::instance();
+  for (const int threads : {8, 2, 1, 3, 8, 2}) {
+    for (const int tiles : {1, 2, 5, 64, 1000}) {
+      std::vector<std::atomic<int>> count(static_cast<std::size_t>(tiles));
+      struct Ctx {
+        std::vector<std::atomic<int>>* count;
+      } ctx{&count};
+      pool.run(tiles, threads, [](const void* p, int a, int b) {
+        auto& c = *static_cast<const Ctx*>(p)->count;
+        for (int i = a; i < b; ++i) c[static_cast<std::size_t>(i)].fetch_add(1);
+      }, &ctx);
+      for (int i = 0; i < tiles; ++i)
+        ASSERT_EQ(count[static_cast<std::size_t>(i)].load(), 1) << "tile " << i << " of " << tiles << ", " << threads << " threads";
+    }
+  }
+  std::atomic<int> inner{0};
+  pool.run(4, 2, [](const void* p, int a, int b) {
+    for (int i = a; i < b; ++i)
+      backend::TilePool::instance().run(3, 2, [](const void* q, int x, int y) {
+        static_cast<std::atomic<int>*>(const_cast<void*>(q))->fetch_add(y - x);
+      }, p);
+  }, &inner);
+  EXPECT_EQ(inner.load(), 12);
 }
 
 TEST(BackendGemm, ThreadCountIsKeptAndAtLeastOne) {

@@ -3,12 +3,15 @@
 // waits for all of them. Why not OpenBLAS's threads: the per-step products of a recurrent cell
 // are small (B = 32 rows), and each runs as JIT-compiled single-threaded kernels (libxsmm) on
 // tiles whose split never depends on the thread count, so the bits do not either.
-// Workers spin briefly between calls (a pass issues them every few microseconds), then sleep.
+// Only the workers a call uses are woken (each has its own flag): a pool grown for 8 threads costs
+// nothing to a later call on 2. Workers spin briefly between calls (a pass issues them every few
+// microseconds), then sleep.
 #pragma once
 
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <memory>
 #include <thread>
 #include <vector>
 
@@ -28,14 +31,17 @@ class TilePool {
 
  private:
   TilePool() = default;
-  void work(int index, std::uint32_t seen);
+  struct alignas(64) Flag {  // a worker's: bumped when a call has work for it (its own cache line)
+    std::atomic<std::uint32_t> go{0};
+  };
+  void work(int index, Flag& flag);
 
   std::vector<std::thread> workers_;
+  std::vector<std::unique_ptr<Flag>> flags_;  // flags_[i]: worker i + 1's
   int pid_ = 0;  // the process the workers belong to (a fork's child has none of them)
-  std::atomic<std::uint32_t> generation_{0};
   std::atomic<int> pending_{0};
   std::atomic<bool> busy_{false};
-  bool stop_ = false;
+  std::atomic<bool> stop_{false};
   Fn fn_ = nullptr;
   const void* ctx_ = nullptr;
   int tiles_ = 0, threads_ = 0;
