@@ -25,7 +25,10 @@ void cblas(Trans ta, Trans tb, int m, int n, int k, double alpha, const double* 
   cblas_dgemm(CblasRowMajor, tr(ta), tr(tb), m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 
-std::atomic<int> g_threads{0};  // 0: not asked yet (then OpenBLAS's count)
+std::atomic<int> g_threads{0};
+
+// A product's time on one core, roughly (at 100 GFLOP/s), to decide whether to use threads.
+double product_ns(int m, int n, int k) { return 2.0 * m * n * k / 100.0; }  // 0: not asked yet (then OpenBLAS's count)
 
 // OpenBLAS runs single-threaded inside membptt's products (their tiles are spread over TilePool's
 // threads instead); its own setting, which a host program (PyTorch) shares, is put back after.
@@ -77,7 +80,7 @@ void blas_tiled(Trans ta, Trans tb, int m, int n, int k, T alpha, const T* a, in
                 T beta, T* c, int ldc) {
   BlasTiled<T> t{ta, tb, m, n, k, alpha, beta, a, b, c, lda, ldb, ldc, (n + kBlasTile - 1) / kBlasTile};
   const int tiles = (m + kBlasTile - 1) / kBlasTile * t.col_tiles;
-  const int threads = gemm_threads();  // (before OpenBLAS's count changes: it may be the default)
+  const int threads = threads_for(product_ns(m, n, k));  // (before OpenBLAS's count changes: it may be the default)
   OpenBlasSerial serial;
   TilePool::instance().run(tiles, threads, &BlasTiled<T>::run, &t);
 }
@@ -178,7 +181,7 @@ bool tiled_gemm(Trans ta, Trans tb, int m, int n, int k, T alpha, const T* a, in
     return false;
   Tiled<T> t(m, n, c, ldc);
   if (!t.add(ta, k, a, lda, b, ldb, beta)) return false;
-  TilePool::instance().run(t.row_tiles * t.col_tiles, gemm_threads(), &Tiled<T>::run, &t);
+  TilePool::instance().run(t.row_tiles * t.col_tiles, threads_for(product_ns(m, n, k)), &Tiled<T>::run, &t);
   return true;
 }
 #endif
@@ -227,7 +230,8 @@ void weight_products(int m, int n, const T* a1, int k1, const T* w1, const T* a2
   Tiled<T> t(n, m, out_t, m);
   t.back = out, t.ld_back = n;
   if (t.add(Trans::No, k1, w1, k1, a1t, m, T(0)) && (!a2 || t.add(Trans::No, k2, w2, k2, a2t, m, T(1)))) {
-    TilePool::instance().run(t.row_tiles * t.col_tiles, gemm_threads(), &Tiled<T>::run, &t);
+    TilePool::instance().run(t.row_tiles * t.col_tiles, threads_for(product_ns(m, n, k1 + (a2 ? k2 : 0))),
+                             &Tiled<T>::run, &t);
     return;
   }
   gemm<T>(Trans::No, Trans::No, n, m, k1, T(1), w1, k1, a1t, m, T(0), out_t, m);

@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 
 namespace membptt::backend {
 
@@ -12,9 +13,32 @@ inline void pause() {
   __builtin_ia32_pause();
 #endif
 }
-// About 50-100 microseconds of polling before a worker sleeps: longer than the gaps between a
-// pass's products (the gate arithmetic between them), short enough not to hold a core after it.
-constexpr int kSpins = 1 << 16;
+// Waiting: a few microseconds of polling, then polling that yields the core (a syscall: nearly as
+// fast when nothing else wants the core, and it lets another thread run when something does).
+constexpr int kPolls = 256;
+// A worker sleeps after this long without work: longer than the gaps between a pass's products,
+// short enough not to hold a core after the pass.
+constexpr auto kYieldFor = std::chrono::microseconds(200);
+
+// Polls `ready` until it holds; false if `deadline_after` passed first (never, if zero).
+template <class Ready>
+bool poll(Ready ready, std::chrono::microseconds deadline_after) {
+  for (int i = 0; i < kPolls; ++i) {
+    if (ready()) return true;
+    pause();
+  }
+  const auto deadline = std::chrono::steady_clock::now() + deadline_after;
+  for (unsigned i = 0;; ++i) {
+    if (ready()) return true;
+    std::this_thread::yield();
+    if (deadline_after.count() && (i & 15) == 15 && std::chrono::steady_clock::now() > deadline) return false;
+  }
+}
+
+// Takes tiles from `next` until none is left.
+void take_tiles(std::atomic<int>& next, int tiles, TilePool::Fn fn, const void* ctx) {
+  for (int i; (i = next.fetch_add(1, std::memory_order_relaxed)) < tiles;) fn(ctx, i, i + 1);
+}
 }  // namespace
 
 TilePool& TilePool::instance() {
@@ -32,23 +56,15 @@ TilePool::~TilePool() {
   for (auto& w : workers_) w.join();
 }
 
-void TilePool::work(int index, Flag& flag) {
+void TilePool::work(int, Flag& flag) {
   std::uint32_t seen = 0;
   for (;;) {
-    int spins = 0;
-    std::uint32_t now;
-    while ((now = flag.go.load(std::memory_order_acquire)) == seen) {
-      if (++spins < kSpins) {
-        pause();
-      } else {
-        flag.go.wait(seen, std::memory_order_acquire);
-      }
-    }
-    seen = now;
+    const auto moved = [&] { return flag.go.load(std::memory_order_acquire) != seen; };
+    if (!poll(moved, kYieldFor))
+      while (!moved()) flag.go.wait(seen, std::memory_order_acquire);
+    seen = flag.go.load(std::memory_order_acquire);
     if (stop_.load(std::memory_order_relaxed)) return;
-    const int a = static_cast<int>(static_cast<long>(tiles_) * index / threads_);
-    const int b = static_cast<int>(static_cast<long>(tiles_) * (index + 1) / threads_);
-    if (a < b) fn_(ctx_, a, b);
+    take_tiles(next_tile_, tiles_, fn_, ctx_);
     pending_.fetch_sub(1, std::memory_order_acq_rel);
   }
 }
@@ -71,17 +87,19 @@ void TilePool::run(int tiles, int threads, Fn fn, const void* ctx) {
     flags_.push_back(std::make_unique<Flag>());
     Flag* flag = flags_.back().get();
     const int index = static_cast<int>(workers_.size()) + 1;
-    workers_.emplace_back([this, index, flag] { work(index, *flag); });
+    workers_.emplace_back([this, index, flag] { work(index, *flag); });  // (index: for a debugger)
   }
-  fn_ = fn, ctx_ = ctx, tiles_ = tiles, threads_ = threads;
+  fn_ = fn, ctx_ = ctx, tiles_ = tiles;
+  next_tile_.store(0, std::memory_order_relaxed);
   pending_.store(threads - 1, std::memory_order_relaxed);
   for (int i = 0; i < threads - 1; ++i) {
     Flag& f = *flags_[static_cast<std::size_t>(i)];
     f.go.fetch_add(1, std::memory_order_release);
     f.go.notify_one();
   }
-  fn(ctx, 0, static_cast<int>(static_cast<long>(tiles) / threads));
-  while (pending_.load(std::memory_order_acquire) != 0) pause();
+  take_tiles(next_tile_, tiles, fn, ctx);
+  // The job's fields stay until every woken worker has seen it (one not yet run finds no tile left).
+  poll([&] { return pending_.load(std::memory_order_acquire) == 0; }, std::chrono::microseconds(0));
   busy_.store(false, std::memory_order_release);
 }
 

@@ -142,18 +142,20 @@ MEMBPTT_CLONES void gru_bwd_rows(int b0, int b1, int H, const T* act, const T* h
 
 // Rows per block: a block's work (about 16 KiB of gates) outweighs handing it to a thread.
 int row_block(int H) { return std::max(1, 1024 / std::max(1, H)); }
+// About a nanosecond per hidden unit of a row (a few exp/tanh): to decide whether to use threads.
+double row_ns(int H) { return static_cast<double>(H); }
 
 }  // namespace
 
 template <class T>
 void lstm_fwd(int B, int H, const T* pre, const T* bias, const T* c_in, T* act, T* h_out, T* c_out) {
-  backend::parallel_blocks(B, row_block(H), [&](int b0, int b1) { lstm_fwd_rows(b0, b1, H, pre, bias, c_in, act, h_out, c_out); });
+  backend::parallel_blocks(B, row_block(H), row_ns(H), [&](int b0, int b1) { lstm_fwd_rows(b0, b1, H, pre, bias, c_in, act, h_out, c_out); });
 }
 
 template <class T>
 void lstm_bwd(int B, int H, const T* act, const T* c_in, const T* c_out, const T* dh, const T* dc_out, T* dg,
               T* dc_in) {
-  backend::parallel_blocks(B, row_block(H), [&](int b0, int b1) {
+  backend::parallel_blocks(B, row_block(H), row_ns(H), [&](int b0, int b1) {
     lstm_bwd_rows(b0, b1, H, act, c_in, c_out, dh, dc_out, dg, dc_in);
   });
 }
@@ -173,14 +175,14 @@ MEMBPTT_CLONES void lstm_m(int B, int H, const T* __restrict act, const T* __res
 template <class T>
 void gru_fwd(int B, int H, const T* px, const T* ph, const T* b_ih, const T* b_hh, const T* h_in, T* act,
              T* h_out) {
-  backend::parallel_blocks(B, row_block(H), [&](int b0, int b1) {
+  backend::parallel_blocks(B, row_block(H), row_ns(H), [&](int b0, int b1) {
     gru_fwd_rows(b0, b1, H, px, ph, b_ih, b_hh, h_in, act, h_out);
   });
 }
 
 template <class T>
 void gru_bwd(int B, int H, const T* act, const T* h_in, const T* dh, T* dgx, T* dgh, T* dh_in) {
-  backend::parallel_blocks(B, row_block(H), [&](int b0, int b1) {
+  backend::parallel_blocks(B, row_block(H), row_ns(H), [&](int b0, int b1) {
     gru_bwd_rows(b0, b1, H, act, h_in, dh, dgx, dgh, dh_in);
   });
 }

@@ -3,9 +3,11 @@
 // waits for all of them. Why not OpenBLAS's threads: the per-step products of a recurrent cell
 // are small (B = 32 rows), and each runs as JIT-compiled single-threaded kernels (libxsmm) on
 // tiles whose split never depends on the thread count, so the bits do not either.
-// Only the workers a call uses are woken (each has its own flag): a pool grown for 8 threads costs
-// nothing to a later call on 2. Workers spin briefly between calls (a pass issues them every few
-// microseconds), then sleep.
+// Tiles are taken from a shared counter, so a worker the scheduler has not run yet holds none:
+// the threads that run take them all. Only the workers a call uses are woken (a flag each), so a
+// pool grown for 8 threads costs nothing to a later call on 2. Waiting threads poll, yield the core
+// (to whatever else is runnable: more threads than cores must not cost a time slice per product),
+// and after about a fifth of a millisecond sleep.
 #pragma once
 
 #include <algorithm>
@@ -25,8 +27,8 @@ class TilePool {
   static TilePool& instance();
   ~TilePool();
 
-  // Runs fn(ctx, a, b) over [0, tiles) split into `threads` contiguous ranges, the caller taking
-  // the first; returns when all are done. threads <= 1 or tiles <= 1: runs inline.
+  // Runs fn(ctx, a, b) over [0, tiles), one tile at a time, on the caller and up to threads - 1
+  // workers; returns when all are done. threads <= 1 or tiles <= 1: runs inline.
   void run(int tiles, int threads, Fn fn, const void* ctx);
 
  private:
@@ -39,26 +41,33 @@ class TilePool {
   std::vector<std::thread> workers_;
   std::vector<std::unique_ptr<Flag>> flags_;  // flags_[i]: worker i + 1's
   int pid_ = 0;  // the process the workers belong to (a fork's child has none of them)
-  std::atomic<int> pending_{0};
+  std::atomic<int> pending_{0};   // workers woken for this call that have not finished it
+  std::atomic<int> next_tile_{0};
   std::atomic<bool> busy_{false};
   std::atomic<bool> stop_{false};
   Fn fn_ = nullptr;
   const void* ctx_ = nullptr;
-  int tiles_ = 0, threads_ = 0;
+  int tiles_ = 0;
 };
 
 int gemm_threads();  // (backend/blas.hpp)
 
-// f(first, end) over [0, n) in blocks of `block` items on gemm_threads() threads: for elementwise
-// work whose result per item does not depend on how the items are split (the cells' gate kernels).
+// The threads for a call of about `nanoseconds` of work on one core: gemm_threads(), or 1 below
+// a few microseconds, where waking another thread costs about as much as it saves (and, with more
+// threads than free cores, far more). Which thread runs a tile never changes its bits.
+inline int threads_for(double nanoseconds) { return nanoseconds >= 4000 ? gemm_threads() : 1; }
+
+// f(first, end) over [0, n) in blocks of `block` items, on threads_for(n * ns_per_item) threads:
+// for elementwise work whose result per item does not depend on how the items are split (the
+// cells' gate kernels).
 template <class F>
-void parallel_blocks(int n, int block, const F& f) {
+void parallel_blocks(int n, int block, double ns_per_item, const F& f) {
   if (n <= 0) return;
   struct Ctx {
     const F* f;
     int n, block;
   } ctx{&f, n, block};
-  TilePool::instance().run((n + block - 1) / block, gemm_threads(), [](const void* p, int a, int b) {
+  TilePool::instance().run((n + block - 1) / block, threads_for(n * ns_per_item), [](const void* p, int a, int b) {
     const Ctx& c = *static_cast<const Ctx*>(p);
     (*c.f)(a * c.block, std::min(c.n, b * c.block));
   }, &ctx);
