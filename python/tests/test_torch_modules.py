@@ -591,7 +591,38 @@ def test_threads_follow_torch_during_calls_only():
     assert L.membptt_num_threads() == before  # PyTorch's own products keep their BLAS setting
     with pytest.raises(ValueError, match="number of threads 0"):
         mt.set_num_threads(0)
+    for bad in (True, 2.0, "2", -1, 5000):
+        with pytest.raises(ValueError, match="is not allowed: allowed is an integer from 1 to 4096"):
+            mt.set_num_threads(bad)
     assert function._threads is None
+    np = pytest.importorskip("numpy")
+    mt.set_num_threads(np.int64(3))  # any integer type
+    try:
+        assert function._threads == 3 and type(function._threads) is int
+    finally:
+        mt.set_num_threads(None)
+
+
+def test_results_do_not_depend_on_the_thread_count():
+    """The products run on tiles fixed by the shape, whichever thread runs each (a layer of 65536
+    weights or more takes the libxsmm path's transposes where it is built): output and every
+    gradient are the same bits on 1, 2 and 3 threads."""
+    torch.manual_seed(5)
+    m = mt.LSTM(64, 128, num_layers=2, memory="20%")
+    x = torch.randn(40, 6, 64, requires_grad=True)
+    runs = []
+    try:
+        for n in (1, 2, 3):
+            mt.set_num_threads(n)
+            m.zero_grad()
+            x.grad = None
+            y, (h, c) = m(x)
+            (y.square().sum() + h.sum() + c.sum()).backward()
+            runs.append([y.detach(), h.detach(), c.detach(), x.grad] + [p.grad for p in m.parameters()])
+    finally:
+        mt.set_num_threads(None)
+    for other in runs[1:]:
+        assert all(torch.equal(a, b) for a, b in zip(runs[0], other))
 
 
 @pytest.mark.parametrize("kwargs,match", [

@@ -9,6 +9,7 @@ runs at PyTorch's thread count during it (set_num_threads).
 from __future__ import annotations
 
 import contextlib
+import operator
 import ctypes
 import functools
 from dataclasses import dataclass
@@ -37,8 +38,15 @@ def set_num_threads(n: Optional[int]) -> None:
     products, which may share the same OpenBLAS, keep OpenBLAS's setting. Results do not depend on
     the count, bit for bit. docs/benchmarks.md has the measurements."""
     global _threads
-    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 4096):
-        raise ValueError(f"number of threads {n!r} is not allowed: allowed is 1 to 4096, or None")
+    if n is not None:
+        try:  # any integer type (numpy's too), not bool or float
+            count = None if isinstance(n, bool) else operator.index(n)
+        except TypeError:
+            count = None
+        if count is None or not 1 <= count <= 4096:
+            raise ValueError(f"number of threads {n!r} ({type(n).__name__}) is not allowed: allowed is an integer "
+                             "from 1 to 4096, or None")
+        n = count
     _threads = n
 
 
