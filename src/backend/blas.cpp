@@ -25,10 +25,10 @@ void cblas(Trans ta, Trans tb, int m, int n, int k, double alpha, const double* 
   cblas_dgemm(CblasRowMajor, tr(ta), tr(tb), m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 
-std::atomic<int> g_threads{0};
+std::atomic<int> g_threads{0};  // 0: not asked yet (then OpenBLAS's count)
 
 // A product's time on one core, roughly (at 100 GFLOP/s), to decide whether to use threads.
-double product_ns(int m, int n, int k) { return 2.0 * m * n * k / 100.0; }  // 0: not asked yet (then OpenBLAS's count)
+double product_ns(int m, int n, int k) { return 2.0 * m * n * k / 100.0; }
 
 // OpenBLAS runs single-threaded inside membptt's products (their tiles are spread over TilePool's
 // threads instead); its own setting, which a host program (PyTorch) shares, is put back after.
@@ -207,15 +207,18 @@ std::size_t weight_products_scratch(int m, int n, int k1, int k2) {
 #endif
 }
 
+// weight_products on OpenBLAS, which takes W^T as it is stored.
+template <class T>
+void weight_products_blas(int m, int n, const T* a1, int k1, const T* w1, const T* a2, int k2, const T* w2, T* out) {
+  gemm<T>(Trans::No, Trans::Yes, m, n, k1, T(1), a1, k1, w1, k1, T(0), out, n);
+  if (a2) gemm<T>(Trans::No, Trans::Yes, m, n, k2, T(1), a2, k2, w2, k2, T(1), out, n);
+}
+
 template <class T>
 void weight_products(int m, int n, const T* a1, int k1, const T* w1, const T* a2, int k2, const T* w2, T* out,
                      T* scratch) {
 #ifdef MEMBPTT_HAVE_LIBXSMM
-  if (weight_products_scratch(m, n, k1, a2 ? k2 : 0) == 0) {
-    gemm<T>(Trans::No, Trans::Yes, m, n, k1, T(1), a1, k1, w1, k1, T(0), out, n);
-    if (a2) gemm<T>(Trans::No, Trans::Yes, m, n, k2, T(1), a2, k2, w2, k2, T(1), out, n);
-    return;
-  }
+  if (weight_products_scratch(m, n, k1, a2 ? k2 : 0) == 0) return weight_products_blas(m, n, a1, k1, w1, a2, k2, w2, out);
   // libxsmm's JIT takes no transposed first operand, and out = a W^T needs one (W's rows run along
   // k, as a's do). Transposing the small operands (a: m = B rows) costs far less than packing W
   // each step, which OpenBLAS does (its packing took 12% of a plain BPTT pass).
@@ -239,8 +242,7 @@ void weight_products(int m, int n, const T* a1, int k1, const T* w1, const T* a2
   libxsmm_otrans(out, out_t, sizeof(T), m, n, m, n);
 #else
   (void)scratch;
-  gemm<T>(Trans::No, Trans::Yes, m, n, k1, T(1), a1, k1, w1, k1, T(0), out, n);
-  if (a2) gemm<T>(Trans::No, Trans::Yes, m, n, k2, T(1), a2, k2, w2, k2, T(1), out, n);
+  weight_products_blas(m, n, a1, k1, w1, a2, k2, w2, out);
 #endif
 }
 

@@ -56,7 +56,7 @@ TilePool::~TilePool() {
   for (auto& w : workers_) w.join();
 }
 
-void TilePool::work(int, Flag& flag) {
+void TilePool::work(Flag& flag) {
   std::uint32_t seen = 0;
   for (;;) {
     const auto moved = [&] { return flag.go.load(std::memory_order_acquire) != seen; };
@@ -86,8 +86,7 @@ void TilePool::run(int tiles, int threads, Fn fn, const void* ctx) {
   while (static_cast<int>(workers_.size()) < threads - 1) {
     flags_.push_back(std::make_unique<Flag>());
     Flag* flag = flags_.back().get();
-    const int index = static_cast<int>(workers_.size()) + 1;
-    workers_.emplace_back([this, index, flag] { work(index, *flag); });  // (index: for a debugger)
+    workers_.emplace_back([this, flag] { work(*flag); });
   }
   fn_ = fn, ctx_ = ctx, tiles_ = tiles;
   next_tile_.store(0, std::memory_order_relaxed);

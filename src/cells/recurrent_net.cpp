@@ -75,13 +75,14 @@ RecurrentNet<T>::RecurrentNet(const NetShape& s, int defer_steps)
   dg_ = backend::AlignedBuffer<T>(gbh);
   dh_ = backend::AlignedBuffer<T>(br_);
   alias_ = backend::AlignedBuffer<T>(carry_);
-  std::size_t wp = 0;  // the largest forward product's transposes
-  for (const LayerOffsets& o : lay_) {
-    const int B = s.batch, GH = G_ * s.hidden_size, R = output_width(s);
-    wp = std::max({wp, backend::weight_products_scratch(B, GH, o.in, s.cell == CellType::Gru ? 0 : R),
-                   backend::weight_products_scratch(B, GH, s.cell == CellType::Gru ? R : 0, 0),
-                   s.proj_size > 0 ? backend::weight_products_scratch(B, R, s.hidden_size, 0) : 0});
-  }
+  // The largest forward product's transposes: x W_ih^T (+ h W_hh^T but for the GRU, whose h W_hh^T
+  // is a product of its own), and the projection's.
+  const int GH = G_ * s.hidden_size, R = output_width(s);
+  const bool gru = s.cell == CellType::Gru;
+  std::size_t wp = std::max(gru ? backend::weight_products_scratch(s.batch, GH, R, 0) : 0,
+                            s.proj_size > 0 ? backend::weight_products_scratch(s.batch, R, s.hidden_size, 0) : 0);
+  for (const LayerOffsets& o : lay_)
+    wp = std::max(wp, backend::weight_products_scratch(s.batch, GH, o.in, gru ? 0 : R));
   wp_ = backend::AlignedBuffer<T>(wp);
   if (s.proj_size > 0) {
     m_ = backend::AlignedBuffer<T>(bh_);

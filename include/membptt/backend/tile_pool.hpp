@@ -1,6 +1,6 @@
 // A small fork-join pool for the CPU backend's tiled products (backend/blas.cpp): the caller and
-// n-1 persistent workers each run a fixed, contiguous share of a call's tiles, then the caller
-// waits for all of them. Why not OpenBLAS's threads: the per-step products of a recurrent cell
+// up to n-1 persistent workers run a call's tiles, then the caller waits for the workers it woke.
+// Why not OpenBLAS's threads: the per-step products of a recurrent cell
 // are small (B = 32 rows), and each runs as JIT-compiled single-threaded kernels (libxsmm) on
 // tiles whose split never depends on the thread count, so the bits do not either.
 // Tiles are taken from a shared counter, so a worker the scheduler has not run yet holds none:
@@ -16,6 +16,8 @@
 #include <memory>
 #include <thread>
 #include <vector>
+
+#include "membptt/backend/blas.hpp"
 
 namespace membptt::backend {
 
@@ -36,7 +38,7 @@ class TilePool {
   struct alignas(64) Flag {  // a worker's: bumped when a call has work for it (its own cache line)
     std::atomic<std::uint32_t> go{0};
   };
-  void work(int index, Flag& flag);
+  void work(Flag& flag);
 
   std::vector<std::thread> workers_;
   std::vector<std::unique_ptr<Flag>> flags_;  // flags_[i]: worker i + 1's
@@ -49,8 +51,6 @@ class TilePool {
   const void* ctx_ = nullptr;
   int tiles_ = 0;
 };
-
-int gemm_threads();  // (backend/blas.hpp)
 
 // The threads for a call of about `nanoseconds` of work on one core: gemm_threads(), or 1 below
 // a few microseconds, where waking another thread costs about as much as it saves (and, with more
