@@ -2,7 +2,7 @@
 """membptt.torch.LSTM beside torch.nn.LSTM on the CPU, through PyTorch's autograd (issue 12).
 
 usage: bench_modules.py [--length 1000] [--batch 32] [--input 64] [--hidden 256] [--memory 5%]
-                        [--reps 5] [--threads 2] [--threads-study] [--study-reps 10] [--skip-main]
+                        [--reps 5] [--threads auto] [--membptt-threads N] [--threads-study] [--study-reps 10] [--skip-main]
                         [--profile-memory] [--json FILE]
 
 One iteration, every variant: ``module.zero_grad()``, the module's forward over x [T, B, I]
@@ -55,6 +55,12 @@ gradients (torch.equal); membptt plain against nn.LSTM, and the checkpointed run
 agree within 1e-4 (printed: the largest |difference| over nn.LSTM's largest |value|, per tensor,
 the worst over the output and every parameter's gradient).
 
+Threads: PyTorch's operators run at --threads, by default the faster of 1 and every core for
+nn.LSTM, measured before anything else (bench_threads.py: on 2 cores Debian's PyTorch ran nn.LSTM
+3-4x slower at 2 threads than at 1, its OpenMP threads spinning beside OpenBLAS's); membptt's
+products at --membptt-threads (membptt.torch.set_num_threads; default every core). Each side at
+its own best: nn.LSTM as fast as this machine runs it.
+
 --threads-study: during its calls the package runs OpenBLAS at torch.get_num_threads() threads,
 or at membptt.torch.set_num_threads(n) (membptt.torch.function._blas_threads). This times membptt
 plain with torch's threads and the BLAS's set independently ((torch, BLAS) in {1, 2} x {1, 2},
@@ -77,6 +83,8 @@ from torch.utils.checkpoint import checkpoint
 
 import membptt.torch as mt
 from membptt import _lib
+
+from bench_threads import describe, fastest_torch_threads, thread_arg  # same directory
 
 MiB = 2.0 ** 20
 CKPT_KW = {"use_reentrant": False} if "use_reentrant" in inspect.signature(checkpoint).parameters else {}
@@ -187,8 +195,11 @@ def main_bench(a, out):
     g = torch.randn(T, B, H)
     plan, budget, plain_bytes = small.plan(T, B)
     carry = 2 * B * H * x.element_size()
-    print(f"LSTM T={T} B={B} I={I} H={H} float32, torch {torch.__version__}, {torch.get_num_threads()} torch threads, "
-          f"OpenBLAS threads {_lib.lib().membptt_num_threads()} (set to torch's before each membptt call)")
+    threads, thread_times = fastest_torch_threads(lambda: iteration(ref, x, g, 0), a.threads)
+    mt.set_num_threads(a.membptt_threads)
+    out["torch_threads"], out["thread_choice_seconds"] = threads, thread_times
+    print(f"LSTM T={T} B={B} I={I} H={H} float32, torch {torch.__version__}, PyTorch's operators on "
+          f"{describe(threads, thread_times)}; membptt's products on {a.membptt_threads} threads of its own")
     print(f"membptt at {a.memory}: budget {budget / MiB:.2f} MiB of plain BPTT's {plain_bytes / MiB:.2f} MiB; "
           f"plan {plan.policy}, {plan.forward_steps} forward steps ({plan.forward_per_step:.3f} per step), "
           f"predicted {plan.time_ratio:.3f}x plain BPTT's time")
@@ -330,7 +341,6 @@ def threads_study(a, out):
     for (tt, bt), n in zip(configs, runs):
         tag = "  <- what the package runs when torch has %d thread%s" % (tt, "s" if tt > 1 else "") if tt == bt else ""
         print(f"{n:22s} {med[n]:13.3f} {min(times[n]):8.3f} {med[n] / best:8.3f} {paired[n]:14.3f}{tag}")
-    torch.set_num_threads(a.threads)
     out["threads_study"] = {"seconds": times, "median_seconds": med, "paired_vs_2_2": paired,
                             "env": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
                                                                   "OMP_WAIT_POLICY")}}
@@ -344,7 +354,11 @@ def main():
     p.add_argument("--hidden", "-H", type=int, default=256)
     p.add_argument("--memory", default="5%", help="membptt's budget for the second variant (default 5%%)")
     p.add_argument("--reps", type=int, default=5, help="timed rounds (default 5)")
-    p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads for the main run (default 2)")
+    p.add_argument("--threads", type=thread_arg, default="auto",
+                   help="torch.set_num_threads for the main run; auto (default): the faster of 1 and every core for "
+                        "nn.LSTM, measured first (bench_threads.py says why)")
+    p.add_argument("--membptt-threads", type=int, default=os.cpu_count() or 1,
+                   help="membptt.torch.set_num_threads for the main run (default: every core)")
     p.add_argument("--threads-study", action="store_true", help="also time membptt plain over torch/BLAS threads")
     p.add_argument("--study-reps", type=int, default=10, help="rounds of the threads study (default 10)")
     p.add_argument("--skip-main", action="store_true", help="only the threads study")
@@ -354,10 +368,9 @@ def main():
     _lib.lib()  # loaded first, so that machine() sees its BLAS too
     out = {"args": vars(a), "machine": machine(), "loadavg_start": os.getloadavg(),
            "torch_default_threads": torch.get_num_threads(), "blas_threads_at_start": _lib.lib().membptt_num_threads()}
-    torch.set_num_threads(a.threads)
     print(f"machine: {out['machine']}; load average {out['loadavg_start']}")
     print(f"torch's default threads here: {out['torch_default_threads']}, OpenBLAS's at start: "
-          f"{out['blas_threads_at_start']}; the main run sets torch's to {a.threads}")
+          f"{out['blas_threads_at_start']}")
     t0 = time.perf_counter()
     if not a.skip_main:
         main_bench(a, out)

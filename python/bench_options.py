@@ -5,13 +5,15 @@ LSTM proj_size=H/2, RNN relu, two-layer LSTM with dropout 0.3 (training), bidire
 two-layer bidirectional LSTM with proj_size=H/2.
 
 usage: bench_options.py [--length 300] [--batch 16] [--input 64] [--hidden 256] [--reps 5]
-                        [--threads 2] [--only SUBSTRING] [--json FILE]
+                        [--threads auto] [--membptt-threads N] [--only SUBSTRING] [--json FILE]
 
 Per configuration, three variants on the same weights: membptt plain (memory=None), membptt 5%
 (BPTT-MSM in 5% of plain BPTT's memory) and torch.nn's module. Each is run once to warm up, then
 --reps rounds time every variant once (order rotated per round). Quoted: the median ms per
 iteration and the median of the per-round ratios to torch.nn (paired within a round, so that
-the machine's noise falls on all alike). Dropout's masks differ between membptt and torch.nn (each
+the machine's noise falls on all alike). Threads: PyTorch's at --threads, by default the faster of 1
+and every core for torch.nn.LSTM (the first configuration), measured first (bench_threads.py says
+why); membptt's at --membptt-threads (default every core). Dropout's masks differ between membptt and torch.nn (each
 draws its own), so that row compares speed only.
 """
 import argparse
@@ -25,6 +27,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import membptt.torch as mt  # noqa: E402
+from bench_threads import describe, fastest_torch_threads, thread_arg  # noqa: E402
 
 CONFIGS = [
     ("lstm", "LSTM", {}),
@@ -45,12 +48,22 @@ def main():
     p.add_argument("--input", type=int, default=64)
     p.add_argument("--hidden", type=int, default=256)
     p.add_argument("--reps", type=int, default=5)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=thread_arg, default="auto")
+    p.add_argument("--membptt-threads", type=int, default=os.cpu_count() or 1)
     p.add_argument("--only", default="", help="run the configurations whose name contains this")
     p.add_argument("--json")
     a = p.parse_args()
-    torch.set_num_threads(a.threads)
     T, B, I, H = a.length, a.batch, a.input, a.hidden
+    probe, px, pg = torch.nn.LSTM(I, H), torch.randn(T, B, I), torch.randn(T, B, H)
+
+    def torch_lstm():
+        probe.zero_grad()
+        (probe(px)[0] * pg).sum().backward()
+
+    threads, thread_times = fastest_torch_threads(torch_lstm, a.threads)
+    mt.set_num_threads(a.membptt_threads)
+    print(f"PyTorch's operators on {describe(threads, thread_times)}; membptt's on {a.membptt_threads} threads",
+          flush=True)
     rows = []
     for cell, name, kw in CONFIGS:
         if a.only not in name:
@@ -98,8 +111,11 @@ def main():
               f"torch.nn {row['torch.nn ms']:8.1f} ms   held {row['5% held bytes'] / 2**20:.2f} MiB at 5% vs "
               f"{row['plain held bytes'] / 2**20:.2f} MiB plain", flush=True)
     if a.json:
-        with open(a.json, "w") as f:
-            json.dump({"args": vars(a), "torch": torch.__version__, "rows": rows}, f, indent=1)
+        tmp = f"{a.json}.tmp.{os.getpid()}"  # atomic: a reader never sees half a file
+        with open(tmp, "w") as f:
+            json.dump({"args": vars(a), "torch": torch.__version__, "torch_threads": threads,
+                       "thread_choice_seconds": thread_times, "rows": rows}, f, indent=1)
+        os.replace(tmp, a.json)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 """membptt.torch.scan on a cell written in PyTorch ops, beside plain autograd and
 torch.utils.checkpoint, on the CPU (issue 14).
 
-usage: bench_scan.py [--T 1000] [--batch 32] [--input 64] [--hidden 256] [--reps 3] [--threads 2]
+usage: bench_scan.py [--T 1000] [--batch 32] [--input 64] [--hidden 256] [--reps 3] [--threads auto]
                      [--json FILE]
 
 The cell: a layer-normalised LSTM (python/tests/test_torch_scan.py's LayerNormLSTM: one
@@ -18,24 +18,23 @@ a different gradient), ``loss.backward()``. The variants, on the same cell:
                under torch.utils.checkpoint (use_reentrant=False: torch >= 1.11), (h, c)
                carried between segments, torch.cat of the segments' stacked outputs
   scan @ckpt   scan with memory = checkpoint's measured bytes (below): the two at equal memory
-  scan 5%, plan reused
-               a diagnostic, not a way to call scan: scan at 5% with membptt.torch.scan's
-               make_plan replaced, for this run only, by a memo of the plan made the first time.
-               scan re-plans on every call; this row shows what that costs (the "plan s" column
-               times make_plan inside the timed runs of every scan row)
+
+Threads: every variant runs PyTorch's operators at one thread count, by default the faster of 1
+and every core for plain autograd, measured before the warm-up (bench_threads.py: on 2 cores,
+Debian's PyTorch ran this loop 4x slower at 2 threads than at 1); --threads N sets it.
 
 Time: every variant once to warm up (gradients, memory and plans from this run), then --reps
 rounds, each timing every variant once in an order rotated from round to round, so that the
 machine's noise falls on all alike. Quoted: the median seconds per iteration and the ratio of
 medians; beside it the median of the per-round ratios (paired within a round). --reps is at least
-3. At the defaults a run takes about 5 minutes on 2 cores (4 min 51 s and 5 min 8 s measured,
-about 70 s a round); smaller --T or --hidden for a quick look.
+3. Smaller --T or --hidden for a quick look.
 
 Memory: "peak MiB" is the most bytes of stored state held for the backward pass, parameters,
 x, the initial carry and the outputs ys left out (they exist in every variant):
   - scan: ``ScanStats.peak_bytes`` (scan's own count, through
     torch.autograd.graph.saved_tensors_hooks, of the stored states' saved tensors and carries as
-    they are made, in both passes). The "of plain" column is a share of ``ScanStats.plain_bytes``
+    they are made, in both passes), from the warm-up, which passes stats=; the timed runs do not
+    (the hooks cost about 0.15 ms a recorded step, as they would cost a user). The "of plain" column is a share of ``ScanStats.plain_bytes``
     (scan's model of plain autograd: T x one recorded step, i.e. its saved tensors, the carry in
     and the carry out), printed under the table beside the hooks' figure for plain;
   - plain: MEASURED with torch.autograd.graph.saved_tensors_hooks around the forward: the bytes
@@ -73,6 +72,8 @@ from torch.utils.checkpoint import checkpoint
 
 import membptt
 from membptt.torch import ScanStats, scan
+
+from bench_threads import describe, fastest_torch_threads, thread_arg  # same directory
 
 scan_module = sys.modules["membptt.torch.scan"]  # the module (membptt.torch.scan is the function)
 MiB = 2.0 ** 20
@@ -172,14 +173,15 @@ def main():
     p.add_argument("--input", type=int, default=64)
     p.add_argument("--hidden", type=int, default=256)
     p.add_argument("--reps", type=int, default=3)
-    p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
+    p.add_argument("--threads", type=thread_arg, default="auto",
+                   help="torch.set_num_threads for every variant; auto (default): the faster of 1 and every core "
+                        "for plain autograd, measured first (bench_threads.py says why)")
     p.add_argument("--json", help="write every figure here (atomically)")
     a = p.parse_args()
     if a.reps < 3:
         p.error(f"--reps {a.reps}: at least 3 rounds (a median of fewer says little on a noisy machine)")
     if min(a.T, a.batch, a.input, a.hidden) < 1:
         p.error("--T, --batch, --input and --hidden must be at least 1")
-    torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     T, B = a.T, a.batch
     cell = LayerNormLSTM(a.input, a.hidden)
@@ -189,45 +191,41 @@ def main():
     S = math.ceil(math.sqrt(T))
     K = math.ceil(T / S)
     exclude = [*cell.parameters(), x, *carry0]
+    def run_plain():
+        cell.zero_grad(set_to_none=True)
+        _, ys = loop(cell, carry0, x)
+        (ys * G).sum().backward()
+
+    threads, thread_times = fastest_torch_threads(run_plain, a.threads)
     print(f"LayerNormLSTM T={T} B={B} I={a.input} H={a.hidden} float32, torch {torch.__version__}, "
-          f"{a.threads} threads, loss (stack(h_t) * G).sum(); checkpoint: {K} segments of {S} steps, "
+          f"{describe(threads, thread_times)}, loss (stack(h_t) * G).sum(); checkpoint: {K} segments of {S} steps, "
           f"use_reentrant={'False' if HAS_USE_REENTRANT else '(not in this torch: reentrant)'}", flush=True)
 
-    # make_plan, timed inside every scan call; "reuse" memoises it (the diagnostic row only).
+    # make_plan, timed inside every scan call (scan keeps its plans: after the warm-up, none).
     real_make_plan = scan_module.make_plan
-    plan_times, memo, mode = [], {}, {"reuse": False}
+    plan_times = []
 
     def make_plan(*args, **kw):
-        key = (args, tuple(sorted(kw.items())))
-        if mode["reuse"] and key in memo:
-            return memo[key]
         t0 = time.perf_counter()
         plan = real_make_plan(*args, **kw)
         plan_times.append(time.perf_counter() - t0)
-        memo[key] = plan
         return plan
 
     scan_module.make_plan = make_plan
 
     info = {}  # name -> {stats, peak_bytes, how}
 
-    def run_scan(name, memory, reuse=False):
+    def run_scan(name, memory, counted):
+        """counted: with stats= (the saved-tensor hooks count every recorded step: the warm-up);
+        the timed runs go without, as training would."""
         def it():
             cell.zero_grad(set_to_none=True)
-            st = ScanStats()
-            mode["reuse"] = reuse
-            try:
-                _, ys = scan(cell, carry0, x, memory=memory, outputs="stack", stats=st)
-            finally:
-                mode["reuse"] = False
+            st = ScanStats() if counted else None
+            _, ys = scan(cell, carry0, x, memory=memory, outputs="stack", stats=st)
             (ys * G).sum().backward()
-            info.setdefault(name, {})["stats"] = st
+            if counted:
+                info.setdefault(name, {})["stats"] = st
         return it
-
-    def run_plain():
-        cell.zero_grad(set_to_none=True)
-        _, ys = loop(cell, carry0, x)
-        (ys * G).sum().backward()
 
     def run_ckpt():
         cell.zero_grad(set_to_none=True)
@@ -258,15 +256,14 @@ def main():
                           "how": "measured parts: hooks-visible saved tensors + the (h, c) kept for segments 2..K "
                                  "+ one segment's saved tensors (hooks around a plain forward of S steps)"}
 
-    scans = [("scan 5%", "5%", False), ("scan 10%", "10%", False), ("scan 20%", "20%", False),
-             ("scan @ckpt", int(ckpt_bytes), False), ("scan 5%, plan reused", "5%", True)]
+    scans = [("scan 5%", "5%"), ("scan 10%", "10%"), ("scan 20%", "20%"), ("scan @ckpt", int(ckpt_bytes))]
     variants = {"plain": run_plain, "checkpoint": run_ckpt}
     checks = {"checkpoint vs plain": {"bitwise": ckpt_same, "rel": ckpt_rel}}
     first = None
-    for name, memory, reuse in scans:
-        variants[name] = run_scan(name, memory, reuse)
+    for name, memory in scans:
+        variants[name] = run_scan(name, memory, counted=False)
         del plan_times[:]
-        variants[name]()  # warm-up (and the plan, made here once for the "reused" row)
+        run_scan(name, memory, counted=True)()  # warm-up: memory counted, the plan made here once
         g = grads_of(cell)
         same, rel = compare(g, ref)
         checks[f"{name} vs plain"] = {"bitwise": same, "rel": rel}
@@ -334,8 +331,6 @@ def main():
           f"{inputs_bytes / MiB:.2f} MiB + one segment recomputed {seg_saved.bytes / MiB:.2f} MiB")
     ratios = {
         "scan 5% / plain": (med["scan 5%"] / med["plain"], paired("scan 5%", "plain"), "goal <= 1.4"),
-        "scan 5% plan reused / plain": (med["scan 5%, plan reused"] / med["plain"],
-                                        paired("scan 5%, plan reused", "plain"), "diagnostic"),
         "checkpoint / scan @ckpt": (med["checkpoint"] / med["scan @ckpt"], paired("checkpoint", "scan @ckpt"),
                                     "goal > 1"),
         "checkpoint / scan 5%": (med["checkpoint"] / med["scan 5%"], paired("checkpoint", "scan 5%"),
@@ -348,7 +343,8 @@ def main():
 
     if a.json:
         out = {"torch": torch.__version__, "python": platform.python_version(), "membptt": membptt.__version__,
-               "config": vars(a), "segments": K, "segment_steps": S, "plain_bytes_scan_model": plain_model,
+               "config": vars(a), "torch_threads": threads, "thread_choice_seconds": thread_times,
+               "segments": K, "segment_steps": S, "plain_bytes_scan_model": plain_model,
                "rows": rows, "checks": checks,
                "ratios": {k: {"ratio_of_medians": r, "paired_median": pr, "note": n}
                           for k, (r, pr, n) in ratios.items()},

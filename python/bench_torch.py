@@ -3,7 +3,12 @@
 over segments of ceil(sqrt(T)) steps; time per forward+backward iteration (median) and the peak
 memory its allocator reports above the weights and inputs.
 
-usage: bench_torch.py --cell lstm --length 1000 --batch 32 --input 64 --hidden 256 --output 64 [--reps 3] [--json FILE]
+usage: bench_torch.py --cell lstm --length 1000 --batch 32 --input 64 --hidden 256 --output 64 [--reps 3]
+                      [--threads auto] [--json FILE]
+
+Threads: --threads, by default the faster of 1 and every core for plain BPTT, measured first
+(bench_threads.py: on 2 cores Debian's PyTorch ran nn.LSTM 3-4x slower at 2 threads than at 1),
+used for both rows.
 
 Memory: torch's CPU allocator has no statistics in torch 1.13, so the activation memory is read
 with torch.profiler (profile_memory=True): the peak, over one iteration, of the running sum of each
@@ -20,6 +25,8 @@ import time
 import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
+
+from bench_threads import describe, fastest_torch_threads, thread_arg  # same directory
 
 CELLS = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn": torch.nn.RNN}
 
@@ -75,16 +82,17 @@ def main():
     p.add_argument("--hidden", type=int, default=256)
     p.add_argument("--output", type=int, default=64)
     p.add_argument("--reps", type=int, default=3)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=thread_arg, default="auto")
     p.add_argument("--json")
     a = p.parse_args()
-    torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     rnn = CELLS[a.cell](a.input, a.hidden)
     head = torch.nn.Linear(a.hidden, a.output)
     x = torch.rand(a.length, a.batch, a.input)
     y = torch.randint(0, a.output, (a.length, a.batch))
     seg = math.ceil(math.sqrt(a.length))
+    threads, thread_times = fastest_torch_threads(lambda: iteration(rnn, head, x, y, 0), a.threads)
+    print(f"PyTorch on {describe(threads, thread_times)}", flush=True)
     rows = []
     for name, segment in (("torch plain", 0), (f"torch checkpoint sqrt(T)={seg}", seg)):
         run = lambda: iteration(rnn, head, x, y, segment)  # noqa: E731
@@ -100,7 +108,8 @@ def main():
     if a.json:
         tmp = f"{a.json}.tmp.{os.getpid()}"  # atomic: a reader never sees half a file
         with open(tmp, "w") as f:
-            json.dump({"torch": torch.__version__, "threads": a.threads, **vars(a), "rows": rows}, f, indent=1)
+            json.dump({"torch": torch.__version__, **vars(a), "threads": threads, "thread_choice_seconds": thread_times,
+                       "rows": rows}, f, indent=1)
         os.replace(tmp, a.json)
 
 

@@ -126,6 +126,21 @@ def test_matches_plain_autograd_and_every_policy_is_bitwise_full(kind, dtype):
             assert torch.equal(y, full[0]) and all(torch.equal(a, b) for a, b in zip(g, full[1])), policy
 
 
+def test_without_stats_nothing_is_counted_and_the_bits_are_the_same():
+    """stats= turns on the saved-tensor hooks that count each recorded step; without it the scan
+    runs the same schedule, a record taken as large as the probe step's."""
+    runs = []
+    for st in (ScanStats(), None):
+        m, carry = make("layernorm_lstm", torch.float32)
+        xs = torch.randn(60, 4, 3, generator=torch.Generator().manual_seed(2))
+        final, ys = scan(m, carry, xs, memory="10%", stats=st)
+        loss_of(final, ys).backward()
+        runs.append([ys.detach()] + [p.grad for p in m.parameters()])
+        if st is not None:
+            assert st.counted and 0 < st.peak_bytes <= st.budget_bytes
+    assert all(torch.equal(a, b) for a, b in zip(*runs))
+
+
 def test_budget_in_bytes_is_held_and_too_small_is_named():
     m, carry = make("layernorm_lstm", torch.float64)
     xs = torch.randn(200, 4, 3, dtype=torch.float64)

@@ -36,6 +36,7 @@ and is not a leaf (computed before the scan) cannot be found that way; pass it i
 from __future__ import annotations
 
 import collections.abc
+import contextlib
 import math
 import time
 import types
@@ -65,6 +66,9 @@ class ScanStats:
     forward_steps: int = 0         # steps run forward, both passes (the plan's cost)
     backward_steps: int = 0
     peak_bytes: int = 0            # most bytes the stored states held (counted as they are made)
+    counted: bool = False          # True: each recorded step's saved tensors counted through
+                                   # saved_tensors_hooks (whenever stats= is given); False: taken as
+                                   # the probe step's (the hooks cost about 0.15 ms a recorded step)
     params: list = field(default_factory=list)
     online_forward_steps: int = 0  # xs an iterator: the online schedule's cost (plan is None), known at its end
     online_slots: int = 0          # xs an iterator: hidden slots the budget gave, the initial carry's included
@@ -106,28 +110,35 @@ class _Rng:
 
 class _SavedBytes:
     """Counts the bytes autograd saves while it is active (each tensor once; parameters and the
-    step's inputs x_t left out: they exist anyway), plus the carry the step produced."""
+    step's inputs x_t left out: they exist anyway), plus the carry the step produced. The hook only
+    notes each tensor (it runs for every tensor a recorded step saves); total() counts them."""
 
     def __init__(self, skip: set):
-        self.skip, self.seen = skip, {}
+        self.skip, self.saved = skip, []
 
     def pack(self, t: torch.Tensor):
-        if t.numel() and t.data_ptr() not in self.skip:
-            self.seen[(t.data_ptr(), t.dtype, tuple(t.shape))] = _nbytes(t)
+        self.saved.append(t)
         return t
 
     def drop(self, ptrs: set) -> None:
-        self.skip |= ptrs
-        self.seen = {k: v for k, v in self.seen.items() if k[0] not in ptrs}
+        self.skip = self.skip | ptrs
 
     def hooks(self):
-        return torch.autograd.graph.saved_tensors_hooks(self.pack, lambda t: t)
+        return torch.autograd.graph.saved_tensors_hooks(self.pack, _unpack)
 
     def total(self, carry_out: Sequence[torch.Tensor]) -> int:
-        seen = dict(self.seen)
+        seen = {}
+        for t in self.saved:
+            if t.numel() and t.data_ptr() not in self.skip:
+                seen[(t.data_ptr(), t.dtype, tuple(t.shape))] = _nbytes(t)
         for c in carry_out:
             seen[(c.data_ptr(), c.dtype, tuple(c.shape))] = _nbytes(c)
+        self.saved = []  # (the graph holds them; this count no longer needs to)
         return sum(seen.values())
+
+
+def _unpack(t: torch.Tensor) -> torch.Tensor:
+    return t
 
 
 # --- the probe: parameters and sizes ---------------------------------------------------------------
@@ -328,14 +339,15 @@ class _Run:
     def record(self, carry, t: int, first_sweep: bool, slot: int):
         cin = [_grad_leaf(c) for c in carry]
         xin = [x.detach().requires_grad_(need) for x, need in zip(self.x_at(t), self.needs_at(t))]
-        counter = _SavedBytes(self.skip | {x.data_ptr() for x in xin if x.numel()})
-        with torch.enable_grad(), counter.hooks():
+        counter = _SavedBytes(self.skip | {x.data_ptr() for x in xin if x.numel()}) if self.stats.counted else None
+        with torch.enable_grad(), (counter.hooks() if counter else contextlib.nullcontext()):
             out, y, y_spec = _call(self.step, cin, self.carry_spec, xin, self.x_spec)
         if first_sweep:
             _check_carry(self.sig, out, t)
             self.out.emit(t, y, y_spec)
         self.stats.forward_steps += 1
-        self.push(slot, _Entry(t, out, self.rng.get(), counter.total(out), inputs=cin, xs=xin, y=y))
+        nbytes = counter.total(out) if counter else self.stats.record_bytes
+        self.push(slot, _Entry(t, out, self.rng.get(), nbytes, inputs=cin, xs=xin, y=y))
         return [c.detach() for c in out]
 
     def push(self, slot: int, entry: _Entry) -> None:
@@ -516,7 +528,10 @@ def scan(step: Callable, carry, xs, *, memory: Union[str, float, None] = None, p
     a probe step). beta: a backward step's cost in forward steps, for the planner's predicted time
     (None: measured on the probe step; it never changes which plan is best).
     preserve_rng_state: replay the generators on recomputation (as torch.utils.checkpoint).
-    stats: a ScanStats to fill (plan, sizes, forward steps, peak bytes held).
+    stats: a ScanStats to fill (plan, sizes, forward steps, peak bytes held). Given, each recorded
+    step's saved tensors are counted through saved_tensors_hooks as it runs; without it nothing is
+    counted (the hooks cost about as much as a third of a step: a recorded step is taken as large
+    as the probe step's).
 
     xs may be an iterator (a generator, a stream) of x_t of unknown length: the online plan then
     decides step by step what to keep (docs/planner.md, "Online checkpointing"; reading one element
@@ -585,7 +600,7 @@ def scan(step: Callable, carry, xs, *, memory: Union[str, float, None] = None, p
     st = stats if stats is not None else ScanStats()
     st.plan, st.carry_bytes, st.record_bytes, st.budget_bytes, st.plain_bytes = p, carry_bytes, record_bytes, budget, plain_bytes
     st.forward_steps = st.backward_steps = st.peak_bytes = 0
-    st.params = use_params
+    st.params, st.counted = use_params, stats is not None
     run = _Run(step, p, carry_spec, x_spec, [x.detach() for x in x_leaves],
                [x.requires_grad and (x.is_floating_point() or x.is_complex()) for x in x_leaves], use_params, st, rng,
                _signature(carry_leaves), outputs)
@@ -716,7 +731,7 @@ def _scan_online(step, carry, it, memory, outputs, params, preserve_rng_state, s
     st = stats if stats is not None else ScanStats()
     st.plan, st.carry_bytes, st.record_bytes, st.budget_bytes = None, carry_bytes, record_bytes, budget
     st.forward_steps = st.backward_steps = st.peak_bytes = 0
-    st.params, st.online_slots = use_params, schedule.slots
+    st.params, st.online_slots, st.counted = use_params, schedule.slots, stats is not None
     run = _OnlineRun(step, schedule, carry_spec, x_spec, use_params, st, rng, _signature(carry_leaves), outputs)
     inputs = []  # every step's leaves: the autograd Function's inputs, for dL/dx_t
     cur = [c.detach() for c in carry_leaves]
