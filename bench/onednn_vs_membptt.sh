@@ -4,29 +4,33 @@
 # shape and thread count it runs oneDNN then membptt, one after the other, so that a drift in the
 # machine's speed hits both; the table gives the median over rounds of each tool's median seconds.
 #
-#   bench/onednn_vs_membptt.sh [--build DIR] [--rounds N] [--reps R] [--threads "1 2"] [--out DIR] [--smoke]
+#   bench/onednn_vs_membptt.sh [--build DIR] [--rounds N] [--reps R] [--threads "1 2"] [--output K] [--out DIR] [--smoke]
 #
 # Shapes (B = 32, T = 1000): LSTM (I, H) = (64, 256), (256, 256) and (1024, 1024) (its weight
 # gradients are added in groups of 6 steps there; at T = 100 the plan takes none, see benchmarks.md);
 # GRU (64, 256) at T = 1000. --smoke: tiny shapes (T = 20), one rep, to check the script only.
+# --output K: the classes of membptt's per-step softmax head (default 64, about 5% more work than
+# oneDNN's pass, which takes a fixed dL/dh; 2 makes the work nearly the same: the head then costs
+# about 0.2% of a step).
 # Needs bench/onednn_rnn, built only where oneDNN is found (scripts/install-deps.sh --bench, then
 # cmake --build DIR --target onednn_rnn membptt). Writes every run's JSON and summary.md under --out.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-build=build rounds=1 reps=3 threads="1 2" out=out/bench/onednn smoke=0
+build=build rounds=1 reps=3 threads="1 2" out=out/bench/onednn smoke=0 classes=64
 while (($#)); do
   case "$1" in
     --build) build=${2:?--build needs a value}; shift 2 ;;
     --rounds) rounds=${2:?--rounds needs a value}; shift 2 ;;
     --reps) reps=${2:?--reps needs a value}; shift 2 ;;
     --threads) threads=${2:?--threads needs a value}; shift 2 ;;
+    --output) classes=${2:?--output needs a value}; shift 2 ;;
     --out) out=${2:?--out needs a value}; shift 2 ;;
     --smoke) smoke=1; shift ;;
-    -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "onednn_vs_membptt.sh: unknown option '$1'" >&2; exit 2 ;;
   esac
 done
-for v in "$rounds" "$reps"; do
+for v in "$rounds" "$reps" "$classes"; do
   [[ "$v" =~ ^[1-9][0-9]*$ ]] || { echo "onednn_vs_membptt.sh: bad count '$v' (a positive integer)" >&2; exit 2; }
 done
 for n in $threads; do
@@ -55,15 +59,15 @@ for ((r = 1; r <= rounds; r++)); do
       OMP_NUM_THREADS=$n "$onednn" --cell "$cell" --length "$T" --batch "$batch" --input "$I" --hidden "$H" \
         --reps "$reps" --json "$out/onednn-$tag.json" | sed 's/^/   oneDNN:  /'
       OPENBLAS_NUM_THREADS=$n OMP_NUM_THREADS=$n "$membptt" bench --policies full --cell "$cell" --length "$T" \
-        --batch "$batch" --input "$I" --hidden "$H" --output 64 --reps "$reps" --json "$out/membptt-$tag.json" \
+        --batch "$batch" --input "$I" --hidden "$H" --output "$classes" --reps "$reps" --json "$out/membptt-$tag.json" \
         >"$out/membptt-$tag.txt"
       echo "   membptt: done ($out/membptt-$tag.json, its table in .txt)"
     done
   done
 done
-/usr/bin/python3 - "$out" <<'EOF'
+/usr/bin/python3 - "$out" "$classes" <<'EOF'
 import glob, json, os, statistics, sys
-out = sys.argv[1]
+out, classes = sys.argv[1], int(sys.argv[2])
 runs = {}
 for path in sorted(glob.glob(os.path.join(out, "*.json"))):
     name = os.path.basename(path)[:-5]
@@ -81,8 +85,9 @@ lines = [
     "Seconds: one forward + backward pass over T steps, median over rounds of each run's median.",
     "GFLOP/s for both: GEMM FLOPs only, 6*T*B*G*H*(I+H) (forward 2*T*B*G*H*(I+H), backward twice that),"
     " G = 4 (LSTM) or 3 (GRU).",
-    "membptt's pass also includes its 64-class softmax head per step (about 5% extra work, not counted in"
-    " the FLOPs); oneDNN's gets a fixed random dL/dh instead.",
+    "membptt's pass also includes its %d-class softmax head per step (%s, not counted in"
+    " the FLOPs); oneDNN's gets a fixed random dL/dh instead." % (
+        classes, "about 5%% extra work at 64 classes" if classes >= 32 else "a negligible extra"),
     "ratio = oneDNN s / membptt s (> 1: membptt faster). oneDNN MiB: its workspace (what forward keeps for"
     " backward; dst_layer and scratchpad not included); membptt MiB: held_bytes of its plain-BPTT row.",
     "",
