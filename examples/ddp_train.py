@@ -6,8 +6,12 @@ Each process takes its share of every batch (character windows of data/verse.txt
 gradients. With --check, rank 0 also runs the whole batch in one process and compares the
 gradients after the first step: they must agree to rounding (float64).
 
-    torchrun --nproc_per_node 2 examples/ddp_train.py --steps 20     # gloo on the CPU, nccl on GPUs
+    torchrun --nproc_per_node 2 examples/ddp_train.py --steps 20     # gloo, CPU tensors
     python3 examples/ddp_train.py --nproc 2 --steps 20                 # the same, started by itself
+    python3 examples/ddp_train.py --nproc 1 --model scan --device cuda --check   # nccl, CUDA tensors
+
+--device cuda (scan only: membptt.torch's modules take CPU tensors) runs each rank on GPU
+LOCAL_RANK and reduces with nccl, which needs one GPU per rank.
 
 The second form starts the processes itself (localhost, a free port): Debian 12's PyTorch 1.13
 under Python 3.11 has a launcher (torchrun, python3 -m torch.distributed.run) that fails before
@@ -107,6 +111,8 @@ def main():
     p.add_argument("--memory", default="10%", help="bytes (64MiB), a share (10%%) or none")
     p.add_argument("--check", action="store_true", help="compare the first step's gradients with one process's")
     p.add_argument("--nproc", type=int, help="start this many processes (instead of torchrun)")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                   help="cpu (gloo) or cuda (nccl, --model scan only, one GPU per process)")
     args = p.parse_args()
     for name in ("steps", "seq_len", "batch", "hidden"):
         if getattr(args, name) < 1:
@@ -118,13 +124,25 @@ def main():
             membptt.parse_budget(args.memory)
         except ValueError as e:
             p.error(f"--memory: {e}")
+    if args.device == "cuda":
+        if args.model != "scan":
+            p.error("--device cuda is allowed with --model scan only: membptt.torch.LSTM takes CPU tensors")
+        if not torch.cuda.is_available():
+            p.error("--device cuda: this PyTorch sees no CUDA device")
+        if args.nproc is not None and args.nproc > torch.cuda.device_count():
+            p.error(f"--nproc {args.nproc} with --device cuda needs a GPU per process; "
+                    f"{torch.cuda.device_count()} found")
     if "RANK" not in os.environ:
         if args.nproc is None:
             p.error("start it with torchrun --nproc_per_node N, or give --nproc N")
         if args.nproc < 1:
             p.error(f"--nproc {args.nproc} is not allowed: at least 1")
         sys.exit(launch(args.nproc))
-    dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    device = torch.device("cpu")
+    if args.device == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if args.device == "cuda" else "gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
     if args.batch % world:
         p.error(f"--batch {args.batch} must be a multiple of the {world} processes")
@@ -136,14 +154,15 @@ def main():
     ids = torch.tensor([vocab.index(c) for c in text[:20000]], dtype=torch.long)
     torch.set_default_dtype(torch.float64)  # --check compares to rounding
     torch.manual_seed(0)
-    model = CharModel(len(vocab), args.hidden, args.memory, args.model)
-    reference = CharModel(len(vocab), args.hidden, args.memory, args.model)
+    model = CharModel(len(vocab), args.hidden, args.memory, args.model).to(device)
+    reference = CharModel(len(vocab), args.hidden, args.memory, args.model).to(device)
     reference.load_state_dict(model.state_dict())
     ddp = DDP(model)
     opt = torch.optim.Adam(ddp.parameters(), lr=3e-3)
     share = args.batch // world
     for step, (x, y) in zip(range(1, args.steps + 1), batches(ids, args.seq_len, args.batch, seed=1)):
         mine = slice(rank * share, (rank + 1) * share)
+        x, y = x.to(device), y.to(device)
         opt.zero_grad()
         loss = loss_of(ddp, x[:, mine], y[:, mine])
         loss.backward()

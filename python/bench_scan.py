@@ -3,6 +3,7 @@
 torch.utils.checkpoint, on the CPU (issue 14).
 
 usage: bench_scan.py [--T 1000] [--batch 32] [--input 64] [--hidden 256] [--reps 3] [--threads auto]
+                     [--device cpu|cuda]
                      [--json FILE]
 
 The cell: a layer-normalised LSTM (python/tests/test_torch_scan.py's LayerNormLSTM: one
@@ -19,7 +20,8 @@ a different gradient), ``loss.backward()``. The variants, on the same cell:
                carried between segments, torch.cat of the segments' stacked outputs
   scan @ckpt   scan with memory = checkpoint's measured bytes (below): the two at equal memory
 
-Threads: every variant runs PyTorch's operators at one thread count, by default the faster of 1
+--device cuda runs every variant on the GPU (the times include torch.cuda.synchronize() after each
+iteration; the thread choice is skipped). Threads: every variant runs PyTorch's operators at one thread count, by default the faster of 1
 and every core for plain autograd, measured before the warm-up (bench_threads.py: on 2 cores,
 Debian's PyTorch ran this loop 4x slower at 2 threads than at 1); --threads N sets it.
 
@@ -176,18 +178,23 @@ def main():
     p.add_argument("--threads", type=thread_arg, default="auto",
                    help="torch.set_num_threads for every variant; auto (default): the faster of 1 and every core "
                         "for plain autograd, measured first (bench_threads.py says why)")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--json", help="write every figure here (atomically)")
     a = p.parse_args()
     if a.reps < 3:
         p.error(f"--reps {a.reps}: at least 3 rounds (a median of fewer says little on a noisy machine)")
     if min(a.T, a.batch, a.input, a.hidden) < 1:
         p.error("--T, --batch, --input and --hidden must be at least 1")
+    if a.device == "cuda" and not torch.cuda.is_available():
+        p.error("--device cuda: this PyTorch sees no CUDA device")
+    dev = torch.device(a.device)
     torch.manual_seed(0)
     T, B = a.T, a.batch
-    cell = LayerNormLSTM(a.input, a.hidden)
-    x = torch.randn(T, B, a.input)
-    G = torch.randn(T, B, a.hidden)
-    carry0 = (torch.zeros(B, a.hidden), torch.zeros(B, a.hidden))
+    cell = LayerNormLSTM(a.input, a.hidden).to(dev)
+    x = torch.randn(T, B, a.input).to(dev)
+    G = torch.randn(T, B, a.hidden).to(dev)
+    carry0 = (torch.zeros(B, a.hidden, device=dev), torch.zeros(B, a.hidden, device=dev))
+    sync = torch.cuda.synchronize if a.device == "cuda" else (lambda: None)
     S = math.ceil(math.sqrt(T))
     K = math.ceil(T / S)
     exclude = [*cell.parameters(), x, *carry0]
@@ -196,9 +203,14 @@ def main():
         _, ys = loop(cell, carry0, x)
         (ys * G).sum().backward()
 
-    threads, thread_times = fastest_torch_threads(run_plain, a.threads)
+    if a.device == "cuda":
+        threads, thread_times = torch.get_num_threads(), {}
+        where = f"on {torch.cuda.get_device_name()}"
+    else:
+        threads, thread_times = fastest_torch_threads(run_plain, a.threads)
+        where = describe(threads, thread_times)
     print(f"LayerNormLSTM T={T} B={B} I={a.input} H={a.hidden} float32, torch {torch.__version__}, "
-          f"{describe(threads, thread_times)}, loss (stack(h_t) * G).sum(); checkpoint: {K} segments of {S} steps, "
+          f"{where}, loss (stack(h_t) * G).sum(); checkpoint: {K} segments of {S} steps, "
           f"use_reentrant={'False' if HAS_USE_REENTRANT else '(not in this torch: reentrant)'}", flush=True)
 
     # make_plan, timed inside every scan call (scan keeps its plans: after the warm-up, none).
@@ -290,8 +302,10 @@ def main():
         order = names[r % len(names):] + names[:r % len(names)]
         for n in order:
             del plan_times[:]
+            sync()
             t0 = time.perf_counter()
             variants[n]()
+            sync()
             times[n].append(time.perf_counter() - t0)
             ptimes[n].append(sum(plan_times))
         print(f"round {r + 1}/{a.reps}: " + ", ".join(f"{n} {times[n][-1]:.2f}s" for n in names), flush=True)

@@ -8,7 +8,7 @@
 #                                   graphs / input blocks / deferred dW buy, T = 4000, one iteration at
 #                                   T = 15000 and 100000 within 1 GiB; print a table. Ends within 8 minutes
 #                                   (GPU_CHECK_LIMIT seconds, default 470). GPU_CHECK_STAGES picks
-#                                   stages (tests,train,oracle,t1000,bidir,ablation,bf16,t4000,long);
+#                                   stages (tests,train,oracle,t1000,bidir,ablation,bf16,t4000,long,scan);
 #                                   GPU_CHECK_LONG the lengths of `long` (default "15000 100000");
 #                                   GPU_CHECK_QUICK=1: tests, T = 1000 and the ablation only. Results go
 #                                   to build-gpu/results/, and when OUT is set to $OUT/gpu_results.txt
@@ -189,7 +189,7 @@ print(":".join(sorted(ds)))' 2>/dev/null)
 fi
 
 # Stages, in this order; GPU_CHECK_STAGES picks some (comma-separated), GPU_CHECK_QUICK=1 the probe.
-ALL_STAGES=tests,train,oracle,t1000,bidir,ablation,bf16,t4000,long
+ALL_STAGES=tests,train,oracle,t1000,bidir,ablation,bf16,t4000,long,scan
 STAGES=${GPU_CHECK_STAGES:-$ALL_STAGES}
 [ -n "${GPU_CHECK_QUICK:-}" ] && STAGES=tests,t1000,ablation
 want() { [[ ",$STAGES," == *",$1,"* ]]; }
@@ -233,6 +233,20 @@ stage_bidir() {
   timeout 90 "$BIN" bench --device cuda --tf32 --bidirectional --cell lstm --length 1000 --batch 64 --input 256 \
     --hidden 512 --layers 2 --output 64 --policies full,msm --budgets 5%,20% --reps 3 \
     --json "$RES_DIR/membptt_T1000_bidir.json" 2>&1 | sed 's/^/  /' | tee -a "$RES"
+}
+# membptt.torch.scan on the GPU (issue 14): DistributedDataParallel with nccl (one process: nccl needs
+# a GPU per rank), then the scan benchmark at B = 64, H = 1024 beside plain autograd and checkpointing.
+stage_scan() {
+  local lib
+  for lib in "$ROOT/build-gpu/src/libmembptt.so" "$ROOT/build-gpu-prebuilt/lib/libmembptt.so"; do
+    [ -f "$lib" ] && export MEMBPTT_LIBRARY=$lib && break
+  done
+  say "scan under DDP with nccl (1 process, --check) ..."
+  PYTHONPATH=python timeout 60 python3 examples/ddp_train.py --nproc 1 --model scan --device cuda --steps 3 --check \
+    2>&1 | sed 's/^/  /' | tee -a "$RES"
+  say "scan benchmark on the GPU, T=1000 B=64 H=1024 ..."
+  PYTHONPATH=python timeout "$(upto 10)" python3 python/bench_scan.py --device cuda --batch 64 --input 64 --hidden 1024 \
+    --reps 3 --json "$RES_DIR/scan_cuda.json" 2>&1 | sed 's/^/  /' | tee -a "$RES"
 }
 # bf16 GEMMs (float32 storage and sums) beside TF32's, at T = 1000.
 stage_bf16() {
@@ -378,5 +392,6 @@ if want t4000; then
   if [ "$(left)" -gt 150 ]; then bench_at 4000 3 full,msm; else say "no time left for T=4000 ($(left) s left)"; fi
 fi
 want long && stage_long
+want scan && stage_scan
 table
 say "done"
