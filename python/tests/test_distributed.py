@@ -26,3 +26,22 @@ def test_ddp_gradients_equal_one_process(model):
     assert len(diffs) == 2 and max(diffs) <= 1e-10
     losses = [float(line.split()[-1]) for line in out.stdout.splitlines() if line.startswith("step")]
     assert len(losses) == 2 and losses[1] < losses[0]
+
+
+def run_example(*args):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "python"), os.environ.get("PYTHONPATH", "")]))
+    return subprocess.run([sys.executable, str(ROOT / "examples" / "ddp_train.py"), *args], env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_device_cuda_is_refused_in_one_line_where_it_cannot_run():
+    out = run_example("--nproc", "1", "--device", "cuda", "--model", "lstm")
+    assert out.returncode == 2 and out.stderr.strip().splitlines()[-1].endswith(
+        "--device cuda is allowed with --model scan only: membptt.torch.LSTM takes CPU tensors")
+    if torch.cuda.is_available():
+        out = run_example("--nproc", str(torch.cuda.device_count() + 1), "--device", "cuda", "--model", "scan")
+        assert out.returncode == 2 and "needs a GPU per process" in out.stderr
+    else:
+        out = run_example("--nproc", "1", "--device", "cuda", "--model", "scan")
+        assert out.returncode == 2 and out.stderr.strip().splitlines()[-1].endswith(
+            "--device cuda: this PyTorch sees no CUDA device")
