@@ -164,7 +164,12 @@ def main():
         mine = slice(rank * share, (rank + 1) * share)
         x, y = x.to(device), y.to(device)
         opt.zero_grad()
-        loss = loss_of(ddp, x[:, mine], y[:, mine])
+        try:
+            loss = loss_of(ddp, x[:, mine], y[:, mine])
+        except ValueError as e:  # a budget below the least that works: one line, from one rank
+            if rank == 0:
+                sys.stderr.write(f"ddp_train.py: --memory {args.memory}: {e}\n")
+            sys.exit(2)
         loss.backward()
         if args.check and step == 1:
             loss_of(reference, x, y).backward()  # the whole batch, one process

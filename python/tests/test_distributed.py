@@ -45,3 +45,12 @@ def test_device_cuda_is_refused_in_one_line_where_it_cannot_run():
         out = run_example("--nproc", "1", "--device", "cuda", "--model", "scan")
         assert out.returncode == 2 and out.stderr.strip().splitlines()[-1].endswith(
             "--device cuda: this PyTorch sees no CUDA device")
+
+
+def test_a_budget_below_the_least_is_one_line_from_one_rank():
+    if not torch.distributed.is_available() or not torch.distributed.is_gloo_available():
+        pytest.skip("this PyTorch has no gloo backend for torch.distributed")
+    out = run_example("--nproc", "2", "--model", "scan", "--memory", "10", "--steps", "2", "--seq-len", "30")
+    lines = [ln for ln in out.stderr.splitlines() if ln.strip()]
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert len(lines) == 1 and lines[0].startswith("ddp_train.py: --memory 10: scan: memory budget 10 bytes is below")

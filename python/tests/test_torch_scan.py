@@ -1,5 +1,7 @@
 """membptt.torch.scan against plain autograd over the unrolled loop: outputs, final carry and every
 gradient; every policy bit for bit; the budget held; randomness replayed; errors."""
+import warnings
+
 import pytest
 
 torch = pytest.importorskip("torch", reason="membptt.torch needs PyTorch (Debian: python3-torch)")
@@ -330,3 +332,22 @@ def test_iterator_optimal_range_and_errors():
     with torch.no_grad():
         final, ys = scan(m, carry, iter(xs), memory="1MiB")
     assert torch.equal(final, ref_final) and torch.equal(ys, ref_ys)
+
+
+def test_little_memory_warns_bad_strings_are_scans_and_stats_read_well():
+    m, carry = make("min_gru", torch.float64)
+    xs = torch.randn(200, 4, 3, dtype=torch.float64)
+    with pytest.warns(UserWarning, match=r"scan: memory='0%' for 200 steps \(\d+ bytes\) leaves so little for the "
+                                         r"stored states that the plan runs [\d.]+ forward steps per step"):
+        scan(m, carry, xs, memory="0%")[1].sum().backward()
+    st = ScanStats()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an ample budget warns of nothing
+        scan(m, carry, xs, memory=None, stats=st)[1].sum().backward()
+    assert st.budget_bytes == st.plain_bytes  # plain autograd's, not its rounding to whole carries
+    assert "params=" not in repr(st) and "peak_bytes=" in repr(st)  # (the tensors stay out of the repr)
+    for bad in ("lots", "-5%"):
+        with pytest.raises(ValueError, match=rf"^scan: memory budget '{bad}' is not allowed"):
+            scan(m, carry, xs, memory=bad)
+    with pytest.raises(ValueError, match="a percentage of plain autograd's memory over the scan"):
+        scan(m, carry, iter(xs), memory="lots")

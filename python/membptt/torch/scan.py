@@ -40,6 +40,7 @@ import contextlib
 import math
 import time
 import types
+import warnings
 import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Sequence, Union
@@ -68,7 +69,7 @@ class ScanStats:
     peak_bytes: int = 0            # most bytes the stored states held (counted as they are made)
     counted: bool = False          # True (stats= given): each recorded step's saved tensors counted
                                    # through saved_tensors_hooks; False: taken as the probe step's
-    params: list = field(default_factory=list)
+    params: list = field(default_factory=list, repr=False)  # (tensors: left out of the repr)
     online_forward_steps: int = 0  # xs an iterator: the online schedule's cost (plan is None), known at its end
     online_slots: int = 0          # xs an iterator: hidden slots the budget gave, the initial carry's included
 
@@ -499,11 +500,20 @@ def _plan(T: int, budget: float, carry_bytes: int, record_bytes: int, policy: st
     return p
 
 
+def _parse_memory(memory: str) -> tuple[float, bool]:
+    """parse_budget in scan's words (a share is of plain autograd's memory over the scan)."""
+    try:
+        return parse_budget(memory)
+    except ValueError as e:
+        raise ValueError("scan: " + str(e).replace("plain BPTT's memory", "plain autograd's memory over the scan")) \
+            from None
+
+
 def _budget_bytes(memory, plain_bytes: int) -> float:
     if memory is None:
         return float(plain_bytes)
     if isinstance(memory, str):
-        value, percent = parse_budget(memory)
+        value, percent = _parse_memory(memory)
         return value / 100.0 * plain_bytes if percent else value
     if isinstance(memory, (int, float)) and not isinstance(memory, bool):
         if not math.isfinite(memory) or memory < 0:
@@ -548,6 +558,8 @@ def scan(step: Callable, carry, xs, *, memory: Union[str, float, None] = None, p
         raise ValueError(f"scan: outputs={outputs!r} is not allowed: use one of {', '.join(_OUTPUT_MODES)}")
     if not isinstance(policy, str) or policy not in ("auto", *POLICIES):
         raise ValueError(f"scan: policy {policy!r} is not allowed: use 'auto' or one of {', '.join(POLICIES)}")
+    if isinstance(memory, str):
+        _parse_memory(memory)  # (a bad string refused before any step runs)
     if isinstance(xs, collections.abc.Iterator):  # a generator, iter(list), a stream: the length unknown
         if policy not in ("auto", "online"):
             raise ValueError(f"scan: policy {policy!r} is not allowed with xs an iterator (its length is unknown): "
@@ -597,8 +609,13 @@ def scan(step: Callable, carry, xs, *, memory: Union[str, float, None] = None, p
                          f"{carry_bytes} bytes, a recorded step {record_bytes}; plain autograd holds {plain_bytes})")
     p = _plan(T, min(budget, float(planned_plain)), carry_bytes, record_bytes, policy,
               probe.beta if beta is None else beta)
+    if p.forward_steps > 3 * T and memory is not None and policy not in ("quadratic", "chen-sqrt", "chen-recursive"):
+        warnings.warn(f"scan: memory={memory!r} for {T} steps ({budget:.0f} bytes) leaves so little for the stored "
+                      f"states that the plan runs {p.forward_steps / T:.3g} forward steps per step (plain autograd: 1); "
+                      "a larger budget runs faster", stacklevel=2)
     st = stats if stats is not None else ScanStats()
-    st.plan, st.carry_bytes, st.record_bytes, st.budget_bytes, st.plain_bytes = p, carry_bytes, record_bytes, budget, plain_bytes
+    st.plan, st.carry_bytes, st.record_bytes, st.plain_bytes = p, carry_bytes, record_bytes, plain_bytes
+    st.budget_bytes = budget if memory is not None else float(plain_bytes)  # (None: plain autograd's, exactly)
     st.forward_steps = st.backward_steps = st.peak_bytes = 0
     st.params, st.counted = use_params, stats is not None
     run = _Run(step, p, carry_spec, x_spec, [x.detach() for x in x_leaves],
@@ -704,7 +721,7 @@ def _scan_online(step, carry, it, memory, outputs, params, preserve_rng_state, s
         xs = pytree.tree_unflatten([torch.stack([lv[i] for lv in leaves]) for i in range(len(x0))], x_spec)
         return scan(step, carry, xs, memory=None, outputs=outputs, params=params,
                     preserve_rng_state=preserve_rng_state, stats=stats)
-    if isinstance(memory, str) and parse_budget(memory)[1]:
+    if isinstance(memory, str) and _parse_memory(memory)[1]:
         raise ValueError(f"scan: memory {memory!r} is a share of plain autograd's memory over the scan, which an "
                          "iterator of unknown length does not have: give bytes (such as '64MiB') for an iterator")
     rng = _Rng(any(t.is_cuda for t in carry_leaves + x0)) if preserve_rng_state else _NoRng()
