@@ -8,33 +8,40 @@
 #
 # Shapes (B = 32, T = 1000): LSTM (I, H) = (64, 256), (256, 256) and (1024, 1024) (its weight
 # gradients are added in groups of 6 steps there; at T = 100 the plan takes none, see benchmarks.md);
-# GRU (64, 256) at T = 1000. --smoke: tiny shapes (T = 20), one rep, to check the script only.
-# --output K: the classes of membptt's per-step softmax head (default 64, about 5% more work than
-# oneDNN's pass, which takes a fixed dL/dh; 2 makes the work nearly the same: the head then costs
-# about 0.2% of a step).
+# GRU (64, 256) at T = 1000. --smoke: tiny shapes (B = 4, T = 20; T = 10 for the LSTM (32, 32)),
+# one rep, to check the script only.
+# --output K >= 2: the classes of membptt's per-step softmax head (default 64, about 5% more work
+# than oneDNN's pass, which takes a fixed dL/dh; 2 makes the work nearly the same: the head then
+# costs about 0.2% of a step; 1 is refused: a 1-class softmax has zero gradient).
 # Needs bench/onednn_rnn, built only where oneDNN is found (scripts/install-deps.sh --bench, then
 # cmake --build DIR --target onednn_rnn membptt). Writes every run's JSON and summary.md under --out.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=build rounds=1 reps=3 threads="1 2" out=out/bench/onednn smoke=0 classes=64
+die() { echo "onednn_vs_membptt.sh: $*" >&2; exit 2; }
+value() { [ -n "${2-}" ] || die "$1 needs a value"; }  # missing or empty; ${2:?} would exit 1 with bash's line number
 while (($#)); do
   case "$1" in
-    --build) build=${2:?--build needs a value}; shift 2 ;;
-    --rounds) rounds=${2:?--rounds needs a value}; shift 2 ;;
-    --reps) reps=${2:?--reps needs a value}; shift 2 ;;
-    --threads) threads=${2:?--threads needs a value}; shift 2 ;;
-    --output) classes=${2:?--output needs a value}; shift 2 ;;
-    --out) out=${2:?--out needs a value}; shift 2 ;;
+    --build) value "$@"; build=$2; shift 2 ;;
+    --rounds) value "$@"; rounds=$2; shift 2 ;;
+    --reps) value "$@"; reps=$2; shift 2 ;;
+    --threads) value "$@"; threads=$2; shift 2 ;;
+    --output) value "$@"; classes=$2; shift 2 ;;
+    --out) value "$@"; out=$2; shift 2 ;;
     --smoke) smoke=1; shift ;;
-    -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    *) echo "onednn_vs_membptt.sh: unknown option '$1'" >&2; exit 2 ;;
+    -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) die "unknown option '$1'" ;;
   esac
 done
-for v in "$rounds" "$reps" "$classes"; do
-  [[ "$v" =~ ^[1-9][0-9]*$ ]] || { echo "onednn_vs_membptt.sh: bad count '$v' (a positive integer)" >&2; exit 2; }
-done
+least() {  # option value least [why]
+  [[ "$2" =~ ^[1-9][0-9]*$ ]] && (($2 >= $3)) || die "bad $1 '$2' (an integer >= $3${4:+: $4})"
+}
+least --rounds "$rounds" 1
+least --reps "$reps" 1
+least --output "$classes" 2 "a 1-class softmax has zero gradient"
+[ -n "${threads// /}" ] || die "--threads needs a value"
 for n in $threads; do
-  [[ "$n" =~ ^[1-9][0-9]*$ ]] || { echo "onednn_vs_membptt.sh: bad thread count '$n'" >&2; exit 2; }
+  least --threads "$n" 1
 done
 onednn=$build/bench/onednn_rnn
 membptt=$build/apps/membptt/membptt
@@ -114,7 +121,7 @@ for key in sorted(runs, key=order):
     ms = statistics.median(x["rows"][0]["median_seconds"] for x in r["membptt"])
     flops = d["flops"]
     threads = key.rsplit("-t", 1)[1]
-    lines.append("| %s | %d | %d | %d | %d | %s | %.4f | %.4f | %.2f | %.1f | %.1f | %.2f | %.2f | %d |" % (
+    lines.append("| %s | %d | %d | %d | %d | %s | %.4g | %.4g | %.2f | %.1f | %.1f | %.2f | %.2f | %d |" % (
         d["cell"], d["length"], d["batch"], d["input"], d["hidden"], threads, ds, ms, ds / ms,
         flops / ds * 1e-9, flops / ms * 1e-9, d["workspace_bytes"] / 2**20, row["held_bytes"] / 2**20,
         len(r["onednn"])))

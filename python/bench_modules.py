@@ -84,7 +84,7 @@ from torch.utils.checkpoint import checkpoint
 import membptt.torch as mt
 from membptt import _lib
 
-from bench_threads import describe, fastest_torch_threads, thread_arg  # same directory
+from bench_threads import count_arg, describe, fastest_torch_threads, thread_arg  # same directory
 
 MiB = 2.0 ** 20
 CKPT_KW = {"use_reentrant": False} if "use_reentrant" in inspect.signature(checkpoint).parameters else {}
@@ -199,7 +199,8 @@ def main_bench(a, out):
     mt.set_num_threads(a.membptt_threads)
     out["torch_threads"], out["thread_choice_seconds"] = threads, thread_times
     print(f"LSTM T={T} B={B} I={I} H={H} float32, torch {torch.__version__}, PyTorch's operators on "
-          f"{describe(threads, thread_times)}; membptt's products on {a.membptt_threads} threads of its own")
+          f"{describe(threads, thread_times)}; membptt's products on {a.membptt_threads} "
+          f"thread{'' if a.membptt_threads == 1 else 's'} of its own")
     print(f"membptt at {a.memory}: budget {budget / MiB:.2f} MiB of plain BPTT's {plain_bytes / MiB:.2f} MiB; "
           f"plan {plan.policy}, {plan.forward_steps} forward steps ({plan.forward_per_step:.3f} per step), "
           f"predicted {plan.time_ratio:.3f}x plain BPTT's time")
@@ -348,19 +349,19 @@ def threads_study(a, out):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--length", "-T", type=int, default=1000)
-    p.add_argument("--batch", "-B", type=int, default=32)
-    p.add_argument("--input", "-I", type=int, default=64)
-    p.add_argument("--hidden", "-H", type=int, default=256)
+    p.add_argument("--length", "-T", type=count_arg, default=1000)
+    p.add_argument("--batch", "-B", type=count_arg, default=32)
+    p.add_argument("--input", "-I", type=count_arg, default=64)
+    p.add_argument("--hidden", "-H", type=count_arg, default=256)
     p.add_argument("--memory", default="5%", help="membptt's budget for the second variant (default 5%%)")
-    p.add_argument("--reps", type=int, default=5, help="timed rounds (default 5)")
+    p.add_argument("--reps", type=count_arg, default=5, help="timed rounds (default 5)")
     p.add_argument("--threads", type=thread_arg, default="auto",
                    help="torch.set_num_threads for the main run; auto (default): the faster of 1 and every core for "
                         "nn.LSTM, measured first (bench_threads.py says why)")
-    p.add_argument("--membptt-threads", type=int, default=os.cpu_count() or 1,
+    p.add_argument("--membptt-threads", type=count_arg, default=os.cpu_count() or 1,
                    help="membptt.torch.set_num_threads for the main run (default: every core)")
     p.add_argument("--threads-study", action="store_true", help="also time membptt plain over torch/BLAS threads")
-    p.add_argument("--study-reps", type=int, default=10, help="rounds of the threads study (default 10)")
+    p.add_argument("--study-reps", type=count_arg, default=10, help="rounds of the threads study (default 10)")
     p.add_argument("--skip-main", action="store_true", help="only the threads study")
     p.add_argument("--profile-memory", action="store_true", help="also torch.profiler's peak for the nn.LSTM variants")
     p.add_argument("--json", help="write the figures here (atomically)")

@@ -27,7 +27,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import membptt.torch as mt  # noqa: E402
-from bench_threads import describe, fastest_torch_threads, thread_arg  # noqa: E402
+from bench_threads import count_arg, describe, fastest_torch_threads, thread_arg  # noqa: E402
 
 CONFIGS = [
     ("lstm", "LSTM", {}),
@@ -43,16 +43,19 @@ PAIRS = {"lstm": (mt.LSTM, torch.nn.LSTM), "rnn": (mt.RNN, torch.nn.RNN)}
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--length", type=int, default=300)
-    p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--input", type=int, default=64)
-    p.add_argument("--hidden", type=int, default=256)
-    p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--length", type=count_arg, default=300)
+    p.add_argument("--batch", type=count_arg, default=16)
+    p.add_argument("--input", type=count_arg, default=64)
+    p.add_argument("--hidden", type=count_arg, default=256)
+    p.add_argument("--reps", type=count_arg, default=5)
     p.add_argument("--threads", type=thread_arg, default="auto")
-    p.add_argument("--membptt-threads", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--membptt-threads", type=count_arg, default=os.cpu_count() or 1)
     p.add_argument("--only", default="", help="run the configurations whose name contains this")
     p.add_argument("--json")
     a = p.parse_args()
+    if not any(a.only in name for _, name, _ in CONFIGS):  # before the threads are measured
+        p.error(f"--only {a.only!r} matches no configuration: a part of one of "
+                f"{', '.join(repr(name) for _, name, _ in CONFIGS)}")
     T, B, I, H = a.length, a.batch, a.input, a.hidden
     probe, px, pg = torch.nn.LSTM(I, H), torch.randn(T, B, I), torch.randn(T, B, H)
 
@@ -62,7 +65,8 @@ def main():
 
     threads, thread_times = fastest_torch_threads(torch_lstm, a.threads)
     mt.set_num_threads(a.membptt_threads)
-    print(f"PyTorch's operators on {describe(threads, thread_times)}; membptt's on {a.membptt_threads} threads",
+    print(f"PyTorch's operators on {describe(threads, thread_times)}; membptt's on {a.membptt_threads} "
+          f"thread{'' if a.membptt_threads == 1 else 's'}",
           flush=True)
     rows = []
     for cell, name, kw in CONFIGS:

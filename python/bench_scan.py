@@ -2,7 +2,7 @@
 """membptt.torch.scan on a cell written in PyTorch ops, beside plain autograd and
 torch.utils.checkpoint, on the CPU (issue 14).
 
-usage: bench_scan.py [--T 1000] [--batch 32] [--input 64] [--hidden 256] [--reps 3] [--threads auto]
+usage: bench_scan.py [--length 1000] [--batch 32] [--input 64] [--hidden 256] [--reps 3] [--threads auto]
                      [--device cpu|cuda]
                      [--json FILE]
 
@@ -29,7 +29,7 @@ Time: every variant once to warm up (gradients, memory and plans from this run),
 rounds, each timing every variant once in an order rotated from round to round, so that the
 machine's noise falls on all alike. Quoted: the median seconds per iteration and the ratio of
 medians; beside it the median of the per-round ratios (paired within a round). --reps is at least
-3. Smaller --T or --hidden for a quick look.
+3. Smaller --length or --hidden for a quick look.
 
 Memory: "peak MiB" is the most bytes of stored state held for the backward pass, parameters,
 x, the initial carry and the outputs ys left out (they exist in every variant):
@@ -75,7 +75,7 @@ from torch.utils.checkpoint import checkpoint
 import membptt
 from membptt.torch import ScanStats, scan
 
-from bench_threads import describe, fastest_torch_threads, thread_arg  # same directory
+from bench_threads import count_arg, describe, fastest_torch_threads, thread_arg  # same directory
 
 scan_module = sys.modules["membptt.torch.scan"]  # the module (membptt.torch.scan is the function)
 MiB = 2.0 ** 20
@@ -169,11 +169,12 @@ def compare(a, b):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--T", type=int, default=1000)
-    p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--input", type=int, default=64)
-    p.add_argument("--hidden", type=int, default=256)
+    p = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
+    p.add_argument("--length", "--T", dest="T", type=count_arg, default=1000,
+                   help="T, the steps (--length as in the other benchmarks; default 1000)")
+    p.add_argument("--batch", type=count_arg, default=32)
+    p.add_argument("--input", type=count_arg, default=64)
+    p.add_argument("--hidden", type=count_arg, default=256)
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--threads", type=thread_arg, default="auto",
                    help="torch.set_num_threads for every variant; auto (default): the faster of 1 and every core "
@@ -183,8 +184,6 @@ def main():
     a = p.parse_args()
     if a.reps < 3:
         p.error(f"--reps {a.reps}: at least 3 rounds (a median of fewer says little on a noisy machine)")
-    if min(a.T, a.batch, a.input, a.hidden) < 1:
-        p.error("--T, --batch, --input and --hidden must be at least 1")
     if a.device == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda: this PyTorch sees no CUDA device")
     dev = torch.device(a.device)

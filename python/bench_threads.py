@@ -17,38 +17,49 @@ import time
 import torch
 
 
-def thread_arg(value: str):
-    """argparse type for --threads: 'auto' (measure, see fastest_torch_threads) or a count >= 1."""
-    if value == "auto":
-        return value
+def count_arg(value: str, allowed="an integer >= 1"):
+    """argparse type for a size, count or number of threads: an integer >= 1 (0 or less would end
+    in a traceback far from the option that caused it)."""
     try:
         n = int(value)
     except ValueError:
         n = 0
     if n < 1:
-        raise argparse.ArgumentTypeError(f"{value!r} is not allowed: 'auto' or an integer >= 1")
+        raise argparse.ArgumentTypeError(f"{value!r} is not allowed: {allowed}")
     return n
+
+
+def thread_arg(value: str):
+    """argparse type for --threads: 'auto' (measure, see fastest_torch_threads) or a count >= 1."""
+    return value if value == "auto" else count_arg(value, "'auto' or an integer >= 1")
 
 
 def fastest_torch_threads(run, threads="auto", reps=3):
     """Sets torch's thread count for the benchmark and returns (count, {count: median s}).
 
-    threads: a count (set as given; nothing timed) or "auto": run() once to warm up, then reps
-    times, at 1 thread and at every core (os.cpu_count()), and keep the faster (median seconds).
+    threads: a count (set as given; nothing timed) or "auto": run() once to warm up at 1 thread and
+    at every core (os.cpu_count()), then reps rounds, each timing one run() at each count in turn,
+    and keep the count with the smaller median.
     run: one iteration of the PyTorch variant the benchmark compares against."""
     if threads != "auto":
         torch.set_num_threads(threads)
         return threads, {}
-    times = {}
-    for n in sorted({1, os.cpu_count() or 1}):
+    counts = sorted({1, os.cpu_count() or 1})
+    for n in counts:
         torch.set_num_threads(n)
         run()
-        samples = []
-        for _ in range(reps):
+    samples = {n: [] for n in counts}
+    # Alternated: timed in blocks (every rep at 1 thread, then every rep at 2), bench_scan.py --T 50
+    # measured 4.0 s an iteration at 2 threads where its own timed rounds at 2 took 0.49 s; a switch
+    # of count distorts the runs after it, and alternating gives every count the same share of that
+    # and of the machine's drift.
+    for _ in range(reps):
+        for n in counts:
+            torch.set_num_threads(n)
             t0 = time.perf_counter()
             run()
-            samples.append(time.perf_counter() - t0)
-        times[n] = statistics.median(samples)
+            samples[n].append(time.perf_counter() - t0)
+    times = {n: statistics.median(s) for n, s in samples.items()}
     best = min(times, key=times.get)
     torch.set_num_threads(best)
     return best, times
@@ -60,4 +71,5 @@ def describe(count, times) -> str:
     if not times:
         return f"{count} {noun} (as given)"
     measured = ", ".join(f"{n}: {s:.3f} s" for n, s in sorted(times.items()))
-    return f"{count} {noun} (the fastest for PyTorch here, measured per iteration: {measured})"
+    return (f"{count} {noun} (the fastest for PyTorch here; per iteration, the median of rounds alternating "
+            f"the counts: {measured})")

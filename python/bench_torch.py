@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from bench_threads import describe, fastest_torch_threads, thread_arg  # same directory
+from bench_threads import count_arg, describe, fastest_torch_threads, thread_arg  # same directory
 
 CELLS = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn": torch.nn.RNN}
 
@@ -74,16 +74,18 @@ def peak_bytes(fn):
 
 
 def main():
-    p = argparse.ArgumentParser()
-    p.add_argument("--cell", default="lstm", choices=sorted(CELLS))
-    p.add_argument("--length", type=int, default=1000)
-    p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--input", type=int, default=64)
-    p.add_argument("--hidden", type=int, default=256)
-    p.add_argument("--output", type=int, default=64)
-    p.add_argument("--reps", type=int, default=3)
-    p.add_argument("--threads", type=thread_arg, default="auto")
-    p.add_argument("--json")
+    p = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
+    p.add_argument("--cell", default="lstm", choices=sorted(CELLS), help="torch.nn's recurrent layer (default lstm)")
+    p.add_argument("--length", type=count_arg, default=1000, help="T, the steps (default 1000)")
+    p.add_argument("--batch", type=count_arg, default=32, help="B (default 32)")
+    p.add_argument("--input", type=count_arg, default=64, help="I, the input features (default 64)")
+    p.add_argument("--hidden", type=count_arg, default=256, help="H, the hidden units (default 256)")
+    p.add_argument("--output", type=count_arg, default=64, help="the classes of the softmax head per step (default 64)")
+    p.add_argument("--reps", type=count_arg, default=3, help="timed iterations per row, after one warm-up (default 3)")
+    p.add_argument("--threads", type=thread_arg, default="auto",
+                   help="auto (default) or a count: PyTorch's threads; auto measures 1 and every core and takes "
+                        "the faster")
+    p.add_argument("--json", help="write the figures here (atomically)")
     a = p.parse_args()
     torch.manual_seed(0)
     rnn = CELLS[a.cell](a.input, a.hidden)

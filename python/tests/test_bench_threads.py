@@ -1,5 +1,6 @@
-"""The benchmarks' choice of PyTorch's thread count (python/bench_threads.py), and bench_scan.py end
-to end at a tiny size: a comparison with PyTorch must run PyTorch at its fastest setting."""
+"""The benchmarks' choice of PyTorch's thread count (python/bench_threads.py), bench_scan.py end to
+end at a tiny size (a comparison with PyTorch must run PyTorch at its fastest setting), and the
+benchmark scripts' one-line refusals of bad arguments."""
 import argparse
 import json
 import os
@@ -13,7 +14,7 @@ import pytest
 torch = pytest.importorskip("torch")
 PYTHON_DIR = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PYTHON_DIR))
-from bench_threads import describe, fastest_torch_threads, thread_arg  # noqa: E402
+from bench_threads import count_arg, describe, fastest_torch_threads, thread_arg  # noqa: E402
 
 
 @pytest.fixture
@@ -57,12 +58,46 @@ def test_thread_arg_refuses_what_is_not_a_count(bad):
     assert thread_arg("auto") == "auto" and thread_arg("3") == 3
 
 
+def test_auto_alternates_the_counts_round_by_round(restore_threads):
+    seen = []
+    fastest_torch_threads(lambda: seen.append(torch.get_num_threads()), "auto", reps=3)
+    counts = sorted({1, os.cpu_count() or 1})
+    assert seen == counts + counts * 3  # one warm-up at each count, then 1, n, 1, n, ...
+
+
+@pytest.mark.parametrize("bad", ["0", "-1", "x"])
+def test_count_arg_refuses_what_is_not_a_positive_integer(bad):
+    with pytest.raises(argparse.ArgumentTypeError, match=f"'{bad}' is not allowed: an integer >= 1"):
+        count_arg(bad)
+    assert count_arg("7") == 7
+
+
+ENV = dict(os.environ, PYTHONPATH=os.pathsep.join([str(PYTHON_DIR), os.environ.get("PYTHONPATH", "")]))
+
+
+@pytest.mark.parametrize("script, args, says", [
+    ("bench_modules.py", ["--membptt-threads", "0"], "argument --membptt-threads: '0' is not allowed: an integer >= 1"),
+    ("bench_options.py", ["--membptt-threads", "-1"], "argument --membptt-threads: '-1' is not allowed: an integer >= 1"),
+    ("bench_scan.py", ["--length", "0"], "argument --length/--T: '0' is not allowed: an integer >= 1"),
+    ("bench_scan.py", ["--T", "-3"], "argument --length/--T: '-3' is not allowed: an integer >= 1"),
+    ("bench_torch.py", ["--length", "0"], "argument --length: '0' is not allowed: an integer >= 1"),
+    ("bench_torch.py", ["--hidden", "-2"], "argument --hidden: '-2' is not allowed: an integer >= 1"),
+    ("bench_torch.py", ["--reps", "0"], "argument --reps: '0' is not allowed: an integer >= 1"),
+    ("bench_options.py", ["--only", "nothing"], "--only 'nothing' matches no configuration: a part of one of 'LSTM', "),
+])
+def test_bad_arguments_are_refused_in_one_line(script, args, says):
+    # Refused while parsing, before any timing: quick, exit 2, no traceback.
+    r = subprocess.run([sys.executable, str(PYTHON_DIR / script), *args], capture_output=True, text=True,
+                       timeout=60, env=ENV)
+    assert r.returncode == 2 and "Traceback" not in r.stderr and r.stdout == "", r.stderr
+    assert says in r.stderr.strip().splitlines()[-1]
+
+
 def test_bench_scan_runs_end_to_end_and_checks_the_bits(tmp_path):
     out = tmp_path / "scan.json"
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(PYTHON_DIR), os.environ.get("PYTHONPATH", "")]))
-    r = subprocess.run([sys.executable, str(PYTHON_DIR / "bench_scan.py"), "--T", "12", "--batch", "2", "--input",
+    r = subprocess.run([sys.executable, str(PYTHON_DIR / "bench_scan.py"), "--length", "12", "--batch", "2", "--input",
                         "3", "--hidden", "4", "--reps", "3", "--json", str(out)],
-                       capture_output=True, text=True, timeout=120, env=env)
+                       capture_output=True, text=True, timeout=120, env=ENV)
     assert r.returncode == 0, r.stderr
     d = json.loads(out.read_text())
     assert d["torch_threads"] in (1, os.cpu_count()) and set(map(int, d["thread_choice_seconds"])) <= {1, os.cpu_count()}
