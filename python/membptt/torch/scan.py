@@ -39,7 +39,6 @@ import collections.abc
 import contextlib
 import math
 import time
-import types
 import warnings
 import weakref
 from dataclasses import dataclass, field
@@ -297,9 +296,9 @@ class _Run:
     """One scan's schedule: run up to its first backward step in the forward pass, the rest in the
     backward pass. Slot 0 is the caller's initial carry (not counted: it exists anyway)."""
 
-    def __init__(self, step, plan: Plan, carry_spec, x_spec, x_leaves, x_needs, params, stats: ScanStats,
+    def __init__(self, step, ops: list, carry_spec, x_spec, x_leaves, x_needs, params, stats: ScanStats,
                  rng: _Rng, sig, outputs: str):
-        self.step, self.ops, self.k = step, plan.ops, 0
+        self.step, self.ops, self.k = step, ops, 0  # ops: (kind, t, slot, count) tuples of ints
         self.carry_spec, self.x_spec, self.x_leaves, self.x_needs = carry_spec, x_spec, x_leaves, x_needs
         self.params, self.stats, self.rng, self.sig, self.outputs = params, stats, rng, sig, outputs
         self.skip = {p.data_ptr() for p in params if p.numel()} | {x.data_ptr() for x in x_leaves if x.numel()}
@@ -363,7 +362,7 @@ class _Run:
     def run(self, carry, forward_pass: bool, on_backward=None):
         """Runs the ops from self.k on: in the forward pass up to the first backward op."""
         while self.k < len(self.ops):
-            kind, t, slot, count = (int(v) for v in self.ops[self.k])
+            kind, t, slot, count = self.ops[self.k]
             if kind == BACKWARD and forward_pass:
                 return carry
             self.k += 1
@@ -422,6 +421,7 @@ class _ScanFunction(torch.autograd.Function):
         params = run.params
         dparams: list = [None] * len(params)
         dxs: list = run.dx_init()
+        grad_params = [p for p in params if p.requires_grad]  # (the same for every step)
 
         def on_backward(e: _Entry):
             outs, gouts = [], []
@@ -433,8 +433,7 @@ class _ScanFunction(torch.autograd.Function):
                 if g is not None and v.requires_grad:
                     outs.append(v)
                     gouts.append(g[e.t - 1] if run.outputs == "stack" else g)
-            wrt = [c for c in e.inputs if c.requires_grad] + [x for x in e.xs if x.requires_grad] + \
-                  [p for p in params if p.requires_grad]
+            wrt = [c for c in e.inputs if c.requires_grad] + [x for x in e.xs if x.requires_grad] + grad_params
             try:
                 got = iter(torch.autograd.grad(outs, wrt, gouts, allow_unused=True) if outs else [None] * len(wrt))
             except RuntimeError as err:
@@ -484,8 +483,10 @@ class _NoRng(_Rng):
 _plans: dict = {}
 
 
-def _plan(T: int, budget: float, carry_bytes: int, record_bytes: int, policy: str, beta: float) -> Plan:
-    """The plan, made once per (length, budget, sizes, policy): training repeats the same scan. alpha is
+def _plan(T: int, budget: float, carry_bytes: int, record_bytes: int, policy: str, beta: float) -> tuple[Plan, list]:
+    """The plan and its ops as (kind, t, slot, count) tuples of ints (read a step at a time: a
+    numpy row costs microseconds), made once per (length, budget, sizes, policy): training repeats
+    the same scan. alpha is
     rounded up to a whole number of carries (a record is counted no smaller than it is, so the budget
     still holds), which keeps the planner on its fast integer grid: at T = 1000, 5%, a fractional
     alpha took it about 3 s, an integral one 0.3 s."""
@@ -496,7 +497,8 @@ def _plan(T: int, budget: float, carry_bytes: int, record_bytes: int, policy: st
     if p is None:
         if len(_plans) >= 64:
             _plans.clear()
-        p = _plans[key] = make_plan(T, units, alpha=alpha, policy=policy, beta=round(beta, 2))
+        plan = make_plan(T, units, alpha=alpha, policy=policy, beta=round(beta, 2))
+        p = _plans[key] = (plan, plan.ops.tolist())
     return p
 
 
@@ -607,8 +609,8 @@ def scan(step: Callable, carry, xs, *, memory: Union[str, float, None] = None, p
         raise ValueError(f"scan: memory budget {budget:.0f} bytes is below the least in which policy "
                          f"{'msm' if policy == 'auto' else policy} runs {T} steps: {least:.0f} bytes (a carry is "
                          f"{carry_bytes} bytes, a recorded step {record_bytes}; plain autograd holds {plain_bytes})")
-    p = _plan(T, min(budget, float(planned_plain)), carry_bytes, record_bytes, policy,
-              probe.beta if beta is None else beta)
+    p, ops = _plan(T, min(budget, float(planned_plain)), carry_bytes, record_bytes, policy,
+                   probe.beta if beta is None else beta)
     if p.forward_steps > 3 * T and memory is not None and policy not in ("quadratic", "chen-sqrt", "chen-recursive"):
         warnings.warn(f"scan: memory={memory!r} for {T} steps ({budget:.0f} bytes) leaves so little for the stored "
                       f"states that the plan runs {p.forward_steps / T:.3g} forward steps per step (plain autograd: 1); "
@@ -618,7 +620,7 @@ def scan(step: Callable, carry, xs, *, memory: Union[str, float, None] = None, p
     st.budget_bytes = budget if memory is not None else float(plain_bytes)  # (None: plain autograd's, exactly)
     st.forward_steps = st.backward_steps = st.peak_bytes = 0
     st.params, st.counted = use_params, stats is not None
-    run = _Run(step, p, carry_spec, x_spec, [x.detach() for x in x_leaves],
+    run = _Run(step, ops, carry_spec, x_spec, [x.detach() for x in x_leaves],
                [x.requires_grad and (x.is_floating_point() or x.is_complex()) for x in x_leaves], use_params, st, rng,
                _signature(carry_leaves), outputs)
     flat = _ScanFunction.apply(run, *carry_leaves, *x_leaves, *use_params)
@@ -652,8 +654,7 @@ class _OnlineRun(_Run):
     for recomputation as a tensor xs is)."""
 
     def __init__(self, step, schedule: OnlineSchedule, carry_spec, x_spec, params, stats, rng, sig, outputs):
-        super().__init__(step, types.SimpleNamespace(ops=[]), carry_spec, x_spec, [], [], params, stats, rng, sig,
-                         outputs)
+        super().__init__(step, [], carry_spec, x_spec, [], [], params, stats, rng, sig, outputs)
         self.schedule = schedule
         self.steps: list = []   # per step: its leaves, detached
         self.needs: list = []   # per step: which leaves need a gradient
