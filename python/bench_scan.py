@@ -79,6 +79,9 @@ from bench_threads import count_arg, describe, fastest_torch_threads, thread_arg
 
 scan_module = sys.modules["membptt.torch.scan"]  # the module (membptt.torch.scan is the function)
 MiB = 2.0 ** 20
+# --timed's names for the variants
+TIMED = {"plain": "plain", "checkpoint": "checkpoint", "scan5": "scan 5%", "scan10": "scan 10%", "scan20": "scan 20%",
+         "scan-ckpt": "scan @ckpt"}
 HAS_USE_REENTRANT = "use_reentrant" in inspect.signature(checkpoint).parameters  # torch >= 1.11
 
 
@@ -180,8 +183,15 @@ def main():
                    help="torch.set_num_threads for every variant; auto (default): the faster of 1 and every core "
                         "for plain autograd, measured first (bench_threads.py says why)")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--timed", default=",".join(TIMED),
+                   help="the variants the rounds time, comma-separated, plain among them (default: all: "
+                        f"{','.join(TIMED)}); every one is still warmed up and checked")
     p.add_argument("--json", help="write every figure here (atomically)")
     a = p.parse_args()
+    timed = {TIMED.get(k.strip(), k.strip()) for k in a.timed.split(",") if k.strip()}
+    unknown = timed - set(TIMED.values())
+    if unknown or "plain" not in timed:
+        p.error(f"--timed {a.timed!r} is not allowed: a comma-separated list of {', '.join(TIMED)}, plain among them")
     if a.reps < 3:
         p.error(f"--reps {a.reps}: at least 3 rounds (a median of fewer says little on a noisy machine)")
     if a.device == "cuda" and not torch.cuda.is_available():
@@ -293,7 +303,7 @@ def main():
         sys.exit(f"bench_scan.py: gradients differ: {', '.join(bad)}")
 
     # --- timed rounds ----------------------------------------------------------------------------
-    names = list(variants)
+    names = [n for n in variants if n in timed]
     times = {n: [] for n in names}
     ptimes = {n: [] for n in names}
     t_start = time.perf_counter()
@@ -342,14 +352,10 @@ def main():
           f"{info['plain']['peak_bytes'] / MiB:.2f} MiB. Percentages above are of ScanStats.plain_bytes.")
     print(f"checkpoint: forward-visible {ckpt_visible.bytes / MiB:.2f} MiB + segment inputs "
           f"{inputs_bytes / MiB:.2f} MiB + one segment recomputed {seg_saved.bytes / MiB:.2f} MiB")
-    ratios = {
-        "scan 5% / plain": (med["scan 5%"] / med["plain"], paired("scan 5%", "plain"), "goal <= 1.4"),
-        "checkpoint / scan @ckpt": (med["checkpoint"] / med["scan @ckpt"], paired("checkpoint", "scan @ckpt"),
-                                    "goal > 1"),
-        "checkpoint / scan 5%": (med["checkpoint"] / med["scan 5%"], paired("checkpoint", "scan 5%"),
-                                 "scan 5% holds more than checkpoint here" if info["scan 5%"]["peak_bytes"] > ckpt_bytes
-                                 else "scan 5% holds no more than checkpoint"),
-    }
+    wanted = [("scan 5%", "plain", "goal <= 1.4"), ("checkpoint", "scan @ckpt", "goal > 1"),
+              ("checkpoint", "scan 5%", "scan 5% holds more than checkpoint here"
+               if info["scan 5%"]["peak_bytes"] > ckpt_bytes else "scan 5% holds no more than checkpoint")]
+    ratios = {f"{u} / {v}": (med[u] / med[v], paired(u, v), note) for u, v, note in wanted if u in med and v in med}
     for k, (r, pr, note) in ratios.items():
         print(f"{k:30s} {r:.3f} (paired median {pr:.3f})  {note}")
     print(f"timed rounds took {elapsed:.0f} s")

@@ -84,6 +84,8 @@ ENV = dict(os.environ, PYTHONPATH=os.pathsep.join([str(PYTHON_DIR), os.environ.g
     ("bench_torch.py", ["--hidden", "-2"], "argument --hidden: '-2' is not allowed: an integer >= 1"),
     ("bench_torch.py", ["--reps", "0"], "argument --reps: '0' is not allowed: an integer >= 1"),
     ("bench_options.py", ["--only", "nothing"], "--only 'nothing' matches no configuration: a part of one of 'LSTM', "),
+    ("bench_scan.py", ["--timed", "scan5,bogus"], "--timed 'scan5,bogus' is not allowed: a comma-separated list of "),
+    ("bench_scan.py", ["--timed", "scan5"], "plain among them"),
 ])
 def test_bad_arguments_are_refused_in_one_line(script, args, says):
     # Refused while parsing, before any timing: quick, exit 2, no traceback.
