@@ -84,7 +84,7 @@ from torch.utils.checkpoint import checkpoint
 import membptt.torch as mt
 from membptt import _lib
 
-from bench_threads import count_arg, describe, fastest_torch_threads, thread_arg  # same directory
+from bench_threads import count_arg, describe, fastest_torch_threads, thread_arg, threads_text  # same directory
 
 MiB = 2.0 ** 20
 CKPT_KW = {"use_reentrant": False} if "use_reentrant" in inspect.signature(checkpoint).parameters else {}
@@ -199,8 +199,7 @@ def main_bench(a, out):
     mt.set_num_threads(a.membptt_threads)
     out["torch_threads"], out["thread_choice_seconds"] = threads, thread_times
     print(f"LSTM T={T} B={B} I={I} H={H} float32, torch {torch.__version__}, PyTorch's operators on "
-          f"{describe(threads, thread_times)}; membptt's products on {a.membptt_threads} "
-          f"thread{'' if a.membptt_threads == 1 else 's'} of its own")
+          f"{describe(threads, thread_times)}; membptt's products on {threads_text(a.membptt_threads)} of its own")
     print(f"membptt at {a.memory}: budget {budget / MiB:.2f} MiB of plain BPTT's {plain_bytes / MiB:.2f} MiB; "
           f"plan {plan.policy}, {plan.forward_steps} forward steps ({plan.forward_per_step:.3f} per step), "
           f"predicted {plan.time_ratio:.3f}x plain BPTT's time")

@@ -27,7 +27,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import membptt.torch as mt  # noqa: E402
-from bench_threads import count_arg, describe, fastest_torch_threads, thread_arg  # noqa: E402
+from bench_threads import count_arg, describe, fastest_torch_threads, thread_arg, threads_text  # noqa: E402
 
 CONFIGS = [
     ("lstm", "LSTM", {}),
@@ -65,9 +65,8 @@ def main():
 
     threads, thread_times = fastest_torch_threads(torch_lstm, a.threads)
     mt.set_num_threads(a.membptt_threads)
-    print(f"PyTorch's operators on {describe(threads, thread_times)}; membptt's on {a.membptt_threads} "
-          f"thread{'' if a.membptt_threads == 1 else 's'}",
-          flush=True)
+    print(f"PyTorch's operators on {describe(threads, thread_times)}; membptt's on "
+          f"{threads_text(a.membptt_threads)}", flush=True)
     rows = []
     for cell, name, kw in CONFIGS:
         if a.only not in name:

@@ -3,8 +3,7 @@
 torch.utils.checkpoint, on the CPU (issue 14).
 
 usage: bench_scan.py [--length 1000] [--batch 32] [--input 64] [--hidden 256] [--reps 3] [--threads auto]
-                     [--device cpu|cuda]
-                     [--json FILE]
+                     [--device cpu|cuda] [--timed plain,scan5,...] [--json FILE]
 
 The cell: a layer-normalised LSTM (python/tests/test_torch_scan.py's LayerNormLSTM: one
 nn.Linear(I + H, 4H) over [x_t, h], LayerNorm over the gates and over the cell), float32, carry
@@ -20,10 +19,11 @@ a different gradient), ``loss.backward()``. The variants, on the same cell:
                carried between segments, torch.cat of the segments' stacked outputs
   scan @ckpt   scan with memory = checkpoint's measured bytes (below): the two at equal memory
 
---device cuda runs every variant on the GPU (the times include torch.cuda.synchronize() after each
-iteration; the thread choice is skipped). Threads: every variant runs PyTorch's operators at one thread count, by default the faster of 1
+Threads: every variant runs PyTorch's operators at one thread count, by default the faster of 1
 and every core for plain autograd, measured before the warm-up (bench_threads.py: on 2 cores,
-Debian's PyTorch ran this loop 4x slower at 2 threads than at 1); --threads N sets it.
+Debian's PyTorch ran this loop 4x slower at 2 threads than at 1); --threads N sets it. --device
+cuda runs every variant on the GPU (the times include torch.cuda.synchronize() after each
+iteration; the thread choice is skipped). --timed times a subset of the variants.
 
 Time: every variant once to warm up (gradients, memory and plans from this run), then --reps
 rounds, each timing every variant once in an order rotated from round to round, so that the
@@ -36,9 +36,10 @@ x, the initial carry and the outputs ys left out (they exist in every variant):
   - scan: ``ScanStats.peak_bytes`` (scan's own count, through
     torch.autograd.graph.saved_tensors_hooks, of the stored states' saved tensors and carries as
     they are made, in both passes), from the warm-up, which passes stats=; the timed runs do not
-    (the hooks cost about 0.15 ms a recorded step, as they would cost a user). The "of plain" column is a share of ``ScanStats.plain_bytes``
-    (scan's model of plain autograd: T x one recorded step, i.e. its saved tensors, the carry in
-    and the carry out), printed under the table beside the hooks' figure for plain;
+    (the hooks cost about 0.15 ms a recorded step, as they would cost a user). The "of plain"
+    column is a share of ``ScanStats.plain_bytes`` (scan's model of plain autograd: T x one
+    recorded step, i.e. its saved tensors, the carry in and the carry out), printed under the
+    table beside the hooks' figure for plain;
   - plain: MEASURED with torch.autograd.graph.saved_tensors_hooks around the forward: the bytes
     of every distinct storage autograd saves (each storage once, by its data pointer), less the
     parameters', x's and the initial carry's. Nothing is freed before the backward, so the total

@@ -65,11 +65,16 @@ def fastest_torch_threads(run, threads="auto", reps=3):
     return best, times
 
 
+def threads_text(count: int, what: str = "") -> str:
+    """"1 torch thread", "2 torch threads" (what: "torch", or nothing)."""
+    return f"{count} {what + ' ' if what else ''}thread{'' if count == 1 else 's'}"
+
+
 def describe(count, times) -> str:
     """One line for the report: the count used, and what was measured to choose it."""
-    noun = "torch thread" if count == 1 else "torch threads"
+    noun = threads_text(count, "torch")
     if not times:
-        return f"{count} {noun} (as given)"
+        return f"{noun} (as given)"
     measured = ", ".join(f"{n}: {s:.3f} s" for n, s in sorted(times.items()))
-    return (f"{count} {noun} (the fastest for PyTorch here; per iteration, the median of rounds alternating "
+    return (f"{noun} (the fastest for PyTorch here; per iteration, the median of rounds alternating "
             f"the counts: {measured})")

@@ -13,25 +13,23 @@ torch = pytest.importorskip("torch", reason="membptt.torch needs PyTorch (Debian
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def run_example(*args, timeout=120):
+    """examples/ddp_train.py with these arguments, the checkout's package on the path."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "python"), os.environ.get("PYTHONPATH", "")]))
+    return subprocess.run([sys.executable, str(ROOT / "examples" / "ddp_train.py"), *args], env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
 @pytest.mark.parametrize("model", ["lstm", "scan"])
 def test_ddp_gradients_equal_one_process(model):
     if not torch.distributed.is_available() or not torch.distributed.is_gloo_available():
         pytest.skip("this PyTorch has no gloo backend for torch.distributed")
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "python"), os.environ.get("PYTHONPATH", "")]))
-    out = subprocess.run([sys.executable, str(ROOT / "examples" / "ddp_train.py"), "--nproc", "2", "--check",
-                          "--model", model, "--steps", "3", "--seq-len", "60"], env=env, capture_output=True,
-                         text=True, timeout=240)
+    out = run_example("--nproc", "2", "--check", "--model", model, "--steps", "3", "--seq-len", "60", timeout=240)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     diffs = [float(line.rsplit(" ", 1)[1]) for line in out.stdout.splitlines() if "largest gradient difference" in line]
     assert len(diffs) == 2 and max(diffs) <= 1e-10
     losses = [float(line.split()[-1]) for line in out.stdout.splitlines() if line.startswith("step")]
     assert len(losses) == 2 and losses[1] < losses[0]
-
-
-def run_example(*args):
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "python"), os.environ.get("PYTHONPATH", "")]))
-    return subprocess.run([sys.executable, str(ROOT / "examples" / "ddp_train.py"), *args], env=env,
-                          capture_output=True, text=True, timeout=120)
 
 
 def test_device_cuda_is_refused_in_one_line_where_it_cannot_run():

@@ -109,35 +109,28 @@ class _Rng:
 
 class _SavedBytes:
     """Counts the bytes autograd saves while it is active (each tensor once; parameters and the
-    step's inputs x_t left out: they exist anyway), plus the carry the step produced. The hook only
-    notes each tensor (it runs for every tensor a recorded step saves); total() counts them."""
+    step's inputs x_t left out: they exist anyway), plus the carry the step produced."""
 
     def __init__(self, skip: set):
-        self.skip, self.saved = skip, []
+        self.skip, self.seen = skip, {}
 
     def pack(self, t: torch.Tensor):
-        self.saved.append(t)
+        if t.numel() and t.data_ptr() not in self.skip:
+            self.seen[(t.data_ptr(), t.dtype, tuple(t.shape))] = _nbytes(t)
         return t
 
     def drop(self, ptrs: set) -> None:
-        self.skip = self.skip | ptrs
+        self.skip |= ptrs
+        self.seen = {k: v for k, v in self.seen.items() if k[0] not in ptrs}
 
     def hooks(self):
-        return torch.autograd.graph.saved_tensors_hooks(self.pack, _unpack)
+        return torch.autograd.graph.saved_tensors_hooks(self.pack, lambda t: t)
 
     def total(self, carry_out: Sequence[torch.Tensor]) -> int:
-        seen = {}
-        for t in self.saved:
-            if t.numel() and t.data_ptr() not in self.skip:
-                seen[(t.data_ptr(), t.dtype, tuple(t.shape))] = _nbytes(t)
+        seen = dict(self.seen)
         for c in carry_out:
             seen[(c.data_ptr(), c.dtype, tuple(c.shape))] = _nbytes(c)
-        self.saved = []  # (the graph holds them; this count no longer needs to)
         return sum(seen.values())
-
-
-def _unpack(t: torch.Tensor) -> torch.Tensor:
-    return t
 
 
 # --- the probe: parameters and sizes ---------------------------------------------------------------
