@@ -77,6 +77,27 @@ def test_matches_torch_nn(cell, dtype, layers, batch_first, batched, with_hx):
     assert stats.backward_steps == T
 
 
+@pytest.mark.parametrize("cell,hidden_size", [("lstm", 512), ("rnn", 1024)])
+def test_wide_layers_match_torch_nn(cell, hidden_size):
+    """W_hh of 2^20 elements or more: dL/dh_{t-1} runs through a transposed copy of W_hh kept for
+    the pass (recurrent_net.hpp), in the forward/backward of a module as in the CLI's passes; a
+    second call after an optimizer step must not reuse the first call's copy."""
+    gen = torch.Generator().manual_seed(11)
+    T, B, I = 6, 2, 3
+    ours, ref = pair(cell, I, hidden_size, 2, dtype=torch.float64, memory="30%")
+    opt1, opt2 = torch.optim.SGD(ours.parameters(), lr=0.5), torch.optim.SGD(ref.parameters(), lr=0.5)
+    x = torch.randn(T, B, I, dtype=torch.float64, generator=gen)
+    for _ in range(2):
+        opt1.zero_grad(), opt2.zero_grad()
+        x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
+        *_, g1 = run(ours, x1, None)
+        *_, g2 = run(ref, x2, None)
+        for a, b in zip(g1, g2):
+            torch.testing.assert_close(a, b, **TOL[torch.float64])
+        opt1.step(), opt2.step()
+    assert ours.last_stats.forward_steps > T  # 30%: states were recomputed
+
+
 def memory_for(policy):
     # Fixed-memory policies take what they need; the others get a share that forces recomputation.
     return None if policy in ("full", "chen-sqrt", "chen-recursive") else "12%"

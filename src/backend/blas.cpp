@@ -246,6 +246,18 @@ void weight_products(int m, int n, const T* a1, int k1, const T* w1, const T* a2
 #endif
 }
 
+template <class T>
+void transpose(int rows, int cols, const T* src, T* dst) {
+#ifdef MEMBPTT_HAVE_LIBXSMM
+  libxsmm_otrans(dst, src, sizeof(T), cols, rows, cols, rows);
+#else
+  for (int r = 0; r < rows; ++r)
+    for (int c = 0; c < cols; ++c) dst[static_cast<std::size_t>(c) * rows + r] = src[static_cast<std::size_t>(r) * cols + c];
+#endif
+}
+
+template void transpose<float>(int, int, const float*, float*);
+template void transpose<double>(int, int, const double*, double*);
 template void weight_products<float>(int, int, const float*, int, const float*, const float*, int, const float*,
                                      float*, float*);
 template void weight_products<double>(int, int, const double*, int, const double*, const double*, int,

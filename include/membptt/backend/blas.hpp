@@ -28,6 +28,11 @@ void weight_products(int m, int n, const T* a1, int k1, const T* w1, const T* a2
                      T* scratch);
 std::size_t weight_products_scratch(int m, int n, int k1, int k2);
 
+// dst[cols x rows] = src[rows x cols]^T, row-major, contiguous rows (libxsmm's transpose where the
+// build has it).
+template <class T>
+void transpose(int rows, int cols, const T* src, T* dst);
+
 // Threads membptt's products run on (TilePool: each product's tiles, single-threaded kernels;
 // OpenBLAS's own threads stay idle during them). Default: OpenBLAS's count when first asked, so
 // OPENBLAS_NUM_THREADS sets both. set_gemm_threads changes it process-wide (n >= 1).
