@@ -3,7 +3,7 @@
 torch.utils.checkpoint, on the CPU (issue 14).
 
 usage: bench_scan.py [--length 1000] [--batch 32] [--input 64] [--hidden 256] [--reps 3] [--threads auto]
-                     [--device cpu|cuda] [--timed plain,scan5,...] [--json FILE]
+                     [--device cpu|cuda] [--timed plain,scan5,...] [--malloc auto] [--json FILE]
 
 The cell: a layer-normalised LSTM (python/tests/test_torch_scan.py's LayerNormLSTM: one
 nn.Linear(I + H, 4H) over [x_t, h], LayerNorm over the gates and over the cell), float32, carry
@@ -24,6 +24,11 @@ and every core for plain autograd, measured before the warm-up (bench_threads.py
 Debian's PyTorch ran this loop 4x slower at 2 threads than at 1); --threads N sets it. --device
 cuda runs every variant on the GPU (the times include torch.cuda.synchronize() after each
 iteration; the thread choice is skipped). --timed times a subset of the variants.
+
+Allocator: under glibc's malloc a loop's time depends on what the process allocated before (the
+warm-up's plain forward holds 350 MiB), by up to 10% for scan (bench_malloc.py gives the figures).
+By default the script runs under tcmalloc where it is installed (as PyTorch's tuning guide
+advises for the CPU), else glibc; --malloc glibc|tcmalloc|jemalloc chooses. The header says which.
 
 Time: every variant once to warm up (gradients, memory and plans from this run), then --reps
 rounds, each timing every variant once in an order rotated from round to round, so that the
@@ -76,7 +81,8 @@ from torch.utils.checkpoint import checkpoint
 import membptt
 from membptt.torch import ScanStats, scan
 
-from bench_threads import count_arg, describe, fastest_torch_threads, thread_arg  # same directory
+from bench_malloc import loaded, malloc_arg, use_malloc  # same directory
+from bench_threads import count_arg, describe, fastest_torch_threads, thread_arg
 
 scan_module = sys.modules["membptt.torch.scan"]  # the module (membptt.torch.scan is the function)
 MiB = 2.0 ** 20
@@ -187,8 +193,12 @@ def main():
     p.add_argument("--timed", default=",".join(TIMED),
                    help="the variants the rounds time, comma-separated, plain among them (default: all: "
                         f"{','.join(TIMED)}); every one is still warmed up and checked")
+    p.add_argument("--malloc", type=malloc_arg, default="auto",
+                   help="the C allocator: glibc, tcmalloc or jemalloc (the script runs again under it, "
+                        "LD_PRELOAD); auto (default): tcmalloc where installed, else glibc (bench_malloc.py says why)")
     p.add_argument("--json", help="write every figure here (atomically)")
     a = p.parse_args()
+    malloc = use_malloc(a.malloc, "bench_scan.py")
     timed = {TIMED.get(k.strip(), k.strip()) for k in a.timed.split(",") if k.strip()}
     unknown = timed - set(TIMED.values())
     if unknown or "plain" not in timed:
@@ -220,7 +230,7 @@ def main():
         threads, thread_times = fastest_torch_threads(run_plain, a.threads)
         where = describe(threads, thread_times)
     print(f"LayerNormLSTM T={T} B={B} I={a.input} H={a.hidden} float32, torch {torch.__version__}, "
-          f"{where}, loss (stack(h_t) * G).sum(); checkpoint: {K} segments of {S} steps, "
+          f"{where}, malloc {malloc}, loss (stack(h_t) * G).sum(); checkpoint: {K} segments of {S} steps, "
           f"use_reentrant={'False' if HAS_USE_REENTRANT else '(not in this torch: reentrant)'}", flush=True)
 
     # make_plan, timed inside every scan call (scan keeps its plans: after the warm-up, none).
@@ -363,7 +373,7 @@ def main():
 
     if a.json:
         out = {"torch": torch.__version__, "python": platform.python_version(), "membptt": membptt.__version__,
-               "config": vars(a), "torch_threads": threads, "thread_choice_seconds": thread_times,
+               "config": vars(a), "malloc": loaded(), "torch_threads": threads, "thread_choice_seconds": thread_times,
                "segments": K, "segment_steps": S, "plain_bytes_scan_model": plain_model,
                "rows": rows, "checks": checks,
                "ratios": {k: {"ratio_of_medians": r, "paired_median": pr, "note": n}

@@ -1,6 +1,7 @@
 """The benchmarks' choice of PyTorch's thread count (python/bench_threads.py), bench_scan.py end to
-end at a tiny size (a comparison with PyTorch must run PyTorch at its fastest setting), and the
-benchmark scripts' one-line refusals of bad arguments."""
+end at a tiny size (a comparison with PyTorch must run PyTorch at its fastest setting), its choice
+of C allocator (python/bench_malloc.py), and the benchmark scripts' one-line refusals of bad
+arguments."""
 import argparse
 import json
 import os
@@ -14,6 +15,7 @@ import pytest
 torch = pytest.importorskip("torch")
 PYTHON_DIR = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PYTHON_DIR))
+from bench_malloc import installed  # noqa: E402
 from bench_threads import count_arg, describe, fastest_torch_threads, thread_arg  # noqa: E402
 
 
@@ -86,6 +88,8 @@ ENV = dict(os.environ, PYTHONPATH=os.pathsep.join([str(PYTHON_DIR), os.environ.g
     ("bench_options.py", ["--only", "nothing"], "--only 'nothing' matches no configuration: a part of one of 'LSTM', "),
     ("bench_scan.py", ["--timed", "scan5,bogus"], "--timed 'scan5,bogus' is not allowed: a comma-separated list of "),
     ("bench_scan.py", ["--timed", "scan5"], "plain among them"),
+    ("bench_scan.py", ["--malloc", "mimalloc"],
+     "argument --malloc: 'mimalloc' is not allowed: one of auto, glibc, tcmalloc, jemalloc"),
 ])
 def test_bad_arguments_are_refused_in_one_line(script, args, says):
     # Refused while parsing, before any timing: quick, exit 2, no traceback.
@@ -107,3 +111,33 @@ def test_bench_scan_runs_end_to_end_and_checks_the_bits(tmp_path):
     rows = {row["name"]: row for row in d["rows"]}
     assert {"plain", "checkpoint", "scan 5%", "scan @ckpt"} <= set(rows)
     assert 0 < rows["scan 5%"]["peak_bytes"] <= rows["scan 5%"]["budget_bytes"]
+
+
+def tiny_scan(tmp_path, *args, env=None):
+    out = tmp_path / "scan.json"
+    r = subprocess.run([sys.executable, str(PYTHON_DIR / "bench_scan.py"), "--length", "6", "--batch", "2", "--input",
+                        "3", "--hidden", "4", "--reps", "3", "--timed", "plain,scan5", "--json", str(out), *args],
+                       capture_output=True, text=True, timeout=120, env=env or ENV)
+    return r, (json.loads(out.read_text()) if r.returncode == 0 else None)
+
+
+@pytest.mark.parametrize("name", ["tcmalloc", "jemalloc"])
+def test_bench_scan_runs_under_the_allocator_asked_for(tmp_path, name):
+    r, d = tiny_scan(tmp_path, "--malloc", name)
+    if installed(name) is None:  # one line naming the Debian package, no traceback
+        package = {"tcmalloc": "libtcmalloc-minimal4", "jemalloc": "libjemalloc2"}[name]
+        assert r.returncode == 1 and "Traceback" not in r.stderr
+        assert r.stderr.strip().splitlines()[-1].startswith(f"bench_scan.py: --malloc {name}: ")
+        assert package in r.stderr
+        return
+    assert r.returncode == 0, r.stderr
+    assert d["malloc"] == name and f"malloc {name}," in r.stdout  # what /proc/self/maps shows, and the header
+
+
+def test_bench_scan_under_glibc_drops_a_preloaded_allocator(tmp_path):
+    lib = installed("tcmalloc") or installed("jemalloc")
+    if lib is None:
+        pytest.skip("neither tcmalloc nor jemalloc is installed (scripts/install-deps.sh --bench)")
+    r, d = tiny_scan(tmp_path, "--malloc", "glibc", env=dict(ENV, LD_PRELOAD=lib))
+    assert r.returncode == 0, r.stderr
+    assert d["malloc"] == "glibc"
