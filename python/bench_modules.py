@@ -3,7 +3,7 @@
 
 usage: bench_modules.py [--length 1000] [--batch 32] [--input 64] [--hidden 256] [--memory 5%]
                         [--reps 5] [--threads auto] [--membptt-threads N] [--threads-study] [--study-reps 10] [--skip-main]
-                        [--profile-memory] [--json FILE]
+                        [--profile-memory] [--malloc auto] [--json FILE]
 
 One iteration, every variant: ``module.zero_grad()``, the module's forward over x [T, B, I]
 (float32, no gradient wanted for x), loss = (output * G).sum() with a fixed random G [T, B, H]
@@ -84,7 +84,8 @@ from torch.utils.checkpoint import checkpoint
 import membptt.torch as mt
 from membptt import _lib
 
-from bench_threads import count_arg, describe, fastest_torch_threads, thread_arg, threads_text  # same directory
+from bench_malloc import loaded, malloc_arg, use_malloc  # same directory
+from bench_threads import count_arg, describe, fastest_torch_threads, thread_arg, threads_text
 
 MiB = 2.0 ** 20
 CKPT_KW = {"use_reentrant": False} if "use_reentrant" in inspect.signature(checkpoint).parameters else {}
@@ -363,12 +364,16 @@ def main():
     p.add_argument("--study-reps", type=count_arg, default=10, help="rounds of the threads study (default 10)")
     p.add_argument("--skip-main", action="store_true", help="only the threads study")
     p.add_argument("--profile-memory", action="store_true", help="also torch.profiler's peak for the nn.LSTM variants")
+    p.add_argument("--malloc", type=malloc_arg, default="auto",
+                   help="the C allocator: glibc, tcmalloc or jemalloc (the script runs again under it, "
+                        "LD_PRELOAD); auto (default): tcmalloc where installed, else glibc (bench_malloc.py says why)")
     p.add_argument("--json", help="write the figures here (atomically)")
     a = p.parse_args()
+    malloc = use_malloc(a.malloc, "bench_modules.py")
     _lib.lib()  # loaded first, so that machine() sees its BLAS too
     out = {"args": vars(a), "machine": machine(), "loadavg_start": os.getloadavg(),
-           "torch_default_threads": torch.get_num_threads(), "blas_threads_at_start": _lib.lib().membptt_num_threads()}
-    print(f"machine: {out['machine']}; load average {out['loadavg_start']}")
+           "malloc": loaded(), "torch_default_threads": torch.get_num_threads(), "blas_threads_at_start": _lib.lib().membptt_num_threads()}
+    print(f"machine: {out['machine']}; malloc {malloc}; load average {out['loadavg_start']}")
     print(f"torch's default threads here: {out['torch_default_threads']}, OpenBLAS's at start: "
           f"{out['blas_threads_at_start']}")
     t0 = time.perf_counter()

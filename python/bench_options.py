@@ -5,7 +5,7 @@ LSTM proj_size=H/2, RNN relu, two-layer LSTM with dropout 0.3 (training), bidire
 two-layer bidirectional LSTM with proj_size=H/2.
 
 usage: bench_options.py [--length 300] [--batch 16] [--input 64] [--hidden 256] [--reps 5]
-                        [--threads auto] [--membptt-threads N] [--only SUBSTRING] [--json FILE]
+                        [--threads auto] [--membptt-threads N] [--only SUBSTRING] [--malloc auto] [--json FILE]
 
 Per configuration, three variants on the same weights: membptt plain (memory=None), membptt 5%
 (BPTT-MSM in 5% of plain BPTT's memory) and torch.nn's module. Each is run once to warm up, then
@@ -27,6 +27,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import membptt.torch as mt  # noqa: E402
+from bench_malloc import loaded, malloc_arg, use_malloc  # noqa: E402
 from bench_threads import count_arg, describe, fastest_torch_threads, thread_arg, threads_text  # noqa: E402
 
 CONFIGS = [
@@ -51,11 +52,15 @@ def main():
     p.add_argument("--threads", type=thread_arg, default="auto")
     p.add_argument("--membptt-threads", type=count_arg, default=os.cpu_count() or 1)
     p.add_argument("--only", default="", help="run the configurations whose name contains this")
+    p.add_argument("--malloc", type=malloc_arg, default="auto",
+                   help="the C allocator: glibc, tcmalloc or jemalloc (the script runs again under it, "
+                        "LD_PRELOAD); auto (default): tcmalloc where installed, else glibc (bench_malloc.py says why)")
     p.add_argument("--json")
     a = p.parse_args()
     if not any(a.only in name for _, name, _ in CONFIGS):  # before the threads are measured
         p.error(f"--only {a.only!r} matches no configuration: a part of one of "
                 f"{', '.join(repr(name) for _, name, _ in CONFIGS)}")
+    malloc = use_malloc(a.malloc, "bench_options.py")
     T, B, I, H = a.length, a.batch, a.input, a.hidden
     probe, px, pg = torch.nn.LSTM(I, H), torch.randn(T, B, I), torch.randn(T, B, H)
 
@@ -65,7 +70,7 @@ def main():
 
     threads, thread_times = fastest_torch_threads(torch_lstm, a.threads)
     mt.set_num_threads(a.membptt_threads)
-    print(f"PyTorch's operators on {describe(threads, thread_times)}; membptt's on "
+    print(f"malloc {malloc}; PyTorch's operators on {describe(threads, thread_times)}; membptt's on "
           f"{threads_text(a.membptt_threads)}", flush=True)
     rows = []
     for cell, name, kw in CONFIGS:
@@ -116,7 +121,7 @@ def main():
     if a.json:
         tmp = f"{a.json}.tmp.{os.getpid()}"  # atomic: a reader never sees half a file
         with open(tmp, "w") as f:
-            json.dump({"args": vars(a), "torch": torch.__version__, "torch_threads": threads,
+            json.dump({"args": vars(a), "malloc": loaded(), "torch": torch.__version__, "torch_threads": threads,
                        "thread_choice_seconds": thread_times, "rows": rows}, f, indent=1)
         os.replace(tmp, a.json)
 

@@ -4,11 +4,11 @@ over segments of ceil(sqrt(T)) steps; time per forward+backward iteration (media
 memory its allocator reports above the weights and inputs.
 
 usage: bench_torch.py --cell lstm --length 1000 --batch 32 --input 64 --hidden 256 --output 64 [--reps 3]
-                      [--threads auto] [--json FILE]
+                      [--threads auto] [--malloc auto] [--json FILE]
 
 Threads: --threads, by default the faster of 1 and every core for plain BPTT, measured first
 (bench_threads.py: on 2 cores Debian's PyTorch ran nn.LSTM 3-4x slower at 2 threads than at 1),
-used for both rows.
+used for both rows. Allocator: --malloc, by default tcmalloc where installed (bench_malloc.py).
 
 Memory: torch's CPU allocator has no statistics in torch 1.13, so the activation memory is read
 with torch.profiler (profile_memory=True): the peak, over one iteration, of the running sum of each
@@ -26,7 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from bench_threads import count_arg, describe, fastest_torch_threads, thread_arg  # same directory
+from bench_malloc import loaded, malloc_arg, use_malloc  # same directory
+from bench_threads import count_arg, describe, fastest_torch_threads, thread_arg
 
 CELLS = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn": torch.nn.RNN}
 
@@ -85,8 +86,12 @@ def main():
     p.add_argument("--threads", type=thread_arg, default="auto",
                    help="auto (default) or a count: PyTorch's threads; auto measures 1 and every core and takes "
                         "the faster")
+    p.add_argument("--malloc", type=malloc_arg, default="auto",
+                   help="the C allocator: glibc, tcmalloc or jemalloc (the script runs again under it, "
+                        "LD_PRELOAD); auto (default): tcmalloc where installed, else glibc (bench_malloc.py says why)")
     p.add_argument("--json", help="write the figures here (atomically)")
     a = p.parse_args()
+    malloc = use_malloc(a.malloc, "bench_torch.py")
     torch.manual_seed(0)
     rnn = CELLS[a.cell](a.input, a.hidden)
     head = torch.nn.Linear(a.hidden, a.output)
@@ -94,7 +99,7 @@ def main():
     y = torch.randint(0, a.output, (a.length, a.batch))
     seg = math.ceil(math.sqrt(a.length))
     threads, thread_times = fastest_torch_threads(lambda: iteration(rnn, head, x, y, 0), a.threads)
-    print(f"PyTorch on {describe(threads, thread_times)}", flush=True)
+    print(f"PyTorch on {describe(threads, thread_times)}, malloc {malloc}", flush=True)
     rows = []
     for name, segment in (("torch plain", 0), (f"torch checkpoint sqrt(T)={seg}", seg)):
         run = lambda: iteration(rnn, head, x, y, segment)  # noqa: E731
@@ -110,7 +115,7 @@ def main():
     if a.json:
         tmp = f"{a.json}.tmp.{os.getpid()}"  # atomic: a reader never sees half a file
         with open(tmp, "w") as f:
-            json.dump({"torch": torch.__version__, **vars(a), "threads": threads, "thread_choice_seconds": thread_times,
+            json.dump({"torch": torch.__version__, **vars(a), "malloc": loaded(), "threads": threads, "thread_choice_seconds": thread_times,
                        "rows": rows}, f, indent=1)
         os.replace(tmp, a.json)
 

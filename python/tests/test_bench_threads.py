@@ -90,6 +90,9 @@ ENV = dict(os.environ, PYTHONPATH=os.pathsep.join([str(PYTHON_DIR), os.environ.g
     ("bench_scan.py", ["--timed", "scan5"], "plain among them"),
     ("bench_scan.py", ["--malloc", "mimalloc"],
      "argument --malloc: 'mimalloc' is not allowed: one of auto, glibc, tcmalloc, jemalloc"),
+    ("bench_torch.py", ["--malloc", ""], "argument --malloc: '' is not allowed: one of auto, glibc, tcmalloc"),
+    ("bench_modules.py", ["--malloc", "TCMALLOC"], "argument --malloc: 'TCMALLOC' is not allowed: one of auto"),
+    ("bench_options.py", ["--malloc", "glib"], "argument --malloc: 'glib' is not allowed: one of auto"),
 ])
 def test_bad_arguments_are_refused_in_one_line(script, args, says):
     # Refused while parsing, before any timing: quick, exit 2, no traceback.
