@@ -159,13 +159,16 @@ void RecurrentNet<T>::flush() {
 template <class T>
 const T* RecurrentNet<T>::whh_transposed(const Params<T>& p, int l) {
   if (whh_t_.empty()) return nullptr;
-  if (!keep_ || whh_t_of_ != p.data()) {
-    const int GH = G_ * s_.hidden_size, R = output_width(s_);
+  const int GH = G_ * s_.hidden_size, R = output_width(s_);
+  const auto ul = static_cast<std::size_t>(l);
+  if (!keep_) {  // nothing kept: this layer's, now
+    backend::transpose<T>(GH, R, p.data() + lay_[ul].w_hh, whh_t_[ul].data());
+  } else if (whh_t_of_ != p.data()) {  // the first call of a pass (or other parameters): every layer's
     for (std::size_t k = 0; k < whh_t_.size(); ++k)
       backend::transpose<T>(GH, R, p.data() + lay_[k].w_hh, whh_t_[k].data());
     whh_t_of_ = p.data();
   }
-  return whh_t_[static_cast<std::size_t>(l)].data();
+  return whh_t_[ul].data();
 }
 
 template <class T>

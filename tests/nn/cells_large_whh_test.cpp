@@ -20,10 +20,11 @@ namespace {
 
 constexpr int kT = 3;
 
-// LSTM with H = 512 (W_hh 2048 x 512) and a tanh RNN with H = 1024 (1024 x 1024): both at the
-// threshold's 2^20 elements or above. B = 2, I = 3, 3 classes.
+// LSTM with H = 512 (W_hh 2048 x 512; one layer and two) and a tanh RNN with H = 1024
+// (1024 x 1024): at the threshold's 2^20 elements or above. B = 2, I = 3, 3 classes.
 NetShape lstm512() { return NetShape{CellType::Lstm, 3, 512, 1, 2, 3}; }
 NetShape rnn1024() { return NetShape{CellType::Rnn, 3, 1024, 1, 2, 3}; }
+NetShape lstm512x2() { return NetShape{CellType::Lstm, 3, 512, 2, 2, 3}; }  // each layer its own copy
 
 bool transposes(const NetShape& s) {  // what the constructor decides (libxsmm runs the product)
   const std::size_t whh = static_cast<std::size_t>(gate_count(s.cell) * s.hidden_size) * static_cast<std::size_t>(output_width(s));
@@ -76,8 +77,8 @@ struct Sequence {
 };
 
 TEST(CellsLargeWhh, TheTransposedPathMatchesFiniteDifferences) {
-  for (const NetShape& s : {lstm512(), rnn1024()}) {
-    SCOPED_TRACE(cell_name(s.cell));
+  for (const NetShape& s : {lstm512(), rnn1024(), lstm512x2()}) {
+    SCOPED_TRACE(std::string(cell_name(s.cell)) + " L=" + std::to_string(s.num_layers));
     if (!transposes(s)) GTEST_SKIP() << "this build has no libxsmm: W_hh is read as it is";
     RecurrentNet<double> net(s);
     Head<double> head(s);
@@ -105,8 +106,8 @@ TEST(CellsLargeWhh, TheTransposedPathMatchesFiniteDifferences) {
 }
 
 TEST(CellsLargeWhh, AKeptTransposeNeverOutlivesItsParameters) {
-  for (const NetShape& s : {lstm512(), rnn1024()}) {
-    SCOPED_TRACE(cell_name(s.cell));
+  for (const NetShape& s : {lstm512(), rnn1024(), lstm512x2()}) {
+    SCOPED_TRACE(std::string(cell_name(s.cell)) + " L=" + std::to_string(s.num_layers));
     RecurrentNet<double> net(s);
     Head<double> head(s);
     Params<double> p(s);
