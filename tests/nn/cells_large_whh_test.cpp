@@ -85,23 +85,26 @@ TEST(CellsLargeWhh, TheTransposedPathMatchesFiniteDifferences) {
     Params<double> p(s);
     init_pytorch_default(p, 5);
     const Sequence seq(s);
-    const std::vector<double> got = seq.bptt(net, head, p, true);
-    // dL/dcarry0 (h0: reached through W_hh^T alone at the first step) at spread coordinates.
-    std::vector<double> c(seq.carry0);
-    double checked = 0;
-    for (std::size_t k = 0; k < c.size(); k += c.size() / 16 + 1) {
-      const double h = 1e-4, c0 = c[k];
-      auto at = [&](double dv) {
-        c[k] = c0 + dv;
-        const double l = seq.loss(net, head, p, c);
-        c[k] = c0;
-        return l;
-      };
-      const double num = (8 * (at(h) - at(-h)) - (at(2 * h) - at(-2 * h))) / (12 * h);
-      EXPECT_NEAR(got[k], num, 1e-7 * std::max(std::abs(num), 1e-3)) << "carry0[" << k << "]";
-      checked = std::max(checked, std::abs(got[k]));
+    for (bool in_pass : {true, false}) {  // the copy kept for the pass, or made at every call
+      SCOPED_TRACE(in_pass ? "in a pass" : "outside any pass");
+      const std::vector<double> got = seq.bptt(net, head, p, in_pass);
+      // dL/dcarry0 (h0: reached through W_hh^T alone at the first step) at spread coordinates.
+      std::vector<double> c(seq.carry0);
+      double checked = 0;
+      for (std::size_t k = 0; k < c.size(); k += c.size() / 16 + 1) {
+        const double h = 1e-4, c0 = c[k];
+        auto at = [&](double dv) {
+          c[k] = c0 + dv;
+          const double l = seq.loss(net, head, p, c);
+          c[k] = c0;
+          return l;
+        };
+        const double num = (8 * (at(h) - at(-h)) - (at(2 * h) - at(-2 * h))) / (12 * h);
+        EXPECT_NEAR(got[k], num, 1e-7 * std::max(std::abs(num), 1e-3)) << "carry0[" << k << "]";
+        checked = std::max(checked, std::abs(got[k]));
     }
     EXPECT_GT(checked, 1e-6);  // the check saw gradients, not zeros
+    }
   }
 }
 
