@@ -102,8 +102,8 @@ TEST(CellsLargeWhh, TheTransposedPathMatchesFiniteDifferences) {
         const double num = (8 * (at(h) - at(-h)) - (at(2 * h) - at(-2 * h))) / (12 * h);
         EXPECT_NEAR(got[k], num, 1e-7 * std::max(std::abs(num), 1e-3)) << "carry0[" << k << "]";
         checked = std::max(checked, std::abs(got[k]));
-    }
-    EXPECT_GT(checked, 1e-6);  // the check saw gradients, not zeros
+      }
+      EXPECT_GT(checked, 1e-6);  // the check saw gradients, not zeros
     }
   }
 }
