@@ -1,9 +1,10 @@
 // The products of one LSTM step on the CPU, each timed alone (issue 18, docs/benchmarks.md): the
 // forward's [x h] W^T (backend::weight_products), the backward's dL/dh_{t-1} = dg W_hh read as it
-// is stored (its columns: backend::gemm) and through W_hh^T (weight_products, what large layers run:
-// recurrent_net.hpp, kTransposedWhhMin), and a group of backward steps' weight gradients (the
-// rings' products). Prints microseconds (median of --reps calls) and GFLOP/s (2 m n k per product),
-// and whether the two forms of dL/dh agree bit for bit.
+// is stored (its columns: backend::gemm, what the cell runs) and through a transposed W_hh
+// (weight_products: faster at B = 32 and H = 1024, slower at B <= 16, so not used; see
+// docs/benchmarks.md), and a group of backward steps' weight gradients (the rings' products).
+// Prints microseconds (median of --reps calls) and GFLOP/s (2 m n k per product), and whether the
+// two forms of dL/dh agree bit for bit.
 //
 //   step_products [--input 64] [--hidden 256] [--batch 32] [--threads 2] [--group 8] [--reps 200]
 //
@@ -13,15 +14,14 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
-#include <map>
 #include <stdexcept>
-#include <string>
 #include <thread>
 #include <vector>
 
 #include "membptt/backend/blas.hpp"
 #include "membptt/backend/buffer.hpp"
 #include "membptt/cells/params.hpp"
+#include "options.hpp"
 
 namespace {
 
@@ -47,23 +47,13 @@ int main(int argc, char** argv) {
   using namespace membptt;
   using backend::AlignedBuffer;
   using backend::Trans;
-  std::map<std::string, std::string> opt{{"--input", "64"}, {"--hidden", "256"}, {"--batch", "32"},
-                                         {"--threads", "2"}, {"--group", "8"},   {"--reps", "200"}};
-  for (int i = 1; i < argc; i += 2) {
-    if (!opt.count(argv[i]) || i + 1 >= argc) {
-      std::fprintf(stderr, "step_products: unknown option or missing value: %s\n", argv[i]);
-      return 2;
-    }
-    opt[argv[i]] = argv[i + 1];
-  }
+  bench::Options opt("step_products", "[--input 64] [--hidden 256] [--batch 32] [--threads 2] [--group 8] [--reps 200]",
+                      {{"--input", "64"}, {"--hidden", "256"}, {"--batch", "32"}, {"--threads", "2"}, {"--group", "8"},
+                       {"--reps", "200"}});
+  opt.parse(argc, argv);
   try {
-    const auto num = [&](const char* k) {
-      const int v = std::stoi(opt[k]);
-      if (v < 1) throw std::invalid_argument(std::string(k) + " " + opt[k] + " is not allowed: use 1 or more");
-      return v;
-    };
-    const int I = num("--input"), H = num("--hidden"), B = num("--batch"), threads = num("--threads"),
-              K = num("--group"), reps = num("--reps");
+    const int I = opt.positive("--input"), H = opt.positive("--hidden"), B = opt.positive("--batch"),
+              threads = opt.positive("--threads"), K = opt.positive("--group"), reps = opt.positive("--reps");
     const int GH = 4 * H, rows = K * B;
     backend::set_gemm_threads(threads);
     const auto n = [](long a, long b) { return static_cast<std::size_t>(a) * static_cast<std::size_t>(b); };

@@ -10,7 +10,6 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
-#include <map>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -18,6 +17,7 @@
 #include "membptt/backend/blas.hpp"
 #include "membptt/exec/budget.hpp"
 #include "membptt/exec/executor.hpp"
+#include "options.hpp"
 
 namespace {
 
@@ -30,25 +30,20 @@ double median(std::vector<double> v) {
 
 int main(int argc, char** argv) {
   using namespace membptt;
-  std::map<std::string, std::string> opt{{"--cell", "lstm"}, {"--input", "64"},   {"--hidden", "256"},
-                                         {"--batch", "32"},  {"--length", "1000"}, {"--threads", "2"},
-                                         {"--group", "8"},   {"--reps", "7"}};
-  for (int i = 1; i < argc; i += 2) {
-    if (!opt.count(argv[i]) || i + 1 >= argc) {
-      std::fprintf(stderr, "weight_groups: unknown option or missing value: %s\n", argv[i]);
-      return 2;
-    }
-    opt[argv[i]] = argv[i + 1];
-  }
+  bench::Options opt("weight_groups",
+                      "[--cell lstm|gru|rnn] [--input 64] [--hidden 256] [--batch 32] [--length 1000] [--threads 2] "
+                      "[--group 8] [--reps 7]",
+                      {{"--cell", "lstm"}, {"--input", "64"}, {"--hidden", "256"}, {"--batch", "32"}, {"--length", "1000"},
+                       {"--threads", "2"}, {"--group", "8"}, {"--reps", "7"}});
+  opt.parse(argc, argv);
+  const std::string& cell_name = opt.text("--cell");
+  if (cell_name != "lstm" && cell_name != "gru" && cell_name != "rnn")
+    opt.fail("--cell '" + cell_name + "' is not allowed: lstm, gru or rnn");
   try {
-    const auto num = [&](const char* k) {
-      const int v = std::stoi(opt[k]);
-      if (v < 1) throw std::invalid_argument(std::string(k) + " " + opt[k] + " is not allowed: use 1 or more");
-      return v;
-    };
-    const int I = num("--input"), H = num("--hidden"), B = num("--batch"), T = num("--length"),
-              threads = num("--threads"), K = num("--group"), reps = num("--reps");
-    const CellType cell = opt["--cell"] == "gru" ? CellType::Gru : opt["--cell"] == "rnn" ? CellType::Rnn : CellType::Lstm;
+    const int I = opt.positive("--input"), H = opt.positive("--hidden"), B = opt.positive("--batch"),
+              T = opt.positive("--length"), threads = opt.positive("--threads"), K = opt.positive("--group"),
+              reps = opt.positive("--reps");
+    const CellType cell = cell_name == "gru" ? CellType::Gru : cell_name == "rnn" ? CellType::Rnn : CellType::Lstm;
     backend::set_gemm_threads(threads);
     const int O = 64;
     const NetShape s{cell, I, H, 1, B, O};
@@ -80,7 +75,7 @@ int main(int argc, char** argv) {
     }
     std::printf("%s I=%d H=%d B=%d T=%d, %d thread(s), plain BPTT: per step %.3f s, groups of %d %.3f s, "
                 "paired ratio median %.3f (%.3f-%.3f)\n",
-                opt["--cell"].c_str(), I, H, B, T, threads, median(ta), K, median(tb), median(ratio),
+                cell_name.c_str(), I, H, B, T, threads, median(ta), K, median(tb), median(ratio),
                 *std::min_element(ratio.begin(), ratio.end()), *std::max_element(ratio.begin(), ratio.end()));
   } catch (const std::exception& e) {
     std::fprintf(stderr, "weight_groups: %s\n", e.what());

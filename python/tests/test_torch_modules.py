@@ -79,9 +79,8 @@ def test_matches_torch_nn(cell, dtype, layers, batch_first, batched, with_hx):
 
 @pytest.mark.parametrize("cell,hidden_size", [("lstm", 512), ("rnn", 1024)])
 def test_wide_layers_match_torch_nn(cell, hidden_size):
-    """W_hh of 2^20 elements or more: dL/dh_{t-1} runs through a transposed copy of W_hh kept for
-    the pass (recurrent_net.hpp), in the forward/backward of a module as in the CLI's passes; a
-    second call after an optimizer step must not reuse the first call's copy."""
+    """Wide layers (W_hh of 2^20 elements) against torch.nn, twice with an optimizer step between:
+    nothing derived from the first call's weights may serve the second."""
     gen = torch.Generator().manual_seed(11)
     T, B, I = 6, 2, 3
     ours, ref = pair(cell, I, hidden_size, 2, dtype=torch.float64, memory="30%")

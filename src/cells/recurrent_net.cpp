@@ -96,15 +96,6 @@ RecurrentNet<T>::RecurrentNet(const NetShape& s, int defer_steps)
     pre_h_ = backend::AlignedBuffer<T>(gbh);
     dgh_ = backend::AlignedBuffer<T>(gbh);
   }
-  // Large W_hh (LSTM, RNN; the GRU's dL/dh_{t-1} adds onto its direct part, which the transposed
-  // path's product cannot): dL/dh_{t-1} through W_hh^T where libxsmm runs the product.
-  const std::size_t whh = static_cast<std::size_t>(GH) * static_cast<std::size_t>(R);
-  const std::size_t wp_back = backend::weight_products_scratch(s.batch, R, GH, 0);
-  if (!gru && whh >= kTransposedWhhMin && wp_back > 0) {
-    whh_t_.resize(static_cast<std::size_t>(s.num_layers));
-    for (auto& w : whh_t_) w = backend::AlignedBuffer<T>(whh);
-    wp_ = backend::AlignedBuffer<T>(std::max(wp_.size(), wp_back));
-  }
   if (defer_steps < 1)
     throw std::invalid_argument("RecurrentNet: defer_steps " + std::to_string(defer_steps) + " is not allowed: use 1 or more");
   if (K_ > 1) {
@@ -125,7 +116,7 @@ RecurrentNet<T>::RecurrentNet(const NetShape& s, int defer_steps)
 template <class T>
 std::size_t RecurrentNet<T>::scratch_bytes() const {
   std::size_t rings = 0;
-  for (const auto* r : {&dgr_, &dghr_, &inr_, &hpr_, &dhr_, &mr_, &whh_t_})
+  for (const auto* r : {&dgr_, &dghr_, &inr_, &hpr_, &dhr_, &mr_})
     for (const auto& b : *r) rings += b.size();
   return (pre_.size() + pre_h_.size() + act_.size() + bias_.size() + dg_.size() + dgh_.size() +
           dh_.size() + wp_.size() + alias_.size() + m_.size() + dm_.size() + drop_.size() + ddrop_.size() + rings) *
@@ -154,21 +145,6 @@ void RecurrentNet<T>::flush() {
       detail::colsum_add<T>(rows, GH, dgh, gw + o.b_hh);
     }
   }
-}
-
-template <class T>
-const T* RecurrentNet<T>::whh_transposed(const Params<T>& p, int l) {
-  if (whh_t_.empty()) return nullptr;
-  const int GH = G_ * s_.hidden_size, R = output_width(s_);
-  const auto ul = static_cast<std::size_t>(l);
-  if (!keep_) {  // nothing kept: this layer's, now
-    backend::transpose<T>(GH, R, p.data() + lay_[ul].w_hh, whh_t_[ul].data());
-  } else if (whh_t_of_ != p.data()) {  // the first call of a pass (or other parameters): every layer's
-    for (std::size_t k = 0; k < whh_t_.size(); ++k)
-      backend::transpose<T>(GH, R, p.data() + lay_[k].w_hh, whh_t_[k].data());
-    whh_t_of_ = p.data();
-  }
-  return whh_t_[ul].data();
 }
 
 template <class T>
@@ -348,11 +324,8 @@ void RecurrentNet<T>::backward(const Params<T>& p, const T* x_t, const T* record
           detail::rnn_bwd<T>(B, H, cout + lo, dh, dg);
         break;
     }
-    // dL/dh_{t-1} of this layer: dgh W_hh, through W_hh^T where the layer has one.
-    if (const T* whh_t = whh_transposed(p, l))
-      backend::weight_products<T>(B, R, dgh, GH, whh_t, nullptr, 0, nullptr, dh_in, wp_.data());
-    else
-      gemm<T>(Trans::No, Trans::No, B, R, GH, T(1), dgh, GH, w + o.w_hh, R, beta_hh, dh_in, R);
+    // dL/dh_{t-1} of this layer.
+    gemm<T>(Trans::No, Trans::No, B, R, GH, T(1), dgh, GH, w + o.w_hh, R, beta_hh, dh_in, R);
     // dL/d(input) of this layer = part of dL/dh' of the layer below; layer 0's, dL/dx_t, only
     // when the caller asks.
     if (l > 0 && drop_on_) {  // through the mask: dh_ = dcarry_out + (dg W_ih) * mask * scale

@@ -35,7 +35,6 @@ StepTimes time_steps(const NetShape& shape, LossKind loss, int reps, std::int64_
   std::vector<std::int64_t> targets(static_cast<std::size_t>(shape.batch), 0);
   std::vector<T> y(static_cast<std::size_t>(shape.batch) * static_cast<std::size_t>(shape.output_size), T(0));
   auto x_at = [&](std::int64_t k) { return x.data() + static_cast<std::size_t>(k) * x_step; };
-  net.begin_pass(x.data(), n);  // as the executor's passes (the parameters stay as they are)
   // The chains stream their records through all n (as plain BPTT does), or cycle them through the
   // first `ring` (as in a plan's arena of arena_bytes).
   const auto ring = std::clamp<std::int64_t>(static_cast<std::int64_t>(arena_bytes / (rec * sizeof(T))), 1, n);

@@ -84,9 +84,6 @@ std::size_t record_elems(const NetShape& s);
 // rings (about 5 hidden states a step for an LSTM) would only take memory from the plans.
 inline constexpr int kExecutorDeferSteps = 8;
 inline constexpr std::size_t kDeferMinWeights = std::size_t{1} << 16;
-// From this many elements of W_hh (G*H x R) on, a layer's backward reads a transposed copy
-// (keep_weights); smaller ones stay in cache and gain nothing.
-inline constexpr std::size_t kTransposedWhhMin = std::size_t{1} << 20;
 int executor_defer_steps(const NetShape& s);
 
 template <class T>
@@ -113,21 +110,9 @@ class RecurrentNet {
   // The pass's inputs, [length][B x I]: with dropout on, a step's index t (the masks' counter) is
   // x_t's position in them, so every x_t given to advance / advance_record / backward must lie
   // there (the executor announces its inputs; a step outside them throws std::logic_error).
-  // A pass (x != nullptr, until begin_pass(nullptr, 0)) also keeps its parameters unchanged:
-  // see keep_weights.
   void begin_pass(const T* x, std::int64_t length) {
     x_base_ = x;
     length_ = length;
-    keep_weights(x != nullptr);
-  }
-  // on: the parameters given to backward() stay unchanged until keep_weights(false), so work
-  // derived from them is done once instead of every step: the transposed W_hh of large layers
-  // (kTransposedWhhMin), through which dL/dh_{t-1} runs as a forward-style product that streams
-  // W_hh^T's rows (W_hh's columns, its strided reads, took 1.46x as long: LSTM (1024, 1024),
-  // B = 32). Off: derived at every call. Either way the same products, so the same bits.
-  void keep_weights(bool on) {
-    keep_ = on;
-    whh_t_of_ = nullptr;
   }
 
   // One forward step: x_t [B x I] row-major, carry_in -> carry_out; records nothing.
@@ -163,9 +148,6 @@ class RecurrentNet {
   void drop(const T* in, int layer, std::int64_t t, T* out) const;
   void step(const Params<T>& p, const T* x_t, const T* carry_in, T* carry_out, T* gates_out,
             std::size_t gates_stride);
-  // Layer l's W_hh^T [R x G*H] when its dL/dh_{t-1} runs through it (else nullptr), made from p
-  // now unless kept from an earlier call of the same pass (keep_weights).
-  const T* whh_transposed(const Params<T>& p, int l);
 
   // Layer l's ring of K_ slots of `per` elements each: slot `slot`.
   static T* ring(std::vector<backend::AlignedBuffer<T>>& r, int l, std::size_t slot, std::size_t per) {
@@ -201,10 +183,6 @@ class RecurrentNet {
   std::vector<backend::AlignedBuffer<T>> hpr_;   // [K][B x R] h_{t-1}
   std::vector<backend::AlignedBuffer<T>> dhr_;   // projections: [K][B x R] dL/dh'
   std::vector<backend::AlignedBuffer<T>> mr_;    // projections: [K][B x H] m = o * tanh(c')
-  // Transposed W_hh per layer (empty where the layer's dL/dh_{t-1} reads W_hh as it is).
-  std::vector<backend::AlignedBuffer<T>> whh_t_;
-  const T* whh_t_of_ = nullptr;  // the parameters whh_t_ holds (null: none yet)
-  bool keep_ = false;
   Params<T>* target_ = nullptr;  // the open group's gradient buffer (null: none)
   int n_ = 0;                    // steps in the open group
 };

@@ -103,7 +103,6 @@ class OnlineExecutor {
   RunStats backward(const ParamsT& params, const T* doutputs, const T* dfinal_carry, T* dinputs, T* dh0,
                     ParamsT& grads) {
     if (!waiting_) throw std::logic_error("membptt: OnlineExecutor::backward() without a finish() waiting for it");
-    KeptWeights kept(net_);  // params stay as they are through the pass (RecurrentNet::keep_weights)
     const std::size_t carry = net_.carry_elems();
     const std::size_t x_step = static_cast<std::size_t>(shape_.batch) * static_cast<std::size_t>(shape_.input_size);
     if (dfinal_carry)
@@ -167,18 +166,6 @@ class OnlineExecutor {
   static std::size_t arena_elems_for(const OnlineSchedule& s, std::size_t carry) {
     return static_cast<std::size_t>(s.budget_ticks()) * carry / static_cast<std::size_t>(s.grid().hidden);
   }
-  // The net keeps work derived from the parameters for the scope (a net without keep_weights: nothing).
-  struct KeptWeights {
-    Net& net;
-    explicit KeptWeights(Net& n) : net(n) {
-      if constexpr (requires { n.keep_weights(true); }) net.keep_weights(true);
-    }
-    ~KeptWeights() {
-      if constexpr (requires { net.keep_weights(false); }) net.keep_weights(false);
-    }
-    KeptWeights(const KeptWeights&) = delete;
-    KeptWeights& operator=(const KeptWeights&) = delete;
-  };
   std::size_t y_step() const {  // the top layer's h_t: R = proj_size if > 0, else hidden_size
     return static_cast<std::size_t>(shape_.batch) * static_cast<std::size_t>(output_width(shape_));
   }
