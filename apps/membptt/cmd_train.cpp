@@ -823,8 +823,9 @@ int run_demo(const DemoCli& o) {
              calibrated.record, mib(static_cast<double>(arena_bytes)), 1.0 - arena_saving);
   const double miss = predicted_cal / measured - 1.0;
   if (spread > 0.10)
-    fmt::print("(not to be trusted to 10%: the sets' ratios differ by more than that, so another process was\n"
-               " taking the cores; run the demo again on an idle machine)\n");
+    fmt::print("(not to be trusted to 10%: the sets' ratios differ by more than that; the machine's speed\n"
+               " moved between sets (another process, or a shared virtual machine): run the demo again on\n"
+               " an idle machine)\n");
   else if (std::abs(miss) > 0.10)
     fmt::print("(the prediction from measured step costs is {:+.1f}% from the measured ratio, although the sets\n"
                " agree: a cost the step timings miss at this size, or a load that changed between the two)\n",
