@@ -99,7 +99,8 @@ def main():
     y = torch.randint(0, a.output, (a.length, a.batch))
     seg = math.ceil(math.sqrt(a.length))
     threads, thread_times = fastest_torch_threads(lambda: iteration(rnn, head, x, y, 0), a.threads)
-    print(f"PyTorch on {describe(threads, thread_times)}, malloc {malloc}", flush=True)
+    print(f"{a.cell.upper()} T={a.length} B={a.batch} I={a.input} H={a.hidden}, {a.output}-class head, float32, "
+          f"torch {torch.__version__} on {describe(threads, thread_times)}, malloc {malloc}", flush=True)
     rows = []
     for name, segment in (("torch plain", 0), (f"torch checkpoint sqrt(T)={seg}", seg)):
         run = lambda: iteration(rnn, head, x, y, segment)  # noqa: E731
