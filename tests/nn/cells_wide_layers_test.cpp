@@ -70,14 +70,22 @@ struct Sequence {
   }
 };
 
+// A network of shape s with its head, PyTorch's initialisation from `seed`, and a sequence.
+struct Wide {
+  RecurrentNet<double> net;
+  Head<double> head;
+  Params<double> p;
+  Sequence seq;
+  Wide(const NetShape& s, std::uint64_t seed) : net(s), head(s), p(s), seq(s) { init_pytorch_default(p, seed); }
+};
+
+std::string name_of(const NetShape& s) { return std::string(cell_name(s.cell)) + " L=" + std::to_string(s.num_layers); }
+
 TEST(CellsWideLayers, GradientsMatchFiniteDifferences) {
   for (const NetShape& s : {lstm512(), rnn1024(), lstm512x2()}) {
-    SCOPED_TRACE(std::string(cell_name(s.cell)) + " L=" + std::to_string(s.num_layers));
-    RecurrentNet<double> net(s);
-    Head<double> head(s);
-    Params<double> p(s);
-    init_pytorch_default(p, 5);
-    const Sequence seq(s);
+    SCOPED_TRACE(name_of(s));
+    Wide w(s, 5);
+    auto& [net, head, p, seq] = w;
     for (bool in_pass : {true, false}) {  // as the executor runs it, and as a caller without begin_pass
       SCOPED_TRACE(in_pass ? "in a pass" : "outside any pass");
       const std::vector<double> got = seq.bptt(net, head, p, in_pass);
@@ -103,12 +111,9 @@ TEST(CellsWideLayers, GradientsMatchFiniteDifferences) {
 
 TEST(CellsWideLayers, NothingDerivedFromTheParametersOutlivesAPass) {
   for (const NetShape& s : {lstm512(), rnn1024(), lstm512x2()}) {
-    SCOPED_TRACE(std::string(cell_name(s.cell)) + " L=" + std::to_string(s.num_layers));
-    RecurrentNet<double> net(s);
-    Head<double> head(s);
-    Params<double> p(s);
-    init_pytorch_default(p, 6);
-    const Sequence seq(s);
+    SCOPED_TRACE(name_of(s));
+    Wide w(s, 6);
+    auto& [net, head, p, seq] = w;
     const std::vector<double> first = seq.bptt(net, head, p, true);
     for (std::size_t k = 0; k < p.size(); ++k) p.data()[k] *= 0.75;  // in place: the same pointer
     for (bool in_pass : {true, false}) {
