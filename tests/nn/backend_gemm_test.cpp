@@ -63,12 +63,14 @@ struct Shape {
 template <class T>
 void check_shapes(double tol) {
   ThreadsGuard guard;
-  // Per-step products of a cell (B = 32 rows; tails of the 64-wide tiles), grouped weight
+  // Per-step products of a cell (B = 32 rows; tails of the 64-wide tiles; k in chunks), grouped weight
   // gradients (op(A) = A^T, K * B rows), and products with op(B) = B^T (OpenBLAS's tiles).
   const Shape shapes[] = {{Trans::No, Trans::No, 32, 256, 1024, 0}, {Trans::No, Trans::No, 32, 100, 300, 1},
                           {Trans::Yes, Trans::No, 1024, 64, 96, 1}, {Trans::Yes, Trans::No, 70, 130, 5, 0},
                           {Trans::No, Trans::Yes, 32, 1024, 256, 1}, {Trans::No, Trans::Yes, 300, 600, 17, 0},
-                          {Trans::Yes, Trans::Yes, 33, 65, 40, 1}, {Trans::No, Trans::No, 1, 1, 1, 1}};
+                          {Trans::Yes, Trans::Yes, 33, 65, 40, 1}, {Trans::No, Trans::No, 1, 1, 1, 1},
+                          // k in several chunks with a shorter last one (dL/dh of a wide layer; a long group)
+                          {Trans::No, Trans::No, 32, 130, 1100, 1}, {Trans::Yes, Trans::No, 96, 200, 600, 0}};
   unsigned seed = 1;
   for (const Shape& s : shapes) {
     const int lda = (s.ta == Trans::Yes ? s.m : s.k) + 3, ldb = (s.tb == Trans::Yes ? s.k : s.n) + 1, ldc = s.n + 2;
