@@ -226,13 +226,13 @@ void gemm(Trans ta, Trans tb, int m, int n, int k, T alpha, const T* a, int lda,
   if (m > 0 && n > 0) blas_tiled<T>(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 
-std::size_t weight_products_scratch(int m, int n, int k1, int k2) {
+std::size_t weight_products_scratch(int m, int n, int k1, int k2, bool small) {
 #ifdef MEMBPTT_HAVE_LIBXSMM
   // Small weights gain nothing worth their transposes (and tiny networks' workspaces stay as they were).
-  if (static_cast<long>(n) * (k1 + k2) < kTransposeMinWeights) return 0;
+  if (!small && static_cast<long>(n) * (k1 + k2) < kTransposeMinWeights) return 0;
   return static_cast<std::size_t>(m) * static_cast<std::size_t>(k1 + k2 + n);
 #else
-  (void)m, (void)n, (void)k1, (void)k2;
+  (void)m, (void)n, (void)k1, (void)k2, (void)small;
   return 0;
 #endif
 }
@@ -246,9 +246,10 @@ void weight_products_blas(int m, int n, const T* a1, int k1, const T* w1, const 
 
 template <class T>
 void weight_products(int m, int n, const T* a1, int k1, const T* w1, const T* a2, int k2, const T* w2, T* out,
-                     T* scratch) {
+                     T* scratch, bool small) {
 #ifdef MEMBPTT_HAVE_LIBXSMM
-  if (weight_products_scratch(m, n, k1, a2 ? k2 : 0) == 0) return weight_products_blas(m, n, a1, k1, w1, a2, k2, w2, out);
+  if (weight_products_scratch(m, n, k1, a2 ? k2 : 0, small) == 0)
+    return weight_products_blas(m, n, a1, k1, w1, a2, k2, w2, out);
   // libxsmm's JIT takes no transposed first operand, and out = a W^T needs one (W's rows run along
   // k, as a's do). Transposing the small operands (a: m = B rows) costs far less than packing W
   // each step, which OpenBLAS does (its packing took 12% of a plain BPTT pass).
@@ -271,7 +272,7 @@ void weight_products(int m, int n, const T* a1, int k1, const T* w1, const T* a2
   if (a2) gemm<T>(Trans::No, Trans::No, n, m, k2, T(1), w2, k2, a2t, m, T(1), out_t, m);
   libxsmm_otrans(out, out_t, sizeof(T), m, n, m, n);
 #else
-  (void)scratch;
+  (void)scratch, (void)small;
   weight_products_blas(m, n, a1, k1, w1, a2, k2, w2, out);
 #endif
 }
@@ -289,9 +290,9 @@ void transpose(int rows, int cols, const T* src, T* dst) {
 template void transpose<float>(int, int, const float*, float*);
 template void transpose<double>(int, int, const double*, double*);
 template void weight_products<float>(int, int, const float*, int, const float*, const float*, int, const float*,
-                                     float*, float*);
+                                     float*, float*, bool);
 template void weight_products<double>(int, int, const double*, int, const double*, const double*, int,
-                                      const double*, double*, double*);
+                                      const double*, double*, double*, bool);
 template void gemm<float>(Trans, Trans, int, int, int, float, const float*, int, const float*, int, float, float*, int);
 template void gemm<double>(Trans, Trans, int, int, int, double, const double*, int, const double*, int, double,
                            double*, int);

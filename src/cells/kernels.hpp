@@ -40,9 +40,11 @@ void rnn_relu_fwd(int B, int H, const T* pre, const T* bias, T* h_out);
 template <class T>
 void rnn_relu_bwd(int B, int H, const T* h_out, const T* dh, T* dg);
 
-// out[j] += sum over b (in order b = 0 .. B-1) of m[b*N + j]
+// out[j] += sum over b (in order b = 0 .. B-1) of m[b*N + j]; the same into out2 when given (an
+// LSTM's or RNN's b_ih and b_hh, whose gradients are the same rows: one pass over them).
+// Spread over the products' threads by blocks of columns.
 template <class T>
-void colsum_add(int B, int N, const T* m, T* out);
+void colsum_add(int B, int N, const T* m, T* out, T* out2 = nullptr);
 // out[j] = a[j] + b[j]
 template <class T>
 void vadd(int n, const T* a, const T* b, T* out);

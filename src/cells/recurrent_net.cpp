@@ -140,11 +140,16 @@ void RecurrentNet<T>::flush() {
     gemm<T>(Trans::Yes, Trans::No, GH, R, rows, T(1), dgh, GH, hpr_[ul].data(), R, T(1), gw + o.w_hh, R);
     if (s_.proj_size > 0)
       gemm<T>(Trans::Yes, Trans::No, R, H, rows, T(1), dhr_[ul].data(), R, mr_[ul].data(), H, T(1), gw + o.w_hr, H);
-    if (s_.bias) {
-      detail::colsum_add<T>(rows, GH, dg, gw + o.b_ih);
-      detail::colsum_add<T>(rows, GH, dgh, gw + o.b_hh);
-    }
+    if (s_.bias) add_bias_grads(rows, dg, dgh, gw + o.b_ih, gw + o.b_hh);
   }
+}
+
+template <class T>
+void RecurrentNet<T>::add_bias_grads(int rows, const T* dg, const T* dgh, T* db_ih, T* db_hh) const {
+  const int GH = G_ * s_.hidden_size;
+  if (dgh == dg) return detail::colsum_add<T>(rows, GH, dg, db_ih, db_hh);  // LSTM, RNN: the same rows
+  detail::colsum_add<T>(rows, GH, dg, db_ih);
+  detail::colsum_add<T>(rows, GH, dgh, db_hh);
 }
 
 template <class T>
@@ -348,10 +353,7 @@ void RecurrentNet<T>::backward(const Params<T>& p, const T* x_t, const T* record
     }
     gemm<T>(Trans::Yes, Trans::No, GH, o.in, B, T(1), dg, GH, in, o.in, T(1), gw + o.w_ih, o.in);
     gemm<T>(Trans::Yes, Trans::No, GH, R, B, T(1), dgh, GH, h_prev, R, T(1), gw + o.w_hh, R);
-    if (s_.bias) {
-      detail::colsum_add<T>(B, GH, dg, gw + o.b_ih);
-      detail::colsum_add<T>(B, GH, dgh, gw + o.b_hh);
-    }
+    if (s_.bias) add_bias_grads(B, dg, dgh, gw + o.b_ih, gw + o.b_hh);
   }
   if (defer && ++n_ == K_) flush();
 }

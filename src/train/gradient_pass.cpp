@@ -59,7 +59,7 @@ class CpuDevice final : public GradientDevice {
     return std::make_unique<CpuGradientPass<double>>(shape, loss, std::move(plan));
   }
   std::size_t head_scratch_bytes(const NetShape& shape, std::size_t scalar_bytes) const override {
-    return 2 * static_cast<std::size_t>(shape.batch) * static_cast<std::size_t>(shape.output_size) * scalar_bytes;
+    return scalar_bytes == sizeof(float) ? Head<float>::scratch_bytes_for(shape) : Head<double>::scratch_bytes_for(shape);
   }
   std::unique_ptr<GradientPass<float>> make_bidirectional_pass_f32(const NetShape& shape, LossKind loss,
                                                                    const BidirectionalPlans& plans) const override;

@@ -476,5 +476,30 @@ TEST(CellsHead, KnownValues) {
   for (double v : g2.view("rnn.weight_ih_l0")) EXPECT_EQ(v, 0.0);
 }
 
+// The logits are b + h W^T on both of the head's paths: OpenBLAS for a small h_top, transposes on
+// libxsmm from 4096 elements of h_top on (B 8, H 512 here); its scratch is what the planners predict.
+TEST(CellsHead, LogitsAreBiasPlusHiddenTimesWeightsOnBothPaths) {
+  for (const NetShape& s : {NetShape{CellType::Lstm, 2, 4, 1, 3, 5}, NetShape{CellType::Lstm, 2, 512, 1, 8, 7},
+                            NetShape{CellType::Gru, 2, 600, 1, 16, 2}}) {
+    Head<double> head(s);
+    EXPECT_EQ(head.scratch_bytes(), Head<double>::scratch_bytes_for(s)) << "H " << s.hidden_size;
+    Params<double> p(s);
+    init_pytorch_default(p, 7);
+    const auto w = p.view("head.weight");
+    const auto b = p.view("head.bias");
+    std::vector<double> h(static_cast<std::size_t>(s.batch) * s.hidden_size);
+    fill_uniform<double>(h, 1.0, 8);
+    const double* out = head.forward(p, h.data());
+    for (int r = 0; r < s.batch; ++r)
+      for (int o = 0; o < s.output_size; ++o) {
+        double want = b[static_cast<std::size_t>(o)];
+        for (int k = 0; k < s.hidden_size; ++k)
+          want += h[static_cast<std::size_t>(r) * s.hidden_size + k] * w[static_cast<std::size_t>(o) * s.hidden_size + k];
+        ASSERT_NEAR(out[static_cast<std::size_t>(r) * s.output_size + o], want, 1e-12)
+            << "H " << s.hidden_size << " row " << r << " class " << o;
+      }
+  }
+}
+
 }  // namespace
 }  // namespace membptt

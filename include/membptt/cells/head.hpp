@@ -23,8 +23,11 @@ class Head {
   explicit Head(const NetShape& s);
 
   const NetShape& shape() const { return s_; }
-  // Bytes of scratch allocated in the constructor (logits and their gradient, B x O each).
-  std::size_t scratch_bytes() const { return (out_.size() + dout_.size()) * sizeof(T); }
+  // Bytes of scratch allocated in the constructor (logits and their gradient, B x O each; the
+  // forward product's transposes).
+  std::size_t scratch_bytes() const { return (out_.size() + dout_.size() + wp_.size()) * sizeof(T); }
+  // The same without building a head (the planners' predictions).
+  static std::size_t scratch_bytes_for(const NetShape& s);
 
   // logits / predictions [B x O] for h_top [B x H]; points into scratch, valid until the next call.
   const T* forward(const Params<T>& p, const T* h_top);
@@ -54,6 +57,7 @@ class Head {
   std::size_t w_off_ = 0, b_off_ = 0, nparams_ = 0;
   backend::AlignedBuffer<T> out_;   // [B x O] logits / predictions
   backend::AlignedBuffer<T> dout_;  // [B x O] dL/d(logits or predictions)
+  backend::AlignedBuffer<T> wp_;    // backend::weight_products' transposes (empty without libxsmm)
 };
 
 extern template class Head<float>;

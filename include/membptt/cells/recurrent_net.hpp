@@ -142,6 +142,8 @@ class RecurrentNet {
     int in;
   };
   void check(const Params<T>& p, const char* what) const;
+  // db_ih += column sums of dg [rows x G*H], db_hh += those of dgh (rows in order).
+  void add_bias_grads(int rows, const T* dg, const T* dgh, T* db_ih, T* db_hh) const;
   // The 0-based step of x_t in the pass's inputs (dropout's counter).
   std::int64_t step_of(const T* x_t) const;
   // out = in * mask(layer, t) * scale, [B x R].
