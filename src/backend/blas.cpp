@@ -162,12 +162,17 @@ struct Tiled {
     t.kc = std::min(k, kChunkK);
     t.chunks = (k + t.kc - 1) / t.kc;
     const int last_k = k - (t.chunks - 1) * t.kc;
+    // Only the kernels some tile runs (each dispatch is a lookup in libxsmm's registry).
+    const bool row_kind[2] = {rows >= tile_r, rows % tile_r != 0}, col_kind[2] = {cols >= tile_c, cols % tile_c != 0};
+    const bool chunk_kind[3] = {true, t.chunks > 2, t.chunks > 1};
     for (int r = 0; r < 2; ++r)
       for (int cc = 0; cc < 2; ++cc)
         for (int j = 0; j < 3; ++j) {
-          // libxsmm's A is B as stored (ld ldb); its B is A as stored (ld lda), transposed with op(A).
-          const bool first = j == 0 || t.chunks == 1, last = j == 2 || t.chunks == 1;
           Kernel<T>& kernel = t.kernel[r][cc][j];
+          kernel = nullptr;
+          if (!row_kind[r] || !col_kind[cc] || !chunk_kind[j]) continue;
+          // libxsmm's A is B as stored (ld ldb); its B is A as stored (ld lda), transposed with op(A).
+          const bool first = j == 0, last = j == 2 || t.chunks == 1;
           kernel = dispatch<T>(tile_rows(r), tile_cols(cc), last ? last_k : t.kc, ldb, lda, ldc, first ? beta : T(1),
                                t.trans_a);
           if (!kernel) return false;
