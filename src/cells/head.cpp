@@ -99,23 +99,7 @@ T Head<T>::step_xent(const Params<T>& p, const T* h_top, const std::int64_t* tar
   check(grads, "step_xent (grads)");
   check_targets(targets_t, "step_xent");
   const T* z = forward(p, h_top);
-  const int B = s_.batch, O = s_.output_size;
-  double sum = 0;
-  for (int b = 0; b < B; ++b) {
-    const T* zr = z + static_cast<std::size_t>(b) * O;
-    T* dr = dout_.data() + static_cast<std::size_t>(b) * O;
-    const T m = *std::max_element(zr, zr + O);
-    T s = 0;
-    for (int k = 0; k < O; ++k) {
-      dr[k] = std::exp(zr[k] - m);
-      s += dr[k];
-    }
-    const auto t = static_cast<int>(targets_t[b]);
-    sum += static_cast<double>(std::log(s) - (zr[t] - m));
-    const T inv = scale / s;
-    for (int k = 0; k < O; ++k) dr[k] *= inv;
-    dr[t] -= scale;
-  }
+  const double sum = detail::xent_rows<T>(s_.batch, s_.output_size, z, targets_t, scale, dout_.data(), nullptr);
   backward(p, h_top, dh_top, grads);
   return static_cast<T>(static_cast<double>(scale) * sum);
 }
@@ -125,20 +109,8 @@ T Head<T>::step_xent_loss(const Params<T>& p, const T* h_top, const std::int64_t
                           T scale, std::int64_t* n_correct) {
   check_targets(targets_t, "step_xent_loss");
   const T* z = forward(p, h_top);
-  const int B = s_.batch, O = s_.output_size;
-  double sum = 0;
-  std::int64_t correct = 0;
-  for (int b = 0; b < B; ++b) {
-    const T* zr = z + static_cast<std::size_t>(b) * O;
-    const T* mp = std::max_element(zr, zr + O);
-    const T m = *mp;
-    T s = 0;
-    for (int k = 0; k < O; ++k) s += std::exp(zr[k] - m);
-    const auto t = static_cast<int>(targets_t[b]);
-    sum += static_cast<double>(std::log(s) - (zr[t] - m));
-    correct += (mp - zr) == t ? 1 : 0;
-  }
-  if (n_correct) *n_correct += correct;
+  // (dout_ is written too: scratch, no gradient is kept between calls)
+  const double sum = detail::xent_rows<T>(s_.batch, s_.output_size, z, targets_t, scale, dout_.data(), n_correct);
   return static_cast<T>(static_cast<double>(scale) * sum);
 }
 

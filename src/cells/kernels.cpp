@@ -7,6 +7,9 @@
 
 #include "kernels.hpp"
 
+#include <cmath>
+#include <cstdint>
+
 #include "membptt/backend/math.hpp"
 #include "membptt/backend/tile_pool.hpp"
 
@@ -249,6 +252,32 @@ void colsum_add(int B, int N, const T* m, T* out, T* out2) {
 }
 
 template <class T>
+MEMBPTT_CLONES double xent_rows(int B, int O, const T* __restrict z, const std::int64_t* __restrict targets, T scale,
+                                T* __restrict dz, std::int64_t* n_correct) {
+  double sum = 0;
+  std::int64_t correct = 0;
+  for (int b = 0; b < B; ++b) {
+    const T* __restrict zr = z + long(b) * O;
+    T* __restrict dr = dz + long(b) * O;
+    int arg = 0;  // the first maximum (as std::max_element)
+    for (int k = 1; k < O; ++k)
+      if (zr[arg] < zr[k]) arg = k;
+    const T m = zr[arg];
+    for (int k = 0; k < O; ++k) dr[k] = backend::act_exp(zr[k] - m);  // vectorised
+    T s = 0;
+    for (int k = 0; k < O; ++k) s += dr[k];  // in order
+    const auto t = static_cast<int>(targets[b]);
+    sum += static_cast<double>(std::log(s) - (zr[t] - m));
+    const T inv = scale / s;
+    for (int k = 0; k < O; ++k) dr[k] *= inv;
+    dr[t] -= scale;
+    correct += arg == t ? 1 : 0;
+  }
+  if (n_correct) *n_correct += correct;
+  return sum;
+}
+
+template <class T>
 MEMBPTT_CLONES void vadd(int n, const T* __restrict a, const T* __restrict b, T* __restrict out) {
   for (int j = 0; j < n; ++j) out[j] = a[j] + b[j];
 }
@@ -264,7 +293,8 @@ MEMBPTT_CLONES void vadd(int n, const T* __restrict a, const T* __restrict b, T*
   template void lstm_m<T>(int, int, const T*, const T*, T*);                                     \
   template void rnn_relu_bwd<T>(int, int, const T*, const T*, T*);                               \
   template void colsum_add<T>(int, int, const T*, T*, T*);                                       \
-  template void vadd<T>(int, const T*, const T*, T*);
+  template void vadd<T>(int, const T*, const T*, T*);                                            \
+  template double xent_rows<T>(int, int, const T*, const std::int64_t*, T, T*, std::int64_t*);
 MEMBPTT_INST(float)
 MEMBPTT_INST(double)
 #undef MEMBPTT_INST

@@ -2,6 +2,7 @@
 // whole batch). Pointers never alias (callers copy in-place arguments to scratch first).
 // Row layouts: pre/act/dg are [B][G*H] with the gate blocks side by side, as PyTorch's weight rows.
 #pragma once
+#include <cstdint>
 
 namespace membptt::detail {
 
@@ -45,6 +46,12 @@ void rnn_relu_bwd(int B, int H, const T* h_out, const T* dh, T* dg);
 // Spread over the products' threads by blocks of columns.
 template <class T>
 void colsum_add(int B, int N, const T* m, T* out, T* out2 = nullptr);
+// Softmax cross-entropy of the rows of logits z [B x O] against targets (each in [0, O)): returns
+// the sum over rows, in order, of log(sum_k exp(z_bk - m_b)) - (z_bt - m_b) (m_b: the row's
+// maximum), in double; writes dz = scale * (softmax(z) - onehot(t)); adds to *n_correct (when
+// given) the rows whose first maximum is the target. exp: act_exp (vectorised for float).
+template <class T>
+double xent_rows(int B, int O, const T* z, const std::int64_t* targets, T scale, T* dz, std::int64_t* n_correct);
 // out[j] = a[j] + b[j]
 template <class T>
 void vadd(int n, const T* a, const T* b, T* out);

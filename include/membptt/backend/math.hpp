@@ -4,6 +4,7 @@
 //           [-87, 88], input clamped to that range); sigmoid = 1 / (1 + exp(-x));
 //           tanh = Cephes' odd polynomial for |x| < 0.625, else 1 - 2 / (exp(2|x|) + 1) with the
 //           sign restored (a few ulp absolute). NaN propagates.
+//           (exp_f also serves the softmax of the heads: act_exp.)
 //   double: std::exp and std::tanh (exact to libm's accuracy; used for gradient checks).
 #pragma once
 #include <bit>
@@ -55,5 +56,8 @@ inline float act_sigmoid(float x) { return sigmoid_f(x); }
 inline float act_tanh(float x) { return tanh_f(x); }
 inline double act_sigmoid(double x) { return 1.0 / (1.0 + std::exp(-x)); }
 inline double act_tanh(double x) { return std::tanh(x); }
+// exp for the heads' softmax: exp_f (vectorised with its callers) for float, std::exp for double.
+inline float act_exp(float x) { return exp_f(x); }
+inline double act_exp(double x) { return std::exp(x); }
 
 }  // namespace membptt::backend
