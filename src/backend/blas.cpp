@@ -86,8 +86,12 @@ void blas_tiled(Trans ta, Trans tb, int m, int n, int k, T alpha, const T* a, in
 }
 
 #ifdef MEMBPTT_HAVE_LIBXSMM
-// Forward products through transposes (weight_products) from this many weight elements on.
-constexpr long kTransposeMinWeights = 65536;
+// Forward products through transposes (weight_products) from this many multiply-adds a call on: from
+// there libxsmm's kernels and the transposes beat OpenBLAS, whose packing dominates small products
+// (B = 32: 2.0x at an LSTM (16, 32), 2.3-2.8x at (32, 64), 2.6-3.5x at an RNN (64, 128), 1.8x at
+// B = 8; even at 6144; 2026-12-01). Below it (tiny networks: B = 4, H = 16) both take the same
+// time, and a tiny network's workspace stays as it was.
+constexpr long kTransposeMinMacs = 16384;
 
 // Row-major C[m x n] (+)= op(A) B is column-major C^T[n x m] (+)= B^T op(A)^T: libxsmm's first
 // operand is B as stored (no transpose), its second A as stored (transposed when op(A) = A^T,
@@ -231,13 +235,13 @@ void gemm(Trans ta, Trans tb, int m, int n, int k, T alpha, const T* a, int lda,
   if (m > 0 && n > 0) blas_tiled<T>(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 
-std::size_t weight_products_scratch(int m, int n, int k1, int k2, bool small) {
+std::size_t weight_products_scratch(int m, int n, int k1, int k2) {
 #ifdef MEMBPTT_HAVE_LIBXSMM
   // Small weights gain nothing worth their transposes (and tiny networks' workspaces stay as they were).
-  if (!small && static_cast<long>(n) * (k1 + k2) < kTransposeMinWeights) return 0;
+  if (static_cast<long>(m) * n * (k1 + k2) < kTransposeMinMacs) return 0;
   return static_cast<std::size_t>(m) * static_cast<std::size_t>(k1 + k2 + n);
 #else
-  (void)m, (void)n, (void)k1, (void)k2, (void)small;
+  (void)m, (void)n, (void)k1, (void)k2;
   return 0;
 #endif
 }
@@ -251,9 +255,9 @@ void weight_products_blas(int m, int n, const T* a1, int k1, const T* w1, const 
 
 template <class T>
 void weight_products(int m, int n, const T* a1, int k1, const T* w1, const T* a2, int k2, const T* w2, T* out,
-                     T* scratch, bool small) {
+                     T* scratch) {
 #ifdef MEMBPTT_HAVE_LIBXSMM
-  if (weight_products_scratch(m, n, k1, a2 ? k2 : 0, small) == 0)
+  if (weight_products_scratch(m, n, k1, a2 ? k2 : 0) == 0)
     return weight_products_blas(m, n, a1, k1, w1, a2, k2, w2, out);
   // libxsmm's JIT takes no transposed first operand, and out = a W^T needs one (W's rows run along
   // k, as a's do). Transposing the small operands (a: m = B rows) costs far less than packing W
@@ -277,7 +281,7 @@ void weight_products(int m, int n, const T* a1, int k1, const T* w1, const T* a2
   if (a2) gemm<T>(Trans::No, Trans::No, n, m, k2, T(1), w2, k2, a2t, m, T(1), out_t, m);
   libxsmm_otrans(out, out_t, sizeof(T), m, n, m, n);
 #else
-  (void)scratch, (void)small;
+  (void)scratch;
   weight_products_blas(m, n, a1, k1, w1, a2, k2, w2, out);
 #endif
 }
@@ -295,9 +299,9 @@ void transpose(int rows, int cols, const T* src, T* dst) {
 template void transpose<float>(int, int, const float*, float*);
 template void transpose<double>(int, int, const double*, double*);
 template void weight_products<float>(int, int, const float*, int, const float*, const float*, int, const float*,
-                                     float*, float*, bool);
+                                     float*, float*);
 template void weight_products<double>(int, int, const double*, int, const double*, const double*, int,
-                                      const double*, double*, double*, bool);
+                                      const double*, double*, double*);
 template void gemm<float>(Trans, Trans, int, int, int, float, const float*, int, const float*, int, float, float*, int);
 template void gemm<double>(Trans, Trans, int, int, int, double, const double*, int, const double*, int, double,
                            double*, int);

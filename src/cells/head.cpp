@@ -16,12 +16,9 @@ using backend::Trans;
 namespace {
 // The width of h_top: both directions' h side by side when bidirectional.
 int head_width(const NetShape& s) { return directions(s) * output_width(s); }
-// Elements of the forward product's transposes: h W^T runs through them on libxsmm once h_top has
-// 4096 elements or more (OpenBLAS's packing of h then took 2% of a pass, LSTM 256, B 32, O 2); a
-// smaller head stays on OpenBLAS, and a tiny network's workspace as it was.
+// Elements of the forward product's transposes (none for a tiny head: weight_products_scratch).
 std::size_t transposes_elems(const NetShape& s) {
-  if (static_cast<long>(s.batch) * head_width(s) < 4096) return 0;
-  return backend::weight_products_scratch(s.batch, s.output_size, head_width(s), 0, true);
+  return backend::weight_products_scratch(s.batch, s.output_size, head_width(s), 0);
 }
 }  // namespace
 
@@ -75,7 +72,7 @@ const T* Head<T>::forward(const Params<T>& p, const T* h_top) {
     return out_.data();
   }
   // h W^T through the transposes on libxsmm, then + b.
-  backend::weight_products<T>(B, O, h_top, H, p.data() + w_off_, nullptr, 0, nullptr, out_.data(), wp_.data(), true);
+  backend::weight_products<T>(B, O, h_top, H, p.data() + w_off_, nullptr, 0, nullptr, out_.data(), wp_.data());
   for (int b = 0; b < B; ++b) {
     T* row = out_.data() + static_cast<std::size_t>(b) * O;
     for (int o = 0; o < O; ++o) row[o] += bias[o];

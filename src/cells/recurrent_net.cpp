@@ -79,13 +79,10 @@ RecurrentNet<T>::RecurrentNet(const NetShape& s, int defer_steps)
   // is a product of its own), and the projection's.
   const int GH = G_ * s.hidden_size, R = output_width(s);
   const bool gru = s.cell == CellType::Gru;
-  // The GRU's x W_ih^T goes through the transposes whenever its h W_hh^T does (gru_x_transposes_),
-  // however few its weights: on OpenBLAS it took 13% of a pass (GRU I = 64, H = 256, B = 32).
-  gru_x_transposes_ = gru && backend::weight_products_scratch(s.batch, GH, R, 0) > 0;
   std::size_t wp = std::max(gru ? backend::weight_products_scratch(s.batch, GH, R, 0) : 0,
                             s.proj_size > 0 ? backend::weight_products_scratch(s.batch, R, s.hidden_size, 0) : 0);
   for (const LayerOffsets& o : lay_)
-    wp = std::max(wp, backend::weight_products_scratch(s.batch, GH, o.in, gru ? 0 : R, gru_x_transposes_));
+    wp = std::max(wp, backend::weight_products_scratch(s.batch, GH, o.in, gru ? 0 : R));
   wp_ = backend::AlignedBuffer<T>(wp);
   if (s.proj_size > 0) {
     m_ = backend::AlignedBuffer<T>(bh_);
@@ -215,7 +212,7 @@ void RecurrentNet<T>::step(const Params<T>& p, const T* x_t, const T* carry_in, 
     const T* b_hh = has_bias ? w + o.b_hh : bias_.data();
     const bool gru = s_.cell == CellType::Gru;  // (whose h W_hh^T stays apart from x W_ih^T)
     backend::weight_products<T>(B, GH, in, o.in, w + o.w_ih, gru ? nullptr : h_prev, R, w + o.w_hh, pre_.data(),
-                                wp_.data(), gru_x_transposes_);
+                                wp_.data());
     switch (s_.cell) {
       case CellType::Lstm:
         if (has_bias) detail::vadd<T>(GH, b_ih, b_hh, bias_.data());

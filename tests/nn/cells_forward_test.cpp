@@ -476,8 +476,9 @@ TEST(CellsHead, KnownValues) {
   for (double v : g2.view("rnn.weight_ih_l0")) EXPECT_EQ(v, 0.0);
 }
 
-// The logits are b + h W^T on both of the head's paths: OpenBLAS for a small h_top, transposes on
-// libxsmm from 4096 elements of h_top on (B 8, H 512 here); its scratch is what the planners predict.
+// The logits are b + h W^T on both of the head's paths: OpenBLAS for a tiny head (B 2, H 4, 5
+// classes), transposes on libxsmm from 16384 multiply-adds on (B 8, H 512, 7 classes; B 16, H 600,
+// 2 classes); its scratch is what the planners predict.
 TEST(CellsHead, LogitsAreBiasPlusHiddenTimesWeightsOnBothPaths) {
   for (const NetShape& s : {NetShape{CellType::Lstm, 2, 4, 1, 3, 5}, NetShape{CellType::Lstm, 2, 512, 1, 8, 7},
                             NetShape{CellType::Gru, 2, 600, 1, 16, 2}}) {

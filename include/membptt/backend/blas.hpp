@@ -23,14 +23,12 @@ void gemm(Trans ta, Trans tb, int m, int n, int k, T alpha, const T* a, int lda,
 // rows of a1, a2, W1, W2 and out are contiguous (strides k1, k2, k1, k2, n). With libxsmm it runs as
 // out^T = W1 a1^T (+ W2 a2^T) on its kernels, the transposes in `scratch`, which must hold
 // weight_products_scratch(m, n, k1, k2) elements (0 without libxsmm: OpenBLAS takes W^T as it is).
-// Below 65536 weights it runs on OpenBLAS (the transposes would gain nothing worth their scratch),
-// unless `small` is set: then through the transposes at every size (a head's product with few
-// outputs, where OpenBLAS's packing of `a` costs more than the product; the same `small` must be
-// given to weight_products_scratch).
+// Below 16384 multiply-adds (m n (k1 + k2): a tiny network's step) it runs on OpenBLAS, where the
+// transposes gain nothing, and the scratch is 0.
 template <class T>
 void weight_products(int m, int n, const T* a1, int k1, const T* w1, const T* a2, int k2, const T* w2, T* out,
-                     T* scratch, bool small = false);
-std::size_t weight_products_scratch(int m, int n, int k1, int k2, bool small = false);
+                     T* scratch);
+std::size_t weight_products_scratch(int m, int n, int k1, int k2);
 
 // dst[cols x rows] = src[rows x cols]^T, row-major, contiguous rows (libxsmm's transpose where the
 // build has it).

@@ -173,7 +173,6 @@ class RecurrentNet {
   backend::AlignedBuffer<T> alias_;  // [carry] copy of carry_in / dcarry_out for in-place calls
   backend::AlignedBuffer<T> drop_;   // dropout: [B x R] a layer's dropped input
   backend::AlignedBuffer<T> ddrop_;  // dropout: [B x R] dL/d(dropped input)
-  bool gru_x_transposes_ = false;  // GRU: x W_ih^T through weight_products' transposes at any size
   bool drop_on_ = false;
   std::uint64_t seed_ = 0, threshold_ = 0;
   T scale_ = T(1);
