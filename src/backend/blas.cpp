@@ -107,8 +107,8 @@ constexpr int kTransTileRows = 32, kTransTileCols = 256;
 // A tile's k runs in chunks of kChunkK, so the part of the first operand a tile reads for all of
 // its columns stays in cache (64 x 256 floats: 64 KiB) instead of the whole panel (1 MiB at
 // k = 4096, dL/dh of an LSTM with H = 1024) coming from L2 or beyond again for every block of
-// columns. dL/dh at (1024, 1024), B = 32: 151 -> 194 GFLOP/s on 1 thread, 296 -> 354 on 2
-// (bench/step_products, 2026-12-01); 128 and 512 were no better, the other products unchanged.
+// columns. dL/dh at (1024, 1024), B = 32, one thread: 142 GFLOP/s unchunked, 194 in chunks of 256
+// (64: 176, 128: 189, 512: 191; bench/step_products, 2026-12-01); the other products unchanged.
 // The bits are those of one call (measured equal for chunks of 7 to 4096): each element's sum goes
 // on, in order, from the value the chunk before stored.
 constexpr int kChunkK = 256;
