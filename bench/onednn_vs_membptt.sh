@@ -94,7 +94,7 @@ lines = [
     " G = 4 (LSTM) or 3 (GRU).",
     "membptt's pass also includes its %d-class softmax head per step (%s, not counted in"
     " the FLOPs); oneDNN's gets a fixed random dL/dh instead." % (
-        classes, "about 5%% extra work at 64 classes" if classes >= 32 else "a negligible extra"),
+        classes, "about 5% extra work at 64 classes" if classes >= 32 else "a negligible extra"),
     "ratio = oneDNN s / membptt s (> 1: membptt faster). oneDNN MiB: its workspace (what forward keeps for"
     " backward; dst_layer and scratchpad not included); membptt MiB: held_bytes of its plain-BPTT row.",
     "",
