@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <functional>
@@ -35,6 +36,13 @@ namespace membptt::cli {
 namespace {
 
 using train::kMaxSize;
+
+// v with `decimals` decimals, or with 3 significant digits where those decimals would show a
+// nonzero v as 0 (a tiny network's seconds, milliseconds or MiB).
+std::string fixed_or_small(double v, int decimals) {
+  if (v != 0 && std::abs(v) < 0.5 * std::pow(10.0, -decimals)) return fmt::format("{:.3g}", v);
+  return fmt::format("{:.{}f}", v, decimals);
+}
 
 struct BenchOptions {
   std::string cell = "lstm", dtype = "float32", policies = "full,msm,hsm,ism,chen-sqrt,chen-recursive",
@@ -204,9 +212,9 @@ int run_bench_bidirectional(const BenchOptions& o, const NetShape& shape, const 
     const std::size_t held = row.pass->workspace_bytes() + row.stats.peak_arena_bytes;
     // Forward steps per step of each chain (2L chains of T steps).
     const double per_step = static_cast<double>(row.stats.forward_steps) / (2.0 * o.layers * static_cast<double>(o.length));
-    fmt::print("{:>15} {:>8} {:>10.2f} {:>8.2f}% {:>9.3f} {:>9.3f} {:>10.3f} {:>10.3f}\n", policy_name(row.policy), row.budget,
-               static_cast<double>(held) / (1 << 20), 100.0 * static_cast<double>(held) / plain, per_step, sec, measured,
-               row.ratio);
+    fmt::print("{:>15} {:>8} {:>10} {:>8.2f}% {:>9.3f} {:>9} {:>10.3f} {:>10.3f}\n", policy_name(row.policy), row.budget,
+               fixed_or_small(static_cast<double>(held) / (1 << 20), 2), 100.0 * static_cast<double>(held) / plain,
+               per_step, fixed_or_small(sec, 3), measured, row.ratio);
     out.push_back({{"policy", std::string(policy_name(row.policy))}, {"budget", row.budget}, {"held_bytes", held},
                    {"plain_bytes", plain}, {"forward_steps", row.stats.forward_steps}, {"median_seconds", sec},
                    {"seconds", row.seconds}, {"measured_ratio", measured}, {"predicted_ratio", row.ratio}});
@@ -292,9 +300,10 @@ int run_bench(const BenchOptions& o) {
              o.cell, o.length, o.batch, o.input, o.hidden, o.layers, o.proj_size ? fmt::format(" P={}", o.proj_size) : "",
              o.no_bias ? " no-bias" : "", o.nonlinearity == "relu" ? " relu" : "", o.dtype, sizes.hidden_bytes,
              sizes.internal_bytes, sizes.alpha(), sizes.workspace_at(o.length));
-  fmt::print("calibrated step costs: advance {:.3f} ms, advance+record {:.3f} ms, backward+head {:.3f} ms "
+  fmt::print("calibrated step costs: advance {} ms, advance+record {} ms, backward+head {} ms "
              "(record {:.3f}, beta {:.3f})\n",
-             1e3 * st.advance, 1e3 * st.record, 1e3 * st.backward, model.record, model.beta);
+             fixed_or_small(1e3 * st.advance, 3), fixed_or_small(1e3 * st.record, 3), fixed_or_small(1e3 * st.backward, 3),
+             model.record, model.beta);
 
   // Data: random inputs and classes. On a device a long sequence repeats its first 4096 steps'
   // inputs (the time per step does not depend on the values; generating them would).
@@ -403,10 +412,11 @@ int run_bench(const BenchOptions& o) {
   for (const Config& c : configs) {
     const double s = median(c.seconds);
     const double measured = base_s > 0 ? s / base_s : 0, predicted = c.plan->time_ratio();
-    fmt::print("{:>15} {:>8} {:>10.2f} {:>8.2f}% {:>9.3f} {:>9} {:>10.3f} {:>10.3f} {:>6.1f}%{}\n", policy_name(c.policy),
-               c.budget_text, static_cast<double>(c.held_bytes) / (1 << 20), 100.0 * static_cast<double>(c.held_bytes) / plain,
+    fmt::print("{:>15} {:>8} {:>10} {:>8.2f}% {:>9.3f} {:>9} {:>10.3f} {:>10.3f} {:>6.1f}%{}\n", policy_name(c.policy),
+               c.budget_text, fixed_or_small(static_cast<double>(c.held_bytes) / (1 << 20), 2),
+               100.0 * static_cast<double>(c.held_bytes) / plain,
                static_cast<double>(c.stats.forward_steps) / static_cast<double>(o.length),
-               dev.cuda ? fmt::format("{:.4f}", s) : fmt::format("{:.3f}", s), measured, predicted,
+               fixed_or_small(s, dev.cuda ? 4 : 3), measured, predicted,
                base_s > 0 ? 100.0 * (measured - predicted) / predicted : 0.0,
                dev.cuda ? fmt::format(" {:>10.2f} {:>9} {:>7}", static_cast<double>(c.device_taken_bytes) / (1 << 20),
                                       c.graph_bytes >= 0 ? fmt::format("{:.2f}", static_cast<double>(c.graph_bytes) / (1 << 20)) : "-",

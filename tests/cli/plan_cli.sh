@@ -48,6 +48,17 @@ check "no temp files left" test "$(ls "$work" | grep -c tmp)" -eq 0
 "$bin" bench --length 20 --batch 2 --input 3 --hidden 4 --output 3 --policies full,msm --budgets 50% --reps 2 \
   --warmup 0 --json "$work/bench.json" >/dev/null
 check "bench --warmup 0 times every round" python3 -c "import json,sys; j=json.load(open(sys.argv[1])); assert j['warmup'] == 0 and all(len(r['seconds']) == 2 for r in j['rows'])" "$work/bench.json"
+# A tiny network's table shows its seconds and MiB, not 0.000 and 0.00 (a new user's report): the
+# s/iter and held MiB columns of every row are nonzero numbers as printed.
+"$bin" bench --cell lstm --length 100 --batch 5 --input 7 --hidden 17 --output 3 --budgets 10%,50% --reps 2 \
+  --policies full,msm >"$work/tiny.txt"
+check "bench's tiny rows show their seconds and MiB" python3 -c "
+import sys
+rows = [l.split() for l in open(sys.argv[1]) if l.split()[:1] in (['full'], ['msm'])]
+assert len(rows) == 3, rows
+for r in rows:
+    assert float(r[2]) > 0 and float(r[5]) > 0, r
+" "$work/tiny.txt"
 expect_error "negative warmup" "--warmup: -1 is not allowed: allowed is an integer from 0 to" bench --length 20 --warmup -1
 
 expect_error "negative length" "--length: -5 is not allowed: allowed is an integer from 1 to" plan --length -5 --memory 10
