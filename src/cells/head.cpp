@@ -1,6 +1,5 @@
 #include "membptt/cells/head.hpp"
 
-#include <algorithm>
 #include <cmath>
 #include <stdexcept>
 #include <string>
@@ -66,12 +65,7 @@ const T* Head<T>::forward(const Params<T>& p, const T* h_top) {
   check(p, "forward");
   const int B = s_.batch, H = head_width(s_), O = s_.output_size;
   const T* bias = p.data() + b_off_;
-  if (wp_.size() == 0) {  // b, then + h W^T on OpenBLAS
-    for (int b = 0; b < B; ++b) std::copy_n(bias, O, out_.data() + static_cast<std::size_t>(b) * O);
-    gemm<T>(Trans::No, Trans::Yes, B, O, H, T(1), h_top, H, p.data() + w_off_, H, T(1), out_.data(), O);
-    return out_.data();
-  }
-  // h W^T through the transposes on libxsmm, then + b.
+  // h W^T (through the transposes on libxsmm, or on OpenBLAS for a tiny head), then + b.
   backend::weight_products<T>(B, O, h_top, H, p.data() + w_off_, nullptr, 0, nullptr, out_.data(), wp_.data());
   for (int b = 0; b < B; ++b) {
     T* row = out_.data() + static_cast<std::size_t>(b) * O;
